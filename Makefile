@@ -1,0 +1,52 @@
+# adroi: every target installs what it needs first, so each works on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8080
+RUN_ARGS ?=
+
+.PHONY: run train serve test test-fast lint bench-train bench-serve airflow-venvs clean
+
+$(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+## make run: train on the bundled sample into .local/, print the summary, then serve the model it published.
+run: train serve
+
+train: $(STAMP)
+	$(BIN)/python -m training run $(RUN_ARGS); code=$$?; [ $$code -eq 0 ] || [ $$code -eq 3 ] || exit $$code
+
+serve: $(STAMP)
+	@echo "Serving .local/store on http://127.0.0.1:$(PORT)  (Ctrl-C to stop). Try:"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' \\"
+	@echo "       -d '{\"SEARCH_ENGINE\": 522807, \"SOCIAL_MEDIA\": 518987, \"VIDEO\": 519625, \"EMAIL\": 520742}'"
+	MODEL_STORE=.local/store PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py 'app:create_app()'
+
+## make test: the whole suite (API, training, emulators, Airflow 2 and 3 DAG runs, infrastructure checks).
+test: $(STAMP) airflow-venvs
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not airflow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/bench_train.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python bench/bench_serve.py
+
+airflow-venvs: .venv-airflow2/.installed .venv-airflow3/.installed
+
+.venv-airflow%/.installed: requirements-airflow%.txt requirements-train.txt
+	test -x .venv-airflow$*/bin/python || $(PYTHON) -m venv .venv-airflow$*
+	.venv-airflow$*/bin/pip install --quiet --disable-pip-version-check -r requirements-airflow$*.txt
+	touch $@
+
+clean:
+	rm -rf .local .bench

@@ -1,0 +1,86 @@
+"""Settings precedence: defaults < config file < ADROI_* environment < overrides (the CLI)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from training.config import SAMPLE_DATA, SAMPLE_RUN_DATE, Settings, load_settings
+from training.errors import ConfigError
+
+
+def test_defaults_run_on_the_bundled_sample_into_local_folder():
+    settings = load_settings(environ={})
+
+    assert settings.data == str(SAMPLE_DATA)
+    assert settings.store == ".local/store"
+    assert settings.metrics == "sqlite:///.local/metrics.db"
+    assert settings.gate.evaluation_threshold == 0.8
+    assert settings.effective_run_date() == SAMPLE_RUN_DATE
+
+
+def test_precedence_file_then_env_then_overrides(tmp_path):
+    cfg = tmp_path / "adroi.toml"
+    cfg.write_text('store = "from-file"\nmetrics = "sqlite:///file.db"\n[gate]\nevaluation_threshold = 0.5\n'
+                   'rmse_tolerance = 0.2\n')
+    env = {"ADROI_METRICS": "sqlite:///env.db", "ADROI_GATE__EVALUATION_THRESHOLD": "0.6"}
+
+    settings = load_settings(cfg, overrides={"gate.evaluation_threshold": 0.7, "store": None}, environ=env)
+
+    assert settings.store == "from-file"
+    assert settings.metrics == "sqlite:///env.db"
+    assert settings.gate.evaluation_threshold == 0.7
+    assert settings.gate.rmse_tolerance == 0.2
+
+
+def test_yaml_config_file_and_config_from_environment(tmp_path):
+    cfg = tmp_path / "adroi.yaml"
+    cfg.write_text("channels: [Search_Engine, video]\nmodel:\n  algorithm: ridge\n  positive: true\n")
+
+    settings = load_settings(environ={"ADROI_CONFIG": str(cfg)})
+
+    assert settings.channels == ["search_engine", "video"]
+    assert (settings.model.algorithm, settings.model.positive) == ("ridge", True)
+
+
+def test_environment_values_are_coerced_to_declared_types():
+    env = {"ADROI_RUN_DATE": "2025-03-01", "ADROI_CHANNELS": "email, video", "ADROI_MODEL__POSITIVE": "yes",
+           "ADROI_VALIDATION__ACTIONS": "extreme_values=fail,revenue_gaps=off"}
+
+    settings = load_settings(environ=env)
+
+    assert settings.run_date == date(2025, 3, 1)
+    assert settings.effective_run_date() == date(2025, 3, 1)
+    assert settings.channels == ["email", "video"]
+    assert settings.model.positive is True
+    assert settings.validation.actions == {"extreme_values": "fail", "revenue_gaps": "off"}
+
+
+@pytest.mark.parametrize("overrides, field, expected", [
+    ({"gate.evaluation_threshold": 1.5}, "gate.evaluation_threshold", "from 0 to 1"),
+    ({"gate.evaluation_threshold": "high"}, "gate.evaluation_threshold", "float"),
+    ({"model.algorithm": "xgboost"}, "model.algorithm", "'ols' or 'ridge'"),
+    ({"run_date": "yesterday"}, "run_date", "date"),
+    ({"bogus": 1}, "bogus", "one of"),
+    ({"validation.actions": {"nulls": "ignore"}}, "validation.actions.nulls", "'fail', 'warn' or 'off'"),
+    ({"log_format": "xml"}, "log_format", "'text' or 'json'"),
+])
+def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
+    with pytest.raises(ConfigError) as exc:
+        load_settings(overrides=overrides, environ={})
+
+    assert exc.value.field == field
+    assert field in str(exc.value) and expected in str(exc.value)
+
+
+def test_unreadable_config_file_is_a_config_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is = = not toml")
+
+    with pytest.raises(ConfigError, match="valid .toml"):
+        load_settings(bad, environ={})
+
+
+def test_run_date_is_today_for_other_data(monkeypatch):
+    assert Settings(data="gs://bucket/data").effective_run_date() == date.today()

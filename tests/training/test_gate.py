@@ -1,0 +1,79 @@
+"""Tests of training/gate.py: threshold, champion comparison on unseen months, reasons with numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import gate, model
+from training.config import GateConfig, ModelConfig
+
+MONTHS = [f"{2022 + i // 12}-{i % 12 + 1:02d}" for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(2)
+    features = pd.DataFrame(rng.uniform(100, 900, (24, 2)), index=MONTHS, columns=["email", "video"])
+    revenue = pd.Series(100 + 3 * features["email"] + 2 * features["video"] + rng.normal(0, 20, 24), index=MONTHS)
+    return features, revenue
+
+
+def test_rejects_below_threshold_with_numbers_in_reason():
+    decision = gate.decide({"r2": 0.62, "rmse": 10.0}, GateConfig(evaluation_threshold=0.8), None)
+    assert not decision.promote and decision.decision == "reject"
+    assert "holdout R² 0.62 < threshold 0.8" in decision.reason
+    assert decision.to_dict()["decision"] == "rejected"
+
+
+def test_promotes_first_model_above_threshold():
+    decision = gate.decide({"r2": 0.91, "rmse": 10.0}, GateConfig(), None)
+    assert decision.promote
+    assert "holdout R² 0.91 ≥ threshold 0.8" in decision.reason and "no champion yet" in decision.reason
+    assert decision.to_dict()["champion"] is None
+
+
+def test_missing_r2_is_rejected():
+    assert not gate.decide({"r2": None, "rmse": 1.0}, GateConfig(), None).promote
+
+
+@pytest.mark.parametrize(
+    ("challenger_rmse", "tolerance", "promote"),
+    [(100.0, 0.05, True), (104.9, 0.05, True), (105.1, 0.05, False), (120.0, 0.25, True)],
+)
+def test_rmse_tolerance_is_relative_to_champion(challenger_rmse, tolerance, promote):
+    comparison = gate.ChampionComparison("v1", ["2023-11", "2023-12"], 100.0, challenger_rmse)
+    decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(rmse_tolerance=tolerance), comparison)
+    assert decision.promote is promote
+    assert "champion v1 RMSE 100" in decision.reason and "2023-11..2023-12" in decision.reason
+    assert decision.to_dict()["compared_on_months"] == ["2023-11", "2023-12"]
+
+
+def test_comparison_uses_only_months_the_champion_never_saw(data):
+    features, revenue = data
+    champion, _ = model.fit(features.iloc[:20], revenue.iloc[:20], ModelConfig())
+    challenger, _ = model.fit(features.iloc[:18], revenue.iloc[:18], ModelConfig())
+    comparison = gate.compare_with_champion("v1", champion, MONTHS[:20], challenger, features, revenue, MONTHS[18:])
+    assert comparison.months == MONTHS[20:]
+    assert comparison.champion_rmse is not None and comparison.challenger_rmse is not None
+
+
+def test_no_unseen_months_means_threshold_alone_and_says_so(data):
+    features, revenue = data
+    champion, _ = model.fit(features, revenue, ModelConfig())
+    comparison = gate.compare_with_champion("v1", champion, MONTHS, champion, features, revenue, MONTHS[-4:])
+    decision = gate.decide({"r2": 0.85, "rmse": 1.0}, GateConfig(), comparison)
+    assert comparison.months == []
+    assert decision.promote
+    assert "not compared with champion v1" in decision.reason and "threshold alone decides" in decision.reason
+
+
+def test_much_worse_challenger_is_rejected(data):
+    features, revenue = data
+    champion, _ = model.fit(features.iloc[:18], revenue.iloc[:18], ModelConfig())
+    challenger, _ = model.fit(features.iloc[:18], revenue.iloc[:18] * 0 + revenue.mean(), ModelConfig())
+    comparison = gate.compare_with_champion("v1", champion, MONTHS[:18], challenger, features, revenue, MONTHS[18:])
+    decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
+    assert not decision.promote
+    assert decision.reason.startswith("rejected: challenger RMSE")

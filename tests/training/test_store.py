@@ -1,0 +1,147 @@
+"""The store contract, run against both backends: a local folder and a bucket in fake-gcs-server."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from training.errors import ObjectNotFound, PreconditionFailed, StorageError, StorageUnavailable
+from training.store import GCSStore, LocalStore, open_store
+
+
+def test_write_read_roundtrip_and_generation_changes(store_uri):
+    store = open_store(store_uri)
+
+    first = store.write("a/b.txt", b"one")
+    second = store.write("a/b.txt", b"two")
+
+    assert store.read("a/b.txt") == b"two"
+    assert second != first
+    assert store.generation("a/b.txt") == second
+    assert store.read_with_generation("a/b.txt") == (b"two", second)
+
+
+def test_missing_object_raises_not_found_naming_it(store_uri):
+    store = open_store(store_uri)
+
+    with pytest.raises(ObjectNotFound) as exc:
+        store.read("nope/missing.json")
+
+    assert "nope/missing.json" in str(exc.value)
+    assert store.generation("nope/missing.json") is None
+    assert not store.exists("nope/missing.json")
+
+
+def test_list_is_sorted_and_scoped_to_prefix(store_uri):
+    store = open_store(store_uri)
+    for key in ["spend/b.csv", "spend/a.csv", "revenue/r.csv", "spendx/c.csv"]:
+        store.write(key, b"x")
+
+    assert store.list("spend") == ["spend/a.csv", "spend/b.csv"]
+    assert store.list("empty") == []
+
+
+def test_write_if_generation_is_a_compare_and_swap(store_uri):
+    store = open_store(store_uri)
+
+    gen = store.write_if_generation("models/LATEST", b"v1", None)
+    with pytest.raises(PreconditionFailed):
+        store.write_if_generation("models/LATEST", b"v2", None)
+    newer = store.write_if_generation("models/LATEST", b"v2", gen)
+    with pytest.raises(PreconditionFailed) as exc:
+        store.write_if_generation("models/LATEST", b"v3", gen)
+
+    assert store.read("models/LATEST") == b"v2"
+    assert newer != gen
+    assert "models/LATEST" in str(exc.value)
+
+
+def test_concurrent_compare_and_swap_has_exactly_one_winner(store_uri):
+    store = open_store(store_uri)
+    gen = store.write("models/LATEST", b"start")
+    winners, losers = [], []
+
+    def contend(i: int) -> None:
+        try:
+            store.write_if_generation("models/LATEST", f"w{i}".encode(), gen)
+            winners.append(i)
+        except PreconditionFailed:
+            losers.append(i)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(winners) == 1 and len(losers) == 7
+    assert store.read("models/LATEST") == f"w{winners[0]}".encode()
+
+
+def test_info_reports_size_and_generation_without_reading(store_uri):
+    store = open_store(store_uri)
+    gen = store.write("data/x.csv", b"12345")
+
+    info = store.info("data/x.csv")
+
+    assert (info.key, info.size, info.generation) == ("data/x.csv", 5, gen)
+    assert info.checksum
+
+
+def test_open_read_streams_the_object(store_uri):
+    store = open_store(store_uri)
+    store.write("big.bin", b"a" * 100_000)
+
+    with store.open_read("big.bin") as fh:
+        assert fh.read() == b"a" * 100_000
+
+
+def test_delete_is_idempotent(store_uri):
+    store = open_store(store_uri)
+    store.write("gone.txt", b"x")
+
+    store.delete("gone.txt")
+    store.delete("gone.txt")
+
+    assert not store.exists("gone.txt")
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/../../b", "", "/"])
+def test_keys_that_escape_the_root_are_refused(tmp_path, key):
+    store = LocalStore(tmp_path)
+
+    with pytest.raises(StorageError, match="invalid object key"):
+        store.write(key, b"x")
+
+
+def test_local_write_leaves_no_temp_files(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write("models/v/model.joblib", b"x" * 10)
+
+    assert store.list() == ["models/v/model.joblib"]
+
+
+@pytest.mark.parametrize("uri, kind", [("gs://bucket/prefix", GCSStore), ("some/folder", LocalStore),
+                                       ("file:///tmp/x", LocalStore)])
+def test_open_store_picks_backend(uri, kind, fake_gcs):
+    assert isinstance(open_store(uri), kind)
+
+
+def test_open_store_rejects_unknown_scheme():
+    with pytest.raises(StorageError, match="expected gs://bucket"):
+        open_store("s3://bucket/x")
+
+
+def test_unreachable_gcs_raises_storage_unavailable(fake_gcs, monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    client = storage.Client(project="p", credentials=AnonymousCredentials())
+    store = GCSStore("gs://bucket/x", client=client, timeout=1, retry_deadline=1)
+
+    with pytest.raises(StorageUnavailable):
+        store.generation("models/LATEST")

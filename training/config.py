@@ -1,0 +1,220 @@
+"""Pipeline settings: defaults, then a config file (TOML or YAML), then `ADROI_*` environment, then CLI.
+
+Every setting has a dotted name (`gate.evaluation_threshold`). It can be set
+- in a config file: `[gate]\\nevaluation_threshold = 0.7` (TOML) or the same nesting in YAML;
+- in the environment: `ADROI_GATE__EVALUATION_THRESHOLD=0.7` (double underscore between levels); the
+  common top-level ones are `ADROI_DATA`, `ADROI_STORE`, `ADROI_METRICS`, `ADROI_RUN_DATE`, `ADROI_CHANNELS`;
+- on the command line, which wins over everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from training.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO_ROOT / "data" / "sample"
+# The bundled sample ends in 2026-10; runs on it use this date so the freshness rule never ages it out.
+SAMPLE_RUN_DATE = date(2026, 11, 15)
+
+ENV_PREFIX = "ADROI_"
+
+
+@dataclass
+class ValidationConfig:
+    """Thresholds and actions of the data validation rules."""
+
+    min_months: int = 12
+    min_months_per_parameter: int = 3  # at least this × (channels + 1) months
+    duplicate_fail_rate: float = 0.01  # above: fail; (0, rate]: warn
+    max_revenue_age_months: int = 3  # newest revenue month must be at most this old at the run date
+    extreme_z: float = 5.0  # robust z-score above which a month's channel spend is flagged
+    max_examples: int = 5
+    # rule name -> "fail" | "warn" | "off", overriding each rule's default action
+    actions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Which linear estimator to fit."""
+
+    algorithm: str = "ols"  # "ols" (LinearRegression) or "ridge" (alpha by time-series CV)
+    positive: bool = False  # constrain marginal ROI to be >= 0
+    ridge_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
+    cv_splits: int = 3
+
+
+@dataclass
+class EvaluationConfig:
+    """Chronological holdout."""
+
+    holdout_fraction: float = 0.2
+    min_holdout_months: int = 3
+
+
+@dataclass
+class GateConfig:
+    """Champion/challenger promotion rule."""
+
+    evaluation_threshold: float = 0.8  # minimum holdout R²
+    rmse_tolerance: float = 0.05  # challenger RMSE may be at most this much worse than the champion's
+
+
+@dataclass
+class Settings:
+    """Everything one pipeline run needs."""
+
+    data: str = str(SAMPLE_DATA)
+    store: str = ".local/store"
+    metrics: str = "sqlite:///.local/metrics.db"
+    run_date: date | None = None
+    channels: list[str] | None = None
+    log_format: str | None = None  # "text" | "json"; None: json on GCP, text elsewhere
+    code_version: str | None = None
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def effective_run_date(self) -> date:
+        """Return the run date: the one set, the pinned date of the bundled sample, or today."""
+        if self.run_date is not None:
+            return self.run_date
+        if Path(self.data).expanduser().resolve() == SAMPLE_DATA:
+            return SAMPLE_RUN_DATE
+        return date.today()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as plain data (for logs and the manifest)."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a file/env/CLI value to the declared type, or raise ConfigError naming the setting."""
+    text = str(hint)
+    try:
+        if value is None:
+            return None
+        if "date" in text and not isinstance(value, date):
+            return date.fromisoformat(str(value))
+        if text.startswith("list[str]"):
+            return [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else value) if str(s).strip()] or None
+        if text.startswith("list[float]"):
+            return [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+        if text.startswith("dict"):
+            if isinstance(value, str):
+                value = dict(item.split("=", 1) for item in value.split(",") if item)
+            return {str(k): str(v) for k, v in dict(value).items()}
+        if hint is bool or text == "bool":
+            if isinstance(value, str):
+                if value.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                    raise ValueError
+                return value.lower() in {"1", "true", "yes"}
+            return bool(value)
+        if hint is int or text == "int":
+            return int(value)
+        if hint is float or text == "float":
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(name, value, f"a value of type {text}") from exc
+
+
+def _apply(obj: Any, values: Mapping[str, Any], prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        name = key.replace("-", "_").lower()
+        dotted = prefix + name
+        if name not in names:
+            raise ConfigError(dotted, value, "one of " + ", ".join(sorted(prefix + n for n in names)))
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(dotted, value, "a table of settings")
+            _apply(current, value, dotted + ".")
+        else:
+            setattr(obj, name, _coerce(dotted, value, hints[name]))
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML (`.toml`) or YAML (`.yaml`/`.yml`) settings file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError("config", str(path), "a readable TOML or YAML file") from exc
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as exc:  # both parsers raise their own error types
+        raise ConfigError("config", str(path), f"valid {p.suffix or 'TOML'} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("config", str(path), "a mapping of settings at the top level")
+    return data
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the dotted settings named by `ADROI_*` variables (`ADROI_GATE__RMSE_TOLERANCE`)."""
+    flat = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key not in (ENV_PREFIX + "CONFIG",):
+            flat[key[len(ENV_PREFIX):].lower().replace("__", ".")] = value
+    return _nest(flat)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings: defaults < config file < environment < `overrides` (dotted keys, None ignored)."""
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        _apply(settings, read_config_file(config_file))
+    _apply(settings, env_overrides(environ))
+    if overrides:
+        _apply(settings, _nest({k: v for k, v in overrides.items() if v is not None}))
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if not 0.0 <= s.gate.evaluation_threshold <= 1.0:
+        raise ConfigError("gate.evaluation_threshold", s.gate.evaluation_threshold, "a number from 0 to 1")
+    if s.gate.rmse_tolerance < 0:
+        raise ConfigError("gate.rmse_tolerance", s.gate.rmse_tolerance, "a number >= 0")
+    if s.model.algorithm not in ("ols", "ridge"):
+        raise ConfigError("model.algorithm", s.model.algorithm, "'ols' or 'ridge'")
+    if not 0.0 < s.evaluation.holdout_fraction < 1.0:
+        raise ConfigError("evaluation.holdout_fraction", s.evaluation.holdout_fraction, "a number between 0 and 1")
+    if s.log_format not in (None, "text", "json"):
+        raise ConfigError("log_format", s.log_format, "'text' or 'json'")
+    for rule, action in s.validation.actions.items():
+        if action not in ("fail", "warn", "off"):
+            raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")

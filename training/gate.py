@@ -1,0 +1,115 @@
+"""Champion/challenger quality gate: decide whether a candidate model may replace the one being served.
+
+The challenger must reach `gate.evaluation_threshold` holdout R². When a champion is promoted, the
+challenger's RMSE must also be no worse than the champion's by more than `gate.rmse_tolerance` (relative),
+both scored on months neither model was fitted on: the challenger's holdout months that are not in the
+champion's training months. When there are none, the reason says so and the threshold alone decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from training import model
+from training.config import GateConfig
+from training.evaluate import regression_scores
+
+
+@dataclass
+class ChampionComparison:
+    """Both models scored on the months neither was fitted on (no months: not comparable)."""
+
+    version: str
+    months: list[str]
+    champion_rmse: float | None = None
+    challenger_rmse: float | None = None
+    note: str = ""  # why there is no comparison, when there is none
+
+
+@dataclass
+class GateDecision:
+    """The gate's verdict and the numbers behind it."""
+
+    promote: bool
+    reason: str
+    evaluation_threshold: float
+    rmse_tolerance: float
+    holdout_r2: float | None
+    holdout_rmse: float | None
+    comparison: ChampionComparison | None = None
+
+    @property
+    def decision(self) -> str:
+        """Return "promote" or "reject" (what the quality_gate stage reports)."""
+        return "promote" if self.promote else "reject"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the `gate` block of the manifest."""
+        c = self.comparison
+        return {
+            "decision": "promoted" if self.promote else "rejected",
+            "reason": self.reason,
+            "evaluation_threshold": self.evaluation_threshold,
+            "rmse_tolerance": self.rmse_tolerance,
+            "holdout_r2": self.holdout_r2,
+            "holdout_rmse": self.holdout_rmse,
+            "champion": None if c is None else {"version": c.version, "rmse": c.champion_rmse,
+                                                "challenger_rmse": c.challenger_rmse},
+            "compared_on_months": [] if c is None else list(c.months),
+        }
+
+
+def compare_with_champion(
+    version: str,
+    champion: model.LinearModel,
+    champion_training_months: list[str],
+    challenger: model.LinearModel,
+    features: pd.DataFrame,
+    revenue: pd.Series,
+    holdout_months: list[str],
+) -> ChampionComparison:
+    """Score champion and challenger on the holdout months the champion was not fitted on."""
+    seen = set(champion_training_months)
+    months = [m for m in holdout_months if m not in seen]
+    if not months:
+        return ChampionComparison(version, [], note=f"champion {version} was fitted on every holdout month")
+    X, y = features.loc[months], revenue.loc[months]
+    return ChampionComparison(
+        version,
+        months,
+        champion_rmse=regression_scores(y, model.predict(champion, X))["rmse"],
+        challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def decide(holdout: dict[str, float | None], config: GateConfig, comparison: ChampionComparison | None) -> GateDecision:
+    """Apply the threshold and the champion comparison; the reason names every number used."""
+    r2, rmse = holdout.get("r2"), holdout.get("rmse")
+    checks: list[str] = []
+    failures: list[str] = []
+    if r2 is None or r2 < config.evaluation_threshold:
+        failures.append(f"holdout R² {_fmt(r2)} < threshold {config.evaluation_threshold:g}")
+    else:
+        checks.append(f"holdout R² {_fmt(r2)} ≥ threshold {config.evaluation_threshold:g}")
+    if comparison is None:
+        checks.append("no champion yet")
+    elif not comparison.months or comparison.champion_rmse is None or comparison.challenger_rmse is None:
+        checks.append(f"not compared with champion {comparison.version}: "
+                      f"{comparison.note or 'no month neither model was fitted on'}; threshold alone decides")
+    else:
+        limit = comparison.champion_rmse * (1 + config.rmse_tolerance)
+        where = f"on {len(comparison.months)} month(s) {comparison.months[0]}..{comparison.months[-1]}"
+        text = (f"challenger RMSE {_fmt(comparison.challenger_rmse)} vs champion {comparison.version} RMSE "
+                f"{_fmt(comparison.champion_rmse)} {where} (limit {_fmt(limit)} with tolerance "
+                f"{config.rmse_tolerance:.0%})")
+        (checks if comparison.challenger_rmse <= limit else failures).append(text)
+    promote = not failures
+    reason = ("promoted: " if promote else "rejected: ") + "; ".join(failures + checks)
+    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison)

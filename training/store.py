@@ -1,0 +1,358 @@
+"""Object store: the one place that reads and writes files, on local disk or in Cloud Storage.
+
+`open_store("gs://bucket/prefix")` gives a `GCSStore`, anything else a `LocalStore` rooted at that folder.
+Keys are relative, `/`-separated paths (`models/LATEST`, `spend/2024-01.csv`). Both backends give the same
+guarantees:
+
+- `write` is all-or-nothing: a reader sees the old object, the new one, or none, never half of one.
+- every object has an integer `generation` that changes on each write (GCS: the object generation;
+  local: a counter kept beside the file), and `write_if_generation` is a compare-and-swap on it
+  (`expected=None` means "only if absent"). This is what moves the `LATEST` pointer safely.
+
+No pandas, no scikit-learn here: the API imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from training.errors import ObjectNotFound, PreconditionFailed, StorageError, StorageUnavailable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store knows about one object without reading it."""
+
+    key: str
+    size: int
+    generation: int
+    checksum: str  # GCS: base64 md5 (or crc32c); local: "size:mtime_ns"
+
+
+class Store(Protocol):
+    """The narrow interface every backend implements."""
+
+    uri: str
+
+    def read(self, key: str) -> bytes: ...
+    def read_with_generation(self, key: str) -> tuple[bytes, int]: ...
+    def open_read(self, key: str) -> IO[bytes]: ...
+    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int: ...
+    def write_if_generation(
+        self, key: str, data: bytes, expected: int | None, content_type: str = "application/json"
+    ) -> int: ...
+    def generation(self, key: str) -> int | None: ...
+    def info(self, key: str) -> ObjectInfo: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def uri_for(self, key: str) -> str: ...
+
+
+def _clean_key(key: str) -> str:
+    parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise StorageError(f"invalid object key {key!r}: expected a relative path without '..'")
+    return "/".join(parts)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}/{key}" if prefix else key
+
+
+class LocalStore:
+    """A folder on local disk standing in for a bucket (the embedded default)."""
+
+    _GEN_DIR = ".generations"
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.uri!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / _clean_key(key)
+
+    def _gen_path(self, key: str) -> Path:
+        return self.root / self._GEN_DIR / (_clean_key(key) + ".gen")
+
+    def uri_for(self, key: str) -> str:
+        """Return the path of `key` as a person would type it."""
+        return str(self._path(key))
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise writers across threads and processes of this machine."""
+        lock_path = self.root / self._GEN_DIR / ".lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _current_generation(self, key: str) -> int | None:
+        if not self._path(key).is_file():
+            return None
+        try:
+            return int(self._gen_path(key).read_text() or 0) or 1
+        except (FileNotFoundError, ValueError):
+            return 1  # a file placed by hand, outside this class
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _write_locked(self, key: str, data: bytes) -> int:
+        new_gen = (self._current_generation(key) or 0) + 1
+        self._atomic_write(self._path(key), data)
+        self._atomic_write(self._gen_path(key), str(new_gen).encode())
+        return new_gen
+
+    def read(self, key: str) -> bytes:
+        """Return the whole object."""
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(self.uri_for(key)) from exc
+
+    def read_with_generation(self, key: str) -> tuple[bytes, int]:
+        """Return the object and the generation it was read at."""
+        with self._lock():
+            data = self.read(key)
+            return data, self._current_generation(key) or 1
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open the object for streaming reads."""
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(self.uri_for(key)) from exc
+
+    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
+        """Write the whole object atomically and return its new generation."""
+        with self._lock():
+            return self._write_locked(key, data)
+
+    def write_if_generation(
+        self, key: str, data: bytes, expected: int | None, content_type: str = "application/json"
+    ) -> int:
+        """Write only if the object is at generation `expected` (None: only if absent)."""
+        with self._lock():
+            actual = self._current_generation(key)
+            if actual != (expected or None):
+                raise PreconditionFailed(self.uri_for(key), expected, actual)
+            return self._write_locked(key, data)
+
+    def generation(self, key: str) -> int | None:
+        """Return the object's generation, or None when it does not exist."""
+        return self._current_generation(key)
+
+    def info(self, key: str) -> ObjectInfo:
+        """Return size, generation and a cheap checksum without reading the content."""
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(self.uri_for(key)) from exc
+        return ObjectInfo(_clean_key(key), st.st_size, self._current_generation(key) or 1,
+                          f"{st.st_size}:{st.st_mtime_ns}")
+
+    def exists(self, key: str) -> bool:
+        """Say whether the object exists."""
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Return the keys under `prefix`, sorted by name."""
+        base = self.root / _clean_key(prefix) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for path in base.rglob("*"):
+            rel = path.relative_to(self.root).as_posix()
+            if path.is_file() and not rel.startswith(self._GEN_DIR) and not path.name.endswith(".tmp"):
+                keys.append(rel)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        """Remove the object (no error if it is already gone)."""
+        with self._lock():
+            for path in (self._path(key), self._gen_path(key)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+class GCSStore:
+    """A `gs://bucket/prefix` location, through the google-cloud-storage client."""
+
+    def __init__(self, uri: str, client: object | None = None, timeout: float = 60.0,
+                 retry_deadline: float = 120.0):
+        from google.cloud.storage.retry import DEFAULT_RETRY  # imported here: the local default never needs it
+
+        rest = uri.removeprefix("gs://")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StorageError(f"invalid GCS URI {uri!r}: expected gs://bucket[/prefix]")
+        self.uri = uri.rstrip("/")
+        self.prefix = prefix.strip("/")
+        self.timeout = timeout
+        self._client = client or _gcs_client()
+        self._bucket = self._client.bucket(bucket)
+        # Every call here is safe to retry (writes replace whole objects, the CAS carries its precondition).
+        self._retry = DEFAULT_RETRY.with_timeout(retry_deadline)
+
+    def __repr__(self) -> str:
+        return f"GCSStore({self.uri!r})"
+
+    def _name(self, key: str) -> str:
+        return _join(self.prefix, _clean_key(key))
+
+    def uri_for(self, key: str) -> str:
+        """Return the gs:// URI of `key`."""
+        return f"gs://{self._bucket.name}/{self._name(key)}"
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        from google.api_core import exceptions as gexc
+
+        try:
+            yield
+        except gexc.NotFound as exc:
+            raise ObjectNotFound(self.uri_for(key)) from exc
+        except gexc.PreconditionFailed as exc:
+            raise PreconditionFailed(self.uri_for(key), None) from exc
+        except (gexc.ServiceUnavailable, gexc.RetryError, gexc.DeadlineExceeded) as exc:
+            raise StorageUnavailable(f"{self.uri_for(key)}: {exc}") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise StorageError(f"{self.uri_for(key)}: {exc}") from exc
+        except (ConnectionError, OSError) as exc:
+            # requests' ConnectionError is an OSError; the emulator or the network is down.
+            raise StorageUnavailable(f"{self.uri_for(key)}: {exc}") from exc
+
+    def read(self, key: str) -> bytes:
+        """Return the whole object."""
+        with self._errors(key):
+            return self._bucket.blob(self._name(key)).download_as_bytes(timeout=self.timeout, retry=self._retry)
+
+    def read_with_generation(self, key: str) -> tuple[bytes, int]:
+        """Return the object and the generation it was read at (one request)."""
+        with self._errors(key):
+            blob = self._bucket.blob(self._name(key))
+            data = blob.download_as_bytes(timeout=self.timeout, retry=self._retry)
+            return data, int(blob.generation)
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open the object for streaming reads (8 MiB chunks)."""
+        with self._errors(key):
+            blob = self._bucket.get_blob(self._name(key), timeout=self.timeout, retry=self._retry)
+            if blob is None:
+                raise ObjectNotFound(self.uri_for(key))
+            return blob.open("rb", chunk_size=8 * 1024 * 1024)
+
+    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
+        """Upload the whole object (GCS makes it visible atomically) and return its generation."""
+        with self._errors(key):
+            blob = self._bucket.blob(self._name(key))
+            blob.upload_from_string(data, content_type=content_type, timeout=self.timeout, retry=self._retry)
+            return int(blob.generation)
+
+    def write_if_generation(
+        self, key: str, data: bytes, expected: int | None, content_type: str = "application/json"
+    ) -> int:
+        """Upload only if the object is at generation `expected` (None: only if absent)."""
+        blob = self._bucket.blob(self._name(key))
+        blob.cache_control = "no-store"
+        try:
+            with self._errors(key):
+                blob.upload_from_string(
+                    data, content_type=content_type, if_generation_match=expected or 0, timeout=self.timeout,
+                    retry=self._retry,
+                )
+        except PreconditionFailed as exc:
+            # A retried attempt can meet the precondition its own lost-response first attempt consumed.
+            current, generation = self.read_with_generation(key)
+            if current == data:
+                return generation
+            raise PreconditionFailed(self.uri_for(key), expected, generation) from exc.__cause__
+        return int(blob.generation)
+
+    def generation(self, key: str) -> int | None:
+        """Return the object's generation (a metadata request), or None when it does not exist."""
+        with self._errors(key):
+            blob = self._bucket.get_blob(self._name(key), timeout=self.timeout, retry=self._retry)
+        return None if blob is None else int(blob.generation)
+
+    def info(self, key: str) -> ObjectInfo:
+        """Return size, generation and the server's checksum without downloading."""
+        with self._errors(key):
+            blob = self._bucket.get_blob(self._name(key), timeout=self.timeout, retry=self._retry)
+        if blob is None:
+            raise ObjectNotFound(self.uri_for(key))
+        return ObjectInfo(_clean_key(key), int(blob.size or 0), int(blob.generation),
+                          blob.md5_hash or blob.crc32c or "")
+
+    def exists(self, key: str) -> bool:
+        """Say whether the object exists."""
+        return self.generation(key) is not None
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Return the keys under `prefix`, sorted by name."""
+        full = _join(self.prefix, prefix.strip("/"))
+        with self._errors(prefix or "."):
+            names = [b.name for b in self._client.list_blobs(self._bucket, prefix=full + "/" if full else None,
+                                                             timeout=self.timeout, retry=self._retry)]
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(n[strip:] for n in names if not n.endswith("/"))
+
+    def delete(self, key: str) -> None:
+        """Remove the object (no error if it is already gone)."""
+        with contextlib.suppress(ObjectNotFound), self._errors(key):
+            self._bucket.blob(self._name(key)).delete(timeout=self.timeout, retry=self._retry)
+
+
+def _gcs_client() -> object:
+    """Build a storage client; against an emulator (`STORAGE_EMULATOR_HOST`) with anonymous credentials."""
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "adroi-local"),
+                              credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def open_store(uri: str | os.PathLike[str], **kwargs: object) -> Store:
+    """Return the store for `uri`: `gs://...` → Cloud Storage, anything else → a local folder."""
+    text = str(uri)
+    if text.startswith("gs://"):
+        return GCSStore(text, **kwargs)  # type: ignore[arg-type]
+    if "://" in text and not text.startswith("file://"):
+        raise StorageError(f"unsupported store URI {text!r}: expected gs://bucket[/prefix] or a local folder")
+    return LocalStore(text.removeprefix("file://"))
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the hex sha256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
