@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 RUN_ARGS ?=
 
-.PHONY: run train serve test test-fast lint bench-train bench-serve airflow-venvs clean
+.PHONY: run train serve schema test test-fast lint bench-train bench-serve airflow-venvs clean
 
 $(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ serve: $(STAMP)
 	MODEL_STORE=.local/store PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py 'app:create_app()'
 
 ## make test: the whole suite (API, training, emulators, Airflow 2 and 3 DAG runs, infrastructure checks).
-test: $(STAMP) airflow-venvs
+test: $(STAMP) airflow-venvs .venv-checkov/.installed
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -47,6 +47,15 @@ airflow-venvs: .venv-airflow2/.installed .venv-airflow3/.installed
 	test -x .venv-airflow$*/bin/python || $(PYTHON) -m venv .venv-airflow$*
 	.venv-airflow$*/bin/pip install --quiet --disable-pip-version-check -r requirements-airflow$*.txt
 	touch $@
+
+## checkov (Terraform scanner) has pins of its own: it lives in its own virtualenv.
+.venv-checkov/.installed:
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+	touch $@
+
+schema: $(STAMP)
+	$(BIN)/python -m training.metrics export-schema
 
 clean:
 	rm -rf .local .bench

@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,116 @@ def store_uri(request, tmp_path) -> str:
         return str(tmp_path / "store")
     bucket = request.getfixturevalue("gcs_bucket")
     return f"{bucket}/adroi"
+
+
+BQ_PROJECT = "adroi-test"
+# Run in a child process: `python -c BQEMULATOR_LAUNCHER REST_PORT PROJECT`. At start bqemulator downloads
+# DuckDB's spatial extension (fatal offline) and tries avro (best effort); neither is needed here, and
+# skipping both keeps the tests off the network.
+BQEMULATOR_LAUNCHER = """
+import sys
+from bqemulator.storage.engine import DuckDBEngine
+DuckDBEngine._load_spatial = lambda self: None
+from bqemulator.config import Settings
+from bqemulator.server import run_forever
+run_forever(Settings(rest_port=int(sys.argv[1]), grpc_port=0, enable_format_extensions=False,
+                     default_project_id=sys.argv[2], log_level="warning", metrics_enabled=False))
+"""
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory) -> Iterator[str]:
+    """A bqemulator for the whole session; BIGQUERY_EMULATOR_HOST points at it. Yields its URL."""
+    import sys
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("bqemulator") / "bqemulator.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-c", BQEMULATOR_LAUNCHER, str(port), BQ_PROJECT],
+                                stdout=log, stderr=log)
+    try:
+        wait_for_port(port, proc, timeout=60)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        raise RuntimeError(f"bqemulator did not start: {exc}\n{log_path.read_text()[-3000:]}") from exc
+    host = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BIGQUERY_EMULATOR_HOST", host)
+        yield host
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def bq_table_uri(bigquery_emulator) -> str:
+    """A `bq://project.dataset.table` URI in the emulator whose dataset and table do not exist yet."""
+    return f"bq://{BQ_PROJECT}.adroi_{uuid.uuid4().hex[:12]}.runs"
+
+
+SERVED_CHANNELS = ["email", "search_engine", "social_media", "video"]
+
+
+@dataclass
+class PublishedModel:
+    """A model version published into a test store: its URI, version and the fitted estimator."""
+
+    store_uri: str
+    version: str
+    estimator: object
+
+
+@pytest.fixture
+def publish_model():
+    """Return `publish(store_uri, coefficients, intercept=..., promote=True, **manifest)` → PublishedModel.
+
+    Fits a LinearRegression on synthetic spend (DataFrame with channel-named columns) whose revenue follows
+    `coefficients` exactly, publishes it with the manifest shape of contracts.md and, by default, promotes it.
+    """
+    import io
+    from datetime import UTC, datetime
+    from importlib import metadata
+
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from training.registry import ModelRegistry, version_name
+    from training.store import open_store
+
+    def publish(store_uri: str, coefficients: dict[str, float] | None = None, intercept: float = 1000.0,
+                promote: bool = True, **manifest: object) -> PublishedModel:
+        coefficients = coefficients or {"email": 3.1, "search_engine": 2.4, "social_media": 1.7, "video": 0.9}
+        channels = list(coefficients)
+        rng = np.random.default_rng(len(channels))
+        features = pd.DataFrame(rng.uniform(1e4, 1e6, size=(36, len(channels))), columns=channels)
+        revenue = features.to_numpy() @ np.array(list(coefficients.values())) + intercept
+        estimator = LinearRegression().fit(features, revenue)
+        buffer = io.BytesIO()
+        joblib.dump(estimator, buffer)
+        model_bytes = buffer.getvalue()
+        created_at = datetime.now(UTC)
+        body = {
+            "status": "promoted", "created_at": created_at.isoformat(timespec="seconds"), "run_id": "test-run",
+            "channels": channels, "intercept": float(estimator.intercept_),
+            "coefficients": dict(zip(channels, estimator.coef_.tolist(), strict=True)),
+            "algorithm": "ols", "positive": False, "hyperparameters": {},
+            "metrics": {"holdout": {"r2": 0.99, "rmse": 1.0, "mae": 1.0, "mape": 0.01}},
+            "libraries": {name: metadata.version(name) for name in ("scikit-learn", "numpy", "joblib")}
+            | {"python": "3.11"},
+            "code_version": "unknown",
+        } | manifest
+        registry = ModelRegistry(open_store(store_uri))
+        version = version_name(created_at, model_bytes)
+        registry.publish(version, model_bytes, body)
+        if promote:
+            registry.promote(version)
+        return PublishedModel(store_uri, version, estimator)
+
+    return publish
+
+
+@pytest.fixture
+def published_store(store_uri, publish_model) -> PublishedModel:
+    """A store of each backend (local folder, fake GCS) with one promoted LinearRegression."""
+    return publish_model(store_uri)

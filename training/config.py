@@ -77,7 +77,7 @@ class Settings:
     metrics: str = "sqlite:///.local/metrics.db"
     run_date: date | None = None
     channels: list[str] | None = None
-    log_format: str | None = None  # "text" | "json"; None: json on GCP, text elsewhere
+    log_format: str | None = None  # "text" | "json" | "cloud"; None: cloud on Composer, json on GCP, else text
     code_version: str | None = None
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -177,12 +177,18 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+# `ADROI_*` variables that are not pipeline settings: the config file path and the DAG's own parse-time
+# settings (schedule, retries, alert e-mails). Any other `ADROI_*` name must be a setting, so a typo fails.
+NOT_SETTINGS = ("CONFIG", "ALERT_EMAILS", "DAG_")
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Return the dotted settings named by `ADROI_*` variables (`ADROI_GATE__RMSE_TOLERANCE`)."""
     flat = {}
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and key not in (ENV_PREFIX + "CONFIG",):
-            flat[key[len(ENV_PREFIX):].lower().replace("__", ".")] = value
+        name = key[len(ENV_PREFIX):]
+        if key.startswith(ENV_PREFIX) and not name.startswith(NOT_SETTINGS):
+            flat[name.lower().replace("__", ".")] = value
     return _nest(flat)
 
 
@@ -213,8 +219,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("model.algorithm", s.model.algorithm, "'ols' or 'ridge'")
     if not 0.0 < s.evaluation.holdout_fraction < 1.0:
         raise ConfigError("evaluation.holdout_fraction", s.evaluation.holdout_fraction, "a number between 0 and 1")
-    if s.log_format not in (None, "text", "json"):
-        raise ConfigError("log_format", s.log_format, "'text' or 'json'")
+    if s.log_format not in (None, "text", "json", "cloud"):
+        raise ConfigError("log_format", s.log_format, "'text', 'json' or 'cloud'")
     for rule, action in s.validation.actions.items():
         if action not in ("fail", "warn", "off"):
             raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")

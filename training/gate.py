@@ -85,7 +85,8 @@ def compare_with_champion(
     )
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """Format a score with 4 significant digits (n/a when missing)."""
     return "n/a" if value is None else f"{value:.4g}"
 
 
@@ -95,9 +96,9 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
     checks: list[str] = []
     failures: list[str] = []
     if r2 is None or r2 < config.evaluation_threshold:
-        failures.append(f"holdout R² {_fmt(r2)} < threshold {config.evaluation_threshold:g}")
+        failures.append(f"holdout R² {fmt(r2)} < threshold {config.evaluation_threshold:g}")
     else:
-        checks.append(f"holdout R² {_fmt(r2)} ≥ threshold {config.evaluation_threshold:g}")
+        checks.append(f"holdout R² {fmt(r2)} ≥ threshold {config.evaluation_threshold:g}")
     if comparison is None:
         checks.append("no champion yet")
     elif not comparison.months or comparison.champion_rmse is None or comparison.challenger_rmse is None:
@@ -106,8 +107,8 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
     else:
         limit = comparison.champion_rmse * (1 + config.rmse_tolerance)
         where = f"on {len(comparison.months)} month(s) {comparison.months[0]}..{comparison.months[-1]}"
-        text = (f"challenger RMSE {_fmt(comparison.challenger_rmse)} vs champion {comparison.version} RMSE "
-                f"{_fmt(comparison.champion_rmse)} {where} (limit {_fmt(limit)} with tolerance "
+        text = (f"challenger RMSE {fmt(comparison.challenger_rmse)} vs champion {comparison.version} RMSE "
+                f"{fmt(comparison.champion_rmse)} {where} (limit {fmt(limit)} with tolerance "
                 f"{config.rmse_tolerance:.0%})")
         (checks if comparison.challenger_rmse <= limit else failures).append(text)
     promote = not failures

@@ -1,8 +1,11 @@
 """Logging set-up shared by the CLI, the DAG tasks and the API.
 
 `JsonFormatter` writes one JSON object per line in the shape Cloud Logging indexes (`severity`, `message`,
-`time`, plus any `extra=` fields such as `event`, `run_id`, `model_version`). Text logs are for people at a
-terminal. Stdlib only: the API image imports this module.
+`time`, plus any `extra=` fields such as `event`, `run_id`, `model_version`): right where stdout is collected
+as structured logs (Cloud Run, Cloud Build). On Composer a task's stdout reaches Cloud Logging as plain text
+inside the Airflow task log, so there the `cloud` format sends each record through google-cloud-logging's
+`CloudLoggingHandler`, with the same fields in `jsonPayload` for the alert policies to match. Text logs are
+for people at a terminal. Only stdlib at import: the API image imports this module.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+def on_composer() -> bool:
+    """Say whether this process is an Airflow task on Cloud Composer."""
+    return bool(os.environ.get("COMPOSER_ENVIRONMENT"))
 
 
 def on_gcp() -> bool:
@@ -33,7 +41,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")})
+        entry.update(_extra_fields(record))
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -52,11 +60,41 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")
+            and k != "json_fields"}
+
+
+class _JsonFieldsFilter(logging.Filter):
+    """Hand our `extra=` fields to CloudLoggingHandler, which puts `json_fields` into `jsonPayload`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.json_fields = json.loads(json.dumps(_extra_fields(record), default=str))
+        return True
+
+
+def cloud_logging_handler(client: Any = None, name: str = "adroi-training", **kwargs: Any) -> logging.Handler:
+    """Return a handler that writes structured entries through the Cloud Logging API."""
+    from google.cloud.logging_v2.handlers import CloudLoggingHandler
+
+    if client is None:
+        from google.cloud import logging as cloud_logging
+
+        client = cloud_logging.Client()
+    handler = CloudLoggingHandler(client, name=name, **kwargs)
+    handler.addFilter(_JsonFieldsFilter())
+    return handler
+
+
 def configure_logging(fmt: str | None = None, level: int | str = logging.INFO, stream: Any = None) -> None:
-    """Install one handler on the root logger: JSON on GCP or when asked, text otherwise."""
-    use_json = fmt == "json" or (fmt is None and on_gcp())
-    handler = logging.StreamHandler(stream or (sys.stdout if use_json else sys.stderr))
-    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    """Install one handler on the root logger: Cloud Logging API on Composer, JSON on GCP, text elsewhere."""
+    if fmt is None:
+        fmt = "cloud" if on_composer() else "json" if on_gcp() else "text"
+    if fmt == "cloud":
+        handler = cloud_logging_handler()
+    else:
+        handler = logging.StreamHandler(stream or (sys.stdout if fmt == "json" else sys.stderr))
+        handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_adroi", False):

@@ -89,6 +89,8 @@ class RunRecord:
     error: str | None = _column("STRING", "Error message of a failed or data_invalid run.")
 
     def __post_init__(self) -> None:
+        if not self.run_id:
+            raise ValueError(f"run_id={self.run_id!r}: expected a non-empty string")
         if self.status not in RUN_STATUSES:
             raise ValueError(f"status={self.status!r}: expected one of {', '.join(RUN_STATUSES)}")
         self.started_at = _as_utc(self.started_at)
@@ -244,7 +246,7 @@ _SQLITE_UPSERT = (
 
 def _to_sqlite(column: Column, value: Any) -> Any:
     if column.type == "TIMESTAMP" and value is not None:
-        return value.isoformat()
+        return value.isoformat(timespec="microseconds")  # fixed width, so text order is time order
     return _column_value(column, value)
 
 
@@ -260,7 +262,8 @@ def _from_sqlite(column: Column, value: Any) -> Any:
 
 # Query parameters use Standard SQL names; JSON values travel as text through PARSE_JSON.
 _PARAM_TYPES = {"FLOAT": "FLOAT64", "INTEGER": "INT64", "JSON": "STRING"}
-_BQ_URI = re.compile(r"bq://(?P<project>[a-z][a-z0-9.:-]*[a-z0-9])\.(?P<dataset>\w+)\.(?P<table>[\w-]+)")
+# A project id may be domain-scoped ("example.com:project").
+_BQ_URI = re.compile(r"bq://(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9])\.(?P<dataset>\w+)\.(?P<table>[\w-]+)")
 
 
 def bigquery_client(project: str) -> bigquery.Client:
@@ -349,7 +352,8 @@ class BigQueryMetrics:
         table = bigquery.Table(self.table_id, schema=bigquery_schema())
         table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
                                                             field="started_at")
-        table.description = "adroi training runs, one row per run (training.metrics.RunRecord)."
+        table.clustering_fields = ["status"]  # as infra/bigquery.tf
+        table.description = "One row per adroi training run (training.metrics.RunRecord)."
         self._client.create_table(table, exists_ok=True, retry=self._retry, timeout=self._timeout)
         logger.info("created metrics table %s", self.table_id)
 

@@ -111,7 +111,9 @@ class ModelRegistry:
         self.store.write(_key(version, MANIFEST_FILE), _dumps(final), content_type="application/json")
         return final
 
-    def promote(self, version: str, expected_generation: Any = _READ_CURRENT, reason: str = "") -> Pointer:
+    def promote(
+        self, version: str, expected_generation: Any = _READ_CURRENT, reason: str = "", run_id: str | None = None
+    ) -> Pointer:
         """Verify `version` and point `LATEST` at it, only if `LATEST` is still at `expected_generation`.
 
         Without `expected_generation` the current pointer is read first (a rollback by a person). A
@@ -131,7 +133,8 @@ class ModelRegistry:
             "reason": reason,
         }
         generation = self.store.write_if_generation(LATEST_KEY, _dumps(body), expected_generation)
-        log.info("promoted %s", version, extra={"event": events.MODEL_PROMOTED, "model_version": version})
+        log.info("promoted %s", version,
+                 extra={"event": events.MODEL_PROMOTED, "model_version": version, "run_id": run_id})
         return Pointer(version, manifest["sha256"], generation, body["promoted_at"], body["previous"], reason)
 
     # ---- reading ---------------------------------------------------------------------------------

@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ["search_engine", "social_media", "video", "email"]
 TRUE_INTERCEPT = 50_000.0
-TRUE_ROI = {"search_engine": 2.4, "social_media": 1.6, "video": 0.9, "email": 3.1}
-# Median monthly budget per channel; each month draws a log-normal multiple of it.
-BASE_MONTHLY_BUDGET = {"search_engine": 40_000.0, "social_media": 30_000.0, "video": 25_000.0, "email": 15_000.0}
-BUDGET_LOG_SD = 0.6
+TRUE_ROI = {"search_engine": 2.4, "social_media": 1.6, "video": 1.2, "email": 3.1}
+# Typical monthly budget per channel; each month draws a multiple of it, uniform in BUDGET_RANGE (wide,
+# so ROI is identifiable, but bounded, so the sample has no outliers).
+BASE_MONTHLY_BUDGET = {"search_engine": 40_000.0, "social_media": 30_000.0, "video": 25_000.0, "email": 20_000.0}
+BUDGET_RANGE = (0.2, 2.0)
 SEASONALITY_SHARE = 0.02  # amplitude of the yearly cycle, as a share of the intercept
-NOISE_SHARE = 0.01  # noise standard deviation, as a share of mean revenue
+NOISE_SHARE = 0.007  # noise standard deviation, as a share of mean revenue
 CAMPAIGN_NAMES = ["brand", "spring_sale", "retargeting", "newsletter", "black_friday", "loyalty"]
 
 
@@ -73,7 +74,7 @@ def _daily_spend(rng: np.random.Generator, months: np.ndarray, campaigns: int) -
     n_pairs, n_days, n_months = len(camp_idx), len(days), len(months)
 
     base = np.array([BASE_MONTHLY_BUDGET[c] for c in CHANNELS])
-    budget = base * rng.lognormal(0.0, BUDGET_LOG_SD, size=(n_months, len(CHANNELS)))
+    budget = base * rng.uniform(*BUDGET_RANGE, size=(n_months, len(CHANNELS)))
     # Split each channel's monthly budget among the campaigns running it (random shares).
     share = rng.gamma(2.0, size=(n_months, n_pairs))
     share /= per_channel(share, chan_idx)[:, chan_idx]

@@ -64,7 +64,7 @@ def test_environment_values_are_coerced_to_declared_types():
     ({"run_date": "yesterday"}, "run_date", "date"),
     ({"bogus": 1}, "bogus", "one of"),
     ({"validation.actions": {"nulls": "ignore"}}, "validation.actions.nulls", "'fail', 'warn' or 'off'"),
-    ({"log_format": "xml"}, "log_format", "'text' or 'json'"),
+    ({"log_format": "xml"}, "log_format", "'text', 'json' or 'cloud'"),
 ])
 def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
     with pytest.raises(ConfigError) as exc:
@@ -84,3 +84,11 @@ def test_unreadable_config_file_is_a_config_error(tmp_path):
 
 def test_run_date_is_today_for_other_data(monkeypatch):
     assert Settings(data="gs://bucket/data").effective_run_date() == date.today()
+
+
+def test_deployment_variables_are_not_mistaken_for_settings_but_typos_fail():
+    env = {"ADROI_ALERT_EMAILS": "a@example.com", "ADROI_DAG_SCHEDULE": "@daily", "ADROI_STORE": "s"}
+
+    assert load_settings(environ=env).store == "s"
+    with pytest.raises(ConfigError, match="stor"):
+        load_settings(environ={"ADROI_STOR": "s"})

@@ -61,3 +61,32 @@ def test_json_is_the_default_on_gcp(monkeypatch):
     for key in ("COMPOSER_ENVIRONMENT", "BUILD_ID", "CLOUD_RUN_JOB"):
         monkeypatch.delenv(key, raising=False)
     assert not on_gcp()
+
+
+def test_cloud_handler_puts_event_fields_into_json_payload():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import logging as cloud_logging
+    from google.cloud.logging_v2.handlers.transports.base import Transport
+
+    from training.logs import cloud_logging_handler
+
+    sent = []
+
+    class CapturingTransport(Transport):  # stands in for the Cloud Logging API, which cannot run here
+        def send(self, record, message, **kwargs):
+            sent.append(message)
+
+    client = cloud_logging.Client(project="p", credentials=AnonymousCredentials(), _use_grpc=False)
+    handler = cloud_logging_handler(client, transport=CapturingTransport)
+    logger = logging.getLogger("adroi.cloudtest")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("run r9 failed", extra={"event": events.TRAINING_FAILED, "run_id": "r9"})
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+    assert len(sent) == 1
+    assert {k: sent[0][k] for k in ("message", "event", "run_id")} == {
+        "message": "run r9 failed", "event": "training_failed", "run_id": "r9"}

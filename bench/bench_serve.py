@@ -1,0 +1,240 @@
+"""Benchmark of the prediction API under the real gunicorn configuration, against its own ceiling.
+
+Publishes a LinearRegression into a temporary local store, then in one run:
+  1. cold start: `gunicorn -c gunicorn.conf.py 'app:create_app()'` from process start to the first 200 of
+     /predict (the model is read from the store and verified on the way);
+  2. /predict under load: 32 keep-alive connections for BENCH_SECONDS (default 10) with wrk when it is on
+     PATH, else a Python load generator (asyncio, one process per CPU);
+  3. the ceiling: a bare Flask app answering constant JSON (bench/ceiling_app.py), same gunicorn settings,
+     same load;
+  4. server time of one batch of 1,000 and of 10,000 instances (loopback round trip, median of 5).
+Prints one table. Targets: /predict >= 0.9x ceiling req/s, p99 <= 10 ms, 10,000 batch <= 50 ms, cold
+start <= 1.0 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from training.registry import ModelRegistry, version_name  # noqa: E402
+from training.store import open_store  # noqa: E402
+
+CONNECTIONS = 32
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+CHANNELS = ["email", "search_engine", "social_media", "video"]
+INSTANCE = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742}
+BODY = json.dumps(INSTANCE).encode()
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %%d, "seconds": %%f, "p50_ms": %%f, "p99_ms": %%f, "errors": %%d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def publish_model(store_dir: Path) -> str:
+    """Fit a LinearRegression on channel-named columns, publish and promote it; return its version."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(7)
+    features = pd.DataFrame(rng.uniform(1e4, 1e6, (36, len(CHANNELS))), columns=CHANNELS)
+    estimator = LinearRegression().fit(features, features.to_numpy() @ [3.1, 2.4, 1.7, 0.9] + 1000.0)
+    buffer = io.BytesIO()
+    joblib.dump(estimator, buffer)
+    created = datetime.now(UTC)
+    version = version_name(created, buffer.getvalue())
+    registry = ModelRegistry(open_store(store_dir))
+    registry.publish(version, buffer.getvalue(), {
+        "status": "promoted", "created_at": created.isoformat(), "run_id": "bench", "channels": CHANNELS,
+        "intercept": float(estimator.intercept_), "algorithm": "ols",
+        "coefficients": dict(zip(CHANNELS, estimator.coef_.tolist(), strict=True)),
+        "libraries": {n: metadata.version(n) for n in ("numpy", "scikit-learn", "joblib")}})
+    registry.promote(version)
+    return version
+
+
+def free_port() -> int:
+    """Return a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port: int, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """POST `body` to /predict once; return status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def start_gunicorn(target: str, port: int, store: Path, log_path: Path) -> tuple[subprocess.Popen, float]:
+    """Start gunicorn with the project's config; return the process and the seconds to the first 200."""
+    env = {**os.environ, "PORT": str(port), "MODEL_STORE": str(store), "LOG_FORMAT": "json"}
+    started = time.perf_counter()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", target],
+                            cwd=REPO_ROOT, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+    while time.perf_counter() - started < 30:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}; see {log_path}")
+        try:
+            if post(port, BODY, timeout=1)[0] == 200:
+                return proc, time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.005)
+    proc.terminate()
+    raise TimeoutError(f"{target} gave no 200 within 30 s; see {log_path}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop gunicorn gracefully."""
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def run_wrk(port: int) -> dict:
+    """Drive /predict with wrk; return requests, seconds, p50_ms, p99_ms, errors."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT % BODY.decode())
+        script.flush()
+        out = subprocess.run(["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{SECONDS:g}s", "-s", script.name,
+                              f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+async def _connection(port: int, deadline: float, latencies: list[float]) -> int:
+    """Send requests over one keep-alive connection until `deadline`; return the error count."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
+    errors = 0
+    while time.perf_counter() < deadline:
+        sent = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - sent)
+        errors += not head.startswith(b"HTTP/1.1 200")
+        if b"connection: close" in head.lower():
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    return errors
+
+
+def _python_load_process(port: int, connections: int, queue: multiprocessing.Queue) -> None:
+    async def main() -> tuple[list[float], int]:
+        latencies: list[float] = []
+        deadline = time.perf_counter() + SECONDS
+        results = await asyncio.gather(*(_connection(port, deadline, latencies) for _ in range(connections)),
+                                       return_exceptions=True)
+        return latencies, sum(r if isinstance(r, int) else 1 for r in results)
+
+    queue.put(asyncio.run(main()))
+
+
+def run_python_load(port: int) -> dict:
+    """Drive /predict with asyncio connections spread over one process per CPU."""
+    processes = max(1, min(os.cpu_count() or 1, 4))
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_python_load_process, args=(port, CONNECTIONS // processes, queue))
+               for _ in range(processes)]
+    for w in workers:
+        w.start()
+    latencies, errors = [], 0
+    for _ in workers:
+        part, err = queue.get()
+        latencies += part
+        errors += err
+    for w in workers:
+        w.join()
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {"requests": len(latencies), "seconds": SECONDS, "p50_ms": quantiles[49] * 1000,
+            "p99_ms": quantiles[98] * 1000, "errors": errors}
+
+
+def batch_ms(port: int, size: int) -> float:
+    """Median loopback round trip of one /predict call with `size` instances."""
+    body = json.dumps({"instances": [{c: 1000.0 + i for c in CHANNELS} for i in range(size)]}).encode()
+    times = []
+    for _ in range(6):
+        started = time.perf_counter()
+        status, _ = post(port, body)
+        times.append(time.perf_counter() - started)
+        assert status == 200, status
+    return statistics.median(times[1:]) * 1000
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    generator = "wrk" if shutil.which("wrk") else "python-asyncio"
+    load = run_wrk if generator == "wrk" else run_python_load
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        workdir = Path(tmp)
+        store = workdir / "store"
+        version = publish_model(store)
+        port = free_port()
+        api, cold_start = start_gunicorn("app:create_app()", port, store, workdir / "api.log")
+        try:
+            api_load = load(port)
+            batches = {size: batch_ms(port, size) for size in (1_000, 10_000)}
+        finally:
+            stop(api)
+        ceiling_port = free_port()
+        ceiling, _ = start_gunicorn("bench.ceiling_app:app", ceiling_port, store, workdir / "ceiling.log")
+        try:
+            ceiling_load = load(ceiling_port)
+        finally:
+            stop(ceiling)
+
+    def rate(result: dict) -> float:
+        return result["requests"] / result["seconds"]
+
+    print(f"bench-serve: model {version}, load generator {generator}, {CONNECTIONS} connections, "
+          f"{SECONDS:g} s per run, {os.cpu_count()} CPUs shared with the generator")
+    print(f"{'endpoint':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, result in (("/predict", api_load), ("ceiling (const JSON)", ceiling_load)):
+        print(f"{name:<22}{rate(result):>10.0f}{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}{result['errors']:>8}")
+    ratio = rate(api_load) / rate(ceiling_load)
+    print(f"ratio /predict ÷ ceiling: {ratio:.2f}  (target >= 0.90)")
+    print(f"p99 /predict: {api_load['p99_ms']:.2f} ms  (target <= 10 ms)")
+    print(f"batch of 1,000 instances: {batches[1_000]:.1f} ms; of 10,000: {batches[10_000]:.1f} ms  "
+          "(target <= 50 ms; loopback round trip)")
+    print(f"cold start (process start → first 200 from /predict): {cold_start:.2f} s  (target <= 1.0 s)")
+
+
+if __name__ == "__main__":
+    main()

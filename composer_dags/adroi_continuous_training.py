@@ -1,0 +1,203 @@
+"""
+### adroi continuous training
+
+Retrains the marketing-ROI model on the spend and revenue files in the data bucket, once a day:
+
+`validate_data` → `train_and_evaluate` → `quality_gate` → `publish_model` → `record_metrics` → `fail_run_if_a_task_failed`
+
+- **validate_data** checks the input files; invalid data fails the run at once (no retry: the data will not
+  fix itself) after writing the validation report under the run's staging folder.
+- **quality_gate** compares the challenger with the thresholds and the current champion. On rejection it
+  skips `publish_model` and the run still succeeds (the rejected version is archived, `LATEST` untouched).
+- **record_metrics** runs whatever happened before it (trigger rule `all_done`), so the metrics table holds
+  one row for every run: `promoted`, `rejected`, `data_invalid` or `failed`.
+- **fail_run_if_a_task_failed** marks the run failed when any task failed (`record_metrics` succeeding
+  would otherwise make the run look successful).
+
+Each task calls one stage of `training.pipeline` with settings built from the run's params and the
+worker's `ADROI_*` environment; stages talk through the model store under `runs/<run_id>/`, so a retried
+task overwrites its own staging. The pipeline's run date is the end of the run's data interval (its
+logical date when there is none), never the wall clock, so a backfill behaves as it did on that day.
+
+Params left empty use the environment's configuration (`ADROI_DATA`, `ADROI_STORE`, `ADROI_METRICS`,
+`ADROI_GATE__EVALUATION_THRESHOLD`, `ADROI_CONFIG`, ...). Parse-time settings, from the environment:
+`ADROI_DAG_SCHEDULE` (cron, default `0 4 * * *` UTC), `ADROI_ALERT_EMAILS` (comma-separated recipients of
+failure emails), `ADROI_DAG_RETRIES` (default 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import airflow
+
+try:  # Airflow 3
+    from airflow.sdk import Param, dag, task
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 2.10 / 2.11
+    from airflow.decorators import dag, task
+    from airflow.exceptions import AirflowFailException
+    from airflow.models.param import Param
+
+logger = logging.getLogger(__name__)
+
+DAG_ID = "adroi_continuous_training"
+SCHEDULE = os.environ.get("ADROI_DAG_SCHEDULE", "0 4 * * *")
+ALERT_EMAILS = [address.strip() for address in os.environ.get("ADROI_ALERT_EMAILS", "").split(",") if address.strip()]
+RETRIES = int(os.environ.get("ADROI_DAG_RETRIES", "3"))
+# Airflow >= 3.1 takes a backoff multiplier (True would mean 1.0, a constant delay); older ones a bool (x2).
+_AIRFLOW_MAJOR_MINOR = tuple(int(part) for part in airflow.__version__.split(".")[:2])
+EXPONENTIAL_BACKOFF: float | bool = 2.0 if _AIRFLOW_MAJOR_MINOR >= (3, 1) else True
+
+# JSON-schema patterns of the URIs the training CLI accepts (a local path, gs://, sqlite:///, bq://).
+STORE_URI_PATTERN = r"^(gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?|[^:]+)$"
+METRICS_URI_PATTERN = r"^(sqlite:///.+|bq://[a-z][a-z0-9-]{4,28}[a-z0-9]\.\w+\.[\w-]+)$"
+
+# Param name -> dotted setting of training.config.Settings.
+PARAM_SETTINGS = {
+    "data_uri": "data",
+    "store_uri": "store",
+    "metrics_table": "metrics",
+    "evaluation_threshold": "gate.evaluation_threshold",
+}
+
+PARAMS = {
+    "data_uri": Param(
+        os.environ.get("ADROI_DATA"), type=["null", "string"], pattern=STORE_URI_PATTERN,
+        title="Input data", description="gs://bucket/prefix (or a local folder) holding spend/*.csv and "
+        "revenue/*.csv. Empty: ADROI_DATA of the environment.",
+    ),
+    "store_uri": Param(
+        os.environ.get("ADROI_STORE"), type=["null", "string"], pattern=STORE_URI_PATTERN,
+        title="Model store", description="gs://bucket/prefix (or a local folder) of the model registry the "
+        "API serves from. Empty: ADROI_STORE of the environment.",
+    ),
+    "metrics_table": Param(
+        os.environ.get("ADROI_METRICS"), type=["null", "string"], pattern=METRICS_URI_PATTERN,
+        title="Metrics table", description="bq://project.dataset.table or sqlite:///path. Empty: ADROI_METRICS "
+        "of the environment.",
+    ),
+    "evaluation_threshold": Param(
+        None, type=["null", "number"], minimum=0, maximum=1,
+        title="Minimum holdout R²", description="The quality gate rejects a challenger below it (0 to 1). "
+        "Empty: the configured gate.evaluation_threshold (0.8 by default).",
+    ),
+    "hyperparameters": Param(
+        {}, type="object", additionalProperties=False,
+        properties={
+            "algorithm": {"type": "string", "enum": ["ols", "ridge"]},
+            "positive": {"type": "boolean"},
+            "ridge_alphas": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1},
+            "cv_splits": {"type": "integer", "minimum": 2, "maximum": 12},
+        },
+        title="Model hyperparameters", description="Overrides of model.* settings, e.g. "
+        '{"algorithm": "ridge", "positive": true}.',
+    ),
+}
+
+DEFAULT_ARGS = {
+    "owner": "adroi",
+    "retries": RETRIES,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": EXPONENTIAL_BACKOFF,
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(hours=1),
+    "email": ALERT_EMAILS,
+    "email_on_failure": bool(ALERT_EMAILS),
+    "email_on_retry": False,
+}
+
+
+def pipeline_run_id(airflow_run_id: str) -> str:
+    """The pipeline run id of an Airflow run id: the same, with characters unsafe in object names replaced."""
+    return re.sub(r"[^A-Za-z0-9_.:+-]+", "-", airflow_run_id).strip("-.")
+
+
+def _run_date(context: dict[str, Any]) -> str:
+    """The run's date: end of its data interval, else its logical date, else when it was due (Airflow 3)."""
+    dag_run = context["dag_run"]
+    moment = (context.get("data_interval_end") or context.get("logical_date")
+              or getattr(dag_run, "run_after", None))
+    return moment.date().isoformat()
+
+
+def _settings_overrides(params: dict[str, Any], run_date: str) -> dict[str, Any]:
+    """Dotted settings for `training.config.load_settings` from the run's params (empty ones left out)."""
+    overrides = {setting: params.get(name) for name, setting in PARAM_SETTINGS.items()}
+    overrides.update({f"model.{name}": value for name, value in (params.get("hyperparameters") or {}).items()})
+    overrides["run_date"] = run_date
+    return overrides
+
+
+def run_stage(stage: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Call `training.pipeline.<stage>(settings, run_id)` for this Airflow run; bad input fails without retry."""
+    from training import config, pipeline
+    from training.errors import ConfigError, DataInvalidError
+
+    run_id = pipeline_run_id(context["dag_run"].run_id)
+    try:
+        settings = config.load_settings(overrides=_settings_overrides(context["params"], _run_date(context)))
+        result = getattr(pipeline, stage)(settings, run_id)
+    except (ConfigError, DataInvalidError) as exc:
+        raise AirflowFailException(f"{stage} ({run_id}): {exc}") from exc
+    logger.info("%s (%s): %s", stage, run_id, result)
+    return result
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=SCHEDULE,
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["adroi", "training", "ml"],
+    doc_md=__doc__,
+)
+def adroi_continuous_training() -> None:
+    """Validate, train, gate, publish and record one model per data interval."""
+
+    @task
+    def validate_data(**context: Any) -> dict[str, Any]:
+        """Check the input files; fail the run (no retry) when a rule with action `fail` breaks."""
+        return run_stage("validate_data", context)
+
+    @task
+    def train_and_evaluate(**context: Any) -> dict[str, Any]:
+        """Fit the challenger on the training months and score it on the holdout months."""
+        return run_stage("train_and_evaluate", context)
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def quality_gate(**context: Any) -> bool:
+        """Decide promote or reject; a rejection skips publish_model without failing the run."""
+        return run_stage("quality_gate", context)["decision"] == "promote"
+
+    @task
+    def publish_model(**context: Any) -> dict[str, Any]:
+        """Refit on all months, publish the version and move LATEST to it (compare-and-swap)."""
+        return run_stage("publish_model", context)
+
+    @task(trigger_rule="all_done")
+    def record_metrics(**context: Any) -> dict[str, Any]:
+        """Write the run's row to the metrics table, whatever happened before (trigger rule all_done)."""
+        return run_stage("record_metrics", context)
+
+    # No email of its own: the task that failed has sent one.
+    @task(trigger_rule="one_failed", retries=0, email_on_failure=False)
+    def fail_run_if_a_task_failed() -> None:
+        """Fail the run when a task failed: record_metrics succeeding must not make the run look green."""
+        raise AirflowFailException("a task of this run failed; see its log (the metrics row is written)")
+
+    validated, trained, gate, published, recorded = (
+        validate_data(), train_and_evaluate(), quality_gate(), publish_model(), record_metrics())
+    validated >> trained >> gate >> published >> recorded
+    # Not downstream of quality_gate, whose short-circuit must skip publish_model only.
+    [validated, trained, published, recorded] >> fail_run_if_a_task_failed()
+
+adroi_continuous_training()

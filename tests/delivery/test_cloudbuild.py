@@ -1,0 +1,301 @@
+"""cloudbuild.yaml: checked against the build config schema, and its smoke-test script run for real.
+
+No Cloud Build runner exists offline, so the file is parsed with PyYAML and checked against the documented
+build config reference (https://cloud.google.com/build/docs/build-config-file-schema). The smoke-test step's
+bash script is executed after Cloud Build's own substitution rules, with a stand-in `gcloud` on PATH and a
+local HTTP server in place of the Cloud Run revision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD = yaml.safe_load((REPO_ROOT / "cloudbuild.yaml").read_text())
+STEPS = {step["id"]: step for step in BUILD["steps"]}
+DEPLOY_DOC = (REPO_ROOT / "docs" / "deploy.md").read_text()
+
+# The Build resource fields a config file may set, and the BuildStep / BuildOptions fields.
+TOP_LEVEL_KEYS = {"steps", "timeout", "queueTtl", "logsBucket", "options", "substitutions", "tags",
+                  "serviceAccount", "secrets", "availableSecrets", "artifacts", "images"}
+STEP_KEYS = {"name", "args", "env", "allowFailure", "allowExitCodes", "dir", "id", "waitFor", "entrypoint",
+             "secretEnv", "volumes", "timeout", "script", "automapSubstitutions", "results"}
+OPTION_KEYS = {"env", "secretEnv", "volumes", "sourceProvenanceHash", "machineType", "diskSizeGb",
+               "substitutionOption", "dynamicSubstitutions", "automapSubstitutions", "logStreamingOption",
+               "logging", "defaultLogsBucketBehavior", "pool", "requestedVerifyOption", "pubsubTopic",
+               "enableStructuredLogging"}
+LOGGING_MODES = {"LOGGING_UNSPECIFIED", "LEGACY", "GCS_ONLY", "STACKDRIVER_ONLY", "CLOUD_LOGGING_ONLY", "NONE"}
+MACHINE_TYPES = {"UNSPECIFIED", "N1_HIGHCPU_8", "N1_HIGHCPU_32", "E2_HIGHCPU_8", "E2_HIGHCPU_32", "E2_MEDIUM"}
+BUILT_IN = {"PROJECT_ID", "PROJECT_NUMBER", "BUILD_ID", "LOCATION", "TRIGGER_NAME", "COMMIT_SHA", "REVISION_ID",
+            "SHORT_SHA", "REPO_NAME", "REPO_FULL_NAME", "BRANCH_NAME", "TAG_NAME", "REF_NAME",
+            "TRIGGER_BUILD_CONFIG_PATH", "SERVICE_ACCOUNT_EMAIL", "SERVICE_ACCOUNT"}
+DURATION = re.compile(r"^\d+(\.\d+)?s$")
+# `$NAME` or `${NAME...}` that Cloud Build substitutes; `$$` is a literal dollar (for bash).
+SUBSTITUTION = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _strings(node: object) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def substitutions_used(node: object) -> set[str]:
+    """Names of every `$X` / `${X}` in the strings under `node` (ignoring `$$` escapes)."""
+    names = set()
+    for text in _strings(node):
+        for m in SUBSTITUTION.finditer(text.replace("$$", "")):
+            names.add(m.group(1) or m.group(2))
+    return names
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """Apply Cloud Build's substitution to `text`: `$X`/`${X}` from `values`, `$$` to `$`."""
+    parts = text.split("$$")
+    out = [SUBSTITUTION.sub(lambda m: values[m.group(1) or m.group(2)], p) for p in parts]
+    return "$".join(out)
+
+
+def resolved_defaults(extra: dict[str, str]) -> dict[str, str]:
+    """The substitution defaults with the references between them resolved (dynamicSubstitutions)."""
+    values = dict(extra)
+    pending = dict(BUILD["substitutions"])
+    while pending:
+        for name, value in list(pending.items()):
+            if substitutions_used(value) <= values.keys():
+                values[name] = substitute(value, values)
+                del pending[name]
+                break
+        else:
+            raise AssertionError(f"circular or undeclared references among substitutions: {pending}")
+    return values
+
+
+def flag(step: dict, name: str) -> str:
+    """The value of `--name=value` in a step's args."""
+    values = [a.split("=", 1)[1] for a in step["args"] if a.startswith(f"--{name}=")]
+    assert len(values) == 1, f"step {step['id']}: expected one --{name}=..., got {values}"
+    return values[0]
+
+
+def dependencies(step_id: str) -> set[str]:
+    """Every step that `step_id` waits for, directly or not (no waitFor: all earlier steps)."""
+    ids = [s["id"] for s in BUILD["steps"]]
+    direct = STEPS[step_id].get("waitFor")
+    if direct is None:
+        direct = ids[: ids.index(step_id)]
+    direct = [d for d in direct if d != "-"]
+    found = set(direct)
+    for d in direct:
+        found |= dependencies(d)
+    return found
+
+
+def test_top_level_step_and_option_keys_are_in_the_build_config_schema():
+    assert set(BUILD) <= TOP_LEVEL_KEYS
+    for step in BUILD["steps"]:
+        assert set(step) <= STEP_KEYS, f"step {step.get('id')}: unknown keys {set(step) - STEP_KEYS}"
+        assert isinstance(step["name"], str) and step["name"]
+        assert all(isinstance(a, str) for a in step.get("args", [])), f"step {step['id']}: non-string args"
+    assert set(BUILD["options"]) <= OPTION_KEYS
+    assert BUILD["options"]["logging"] in LOGGING_MODES
+    assert BUILD["options"]["machineType"] in MACHINE_TYPES
+
+
+def test_timeouts_are_durations_and_step_ids_are_unique_and_referenced_steps_exist():
+    assert DURATION.match(BUILD["timeout"])
+    assert all(DURATION.match(s["timeout"]) for s in BUILD["steps"] if "timeout" in s)
+    ids = [s["id"] for s in BUILD["steps"]]
+    assert len(ids) == len(set(ids))
+    for step in BUILD["steps"]:
+        for dep in step.get("waitFor", []):
+            assert dep == "-" or ids.index(dep) < ids.index(step["id"]), f"{step['id']} waits for {dep}"
+
+
+def test_the_test_step_runs_the_readme_test_command_in_python_311():
+    step = STEPS["test"]
+    assert step["name"] == "python:3.11"
+    assert [step["entrypoint"], *step["args"]] == ["make", "test"]
+    assert re.search(r"^test:", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert "make test" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_build_push_deploy_and_images_name_the_same_image():
+    image = "${_IMAGE}:$SHORT_SHA"
+    build_args = STEPS["build"]["args"]
+    assert build_args[0] == "build" and build_args[build_args.index("--tag") + 1] == image
+    assert STEPS["push"]["args"] == ["push", image]
+    assert flag(STEPS["deploy"], "image") == image
+    assert BUILD["images"] == [image]
+    assert BUILD["substitutions"]["_IMAGE"] == "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPOSITORY}/adroi-api"
+
+
+def test_deploy_is_private_probed_and_configured_like_the_contract_says():
+    deploy = STEPS["deploy"]
+    assert deploy["args"][:3] == ["run", "deploy", "${_SERVICE}"]
+    assert "--no-allow-unauthenticated" in deploy["args"]
+    assert "--allow-unauthenticated" not in deploy["args"]
+    assert flag(deploy, "region") == "${_REGION}"
+    assert flag(deploy, "service-account") == "${_API_SERVICE_ACCOUNT}"
+    env = dict(item.split("=", 1) for item in flag(deploy, "set-env-vars").split(","))
+    assert env == {"MODEL_STORE": "${_MODEL_STORE}", "MODEL_POLL_SECONDS": "${_MODEL_POLL_SECONDS}"}
+    probe = dict(item.split("=", 1) for item in flag(deploy, "startup-probe").split(","))
+    assert probe["httpGet.path"] == "/readyz"
+    assert int(probe["periodSeconds"]) * int(probe["failureThreshold"]) <= 240  # Cloud Run's startup limit
+    assert "--no-traffic" in deploy["args"] and flag(deploy, "tag") == "sha-$SHORT_SHA"
+
+
+def test_steps_run_in_a_safe_order():
+    assert {"test", "build", "push"} <= dependencies("deploy")
+    assert "deploy" in dependencies("smoke-test")
+    assert "smoke-test" in dependencies("route-traffic")
+    assert "test" in dependencies("ship-dags")
+
+
+def test_every_substitution_used_is_declared_and_every_declared_one_is_used():
+    declared = set(BUILD["substitutions"])
+    used = substitutions_used({k: v for k, v in BUILD.items() if k != "substitutions"})
+    used_in_defaults = substitutions_used(BUILD["substitutions"])
+    assert all(re.fullmatch(r"_[A-Z0-9_]+", name) for name in declared)
+    assert {u for u in used | used_in_defaults if u.startswith("_")} <= declared
+    assert {u for u in used | used_in_defaults if not u.startswith("_")} <= BUILT_IN, "a bash $var needs $$"
+    assert declared <= used | used_in_defaults, f"declared but unused: {declared - used - used_in_defaults}"
+    resolved_defaults({"PROJECT_ID": "p", "SHORT_SHA": "abc1234"})  # no cycles, no undeclared references
+
+
+@pytest.mark.parametrize("name", sorted(BUILD["substitutions"]))
+def test_every_substitution_is_documented_in_the_deploy_section(name):
+    row = re.search(rf"^\|\s*`{name}`\s*\|(.+)\|$", DEPLOY_DOC, re.MULTILINE)
+    assert row, f"{name} has no row in the substitution table of docs/deploy.md"
+
+
+def test_composer_step_skips_cleanly_without_a_composer_bucket(tmp_path):
+    script = substitute(STEPS["ship-dags"]["args"][-1], resolved_defaults({"PROJECT_ID": "p", "SHORT_SHA": "a"}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text("#!/bin/sh\necho unexpected gcloud call >&2\nexit 9\n")
+    (bin_dir / "gcloud").chmod(0o755)
+    result = subprocess.run(["bash", "-ceu", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert "skipping" in result.stdout
+
+
+# ---- the smoke test, run for real against a stand-in revision ------------------------------------------
+
+class FakeRevision(BaseHTTPRequestHandler):
+    """Answers like the API: /readyz, /model, /predict; `failing` makes /predict answer 503."""
+
+    failing = False
+    requests: list[tuple[str, str, str]] = []
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.requests.append(("GET", self.path, self.headers.get("Authorization", "")))
+        if self.path == "/readyz":
+            self._reply(200, {"status": "ready"})
+        elif self.path == "/model":
+            self._reply(200, {"version": "v1", "channels": ["email", "video"]})
+        else:
+            self._reply(404, {"error": {"code": "not_found"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        self.requests.append(("POST", self.path, body))
+        if self.failing:
+            self._reply(503, {"error": {"code": "no_model"}})
+        else:
+            self._reply(200, {"predictions": [1234.5], "model_version": "v1"})
+
+    def log_message(self, *args: object) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def revision() -> Iterator[str]:
+    """A local HTTP server standing in for the tagged Cloud Run revision; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRevision)
+    FakeRevision.requests = []
+    FakeRevision.failing = False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def run_smoke_test(tmp_path: Path, revision_url: str) -> subprocess.CompletedProcess[str]:
+    """Run the smoke-test step's script as Cloud Build would, with a stand-in gcloud."""
+    values = resolved_defaults({"PROJECT_ID": "proj", "SHORT_SHA": "abc1234"})
+    script = substitute(STEPS["smoke-test"]["args"][-1], values)
+    describe = {"status": {"url": "https://adroi-api-x.a.run.app", "traffic": [
+        {"percent": 100, "revisionName": "adroi-api-00001"},
+        {"tag": "sha-abc1234", "revisionName": "adroi-api-00002", "url": revision_url}]}}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "describe.json").write_text(json.dumps(describe))
+    (bin_dir / "gcloud").write_text(
+        "#!/bin/sh\n"
+        'echo "$@" >> "$(dirname "$0")/calls"\n'
+        'case "$*" in\n'
+        f'  "run services describe {values["_SERVICE"]} --region={values["_REGION"]} --format=json") '
+        'cat "$(dirname "$0")/describe.json";;\n'
+        f'  "auth print-identity-token --audiences={values["_AUDIENCE"]}") echo token-123;;\n'
+        '  *) echo "unexpected gcloud $*" >&2; exit 9;;\n'
+        "esac\n")
+    (bin_dir / "gcloud").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run([STEPS["smoke-test"]["entrypoint"], *STEPS["smoke-test"]["args"][:-1], script],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (the cloud-sdk image has it)")
+def test_smoke_test_calls_readyz_and_predict_on_the_tagged_revision_with_a_token(tmp_path, revision):
+    result = run_smoke_test(tmp_path, revision)
+
+    assert result.returncode == 0, result.stderr
+    assert [r[:2] for r in FakeRevision.requests] == [("GET", "/readyz"), ("GET", "/model"), ("POST", "/predict")]
+    assert FakeRevision.requests[0][2] == "Bearer token-123"
+    assert json.loads(FakeRevision.requests[2][2]) == {"spend": {"email": 1000.0, "video": 1000.0}}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (the cloud-sdk image has it)")
+def test_smoke_test_fails_the_build_when_predict_does_not_answer(tmp_path, revision):
+    FakeRevision.failing = True
+
+    result = run_smoke_test(tmp_path, revision)
+
+    assert result.returncode != 0
+    assert ("POST", "/predict") in [r[:2] for r in FakeRevision.requests]
+
+
+def test_route_traffic_moves_users_to_the_tested_revision_only_after_the_smoke_test():
+    script = STEPS["route-traffic"]["args"][-1]
+    commands = [shlex.split(line) for line in script.strip().splitlines()]
+    assert commands[0][:5] == ["gcloud", "run", "services", "update-traffic", "${_SERVICE}"]
+    assert "--to-latest" in commands[0]
+    assert "--remove-tags=sha-$SHORT_SHA" in commands[1]

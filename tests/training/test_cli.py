@@ -1,0 +1,158 @@
+"""Tests of `python -m training` (training/cli.py): exit codes, summary, --json, rollback, settings precedence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training import cli
+from training.config import REPO_ROOT, SAMPLE_DATA
+from training.metrics import open_metrics
+from training.registry import ModelRegistry
+from training.sample import CHANNELS, write_sample
+from training.store import open_store
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without ADROI_* settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADROI_")}
+    return {**env, "ADROI_CODE_VERSION": "cli-test", **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=180, env=env or clean_env())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("cli-data")
+    write_sample(root, months=36, campaigns=2, seed=21)
+    return str(root)
+
+
+@pytest.fixture
+def no_adroi_env(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("ADROI_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.mark.slow
+def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
+    store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
+
+    human = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics)
+    machine = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics, "--json")
+
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "PROMOTED (exit 0)" in human.stdout and "marginal ROI" in human.stdout
+    assert all(channel in human.stdout for channel in CHANNELS)
+    assert "[training_started]" in human.stderr and "[model_promoted]" in human.stderr
+    assert machine.returncode == 0, machine.stderr
+    result = json.loads(machine.stdout)
+    assert result["status"] == "promoted" and result["exit_code"] == 0
+    assert set(result["coefficients"]) == set(CHANNELS)
+    assert Path(result["files"]["model"], "manifest.json").is_file()
+    assert [r["status"] for r in open_metrics(metrics).history()] == ["promoted", "promoted"]
+
+
+@pytest.mark.slow
+def test_exit_codes_for_rejected_invalid_and_bad_usage(data_dir, tmp_path):
+    store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
+    short = tmp_path / "short"
+    write_sample(short, months=5, campaigns=1, seed=2)
+
+    rejected = run_cli("run", "--data", data_dir, "--store", store, "--metrics", metrics,
+                       "--run-date", "2026-11-01", "--evaluation-threshold", "1.0")
+    invalid = run_cli("run", "--data", str(short), "--store", store, "--metrics", metrics, "--run-date", "2026-11-01")
+    bad_threshold = run_cli("run", "--data", data_dir, "--store", store, "--evaluation-threshold", "2")
+
+    assert rejected.returncode == 3 and "REJECTED (exit 3)" in rejected.stdout
+    assert "< threshold 1" in rejected.stdout
+    assert invalid.returncode == 2 and "DATA_INVALID" in invalid.stdout
+    assert bad_threshold.returncode == 2 and "gate.evaluation_threshold=2.0" in bad_threshold.stderr
+    assert ModelRegistry(open_store(store)).latest() is None
+
+
+def test_cli_overrides_environment_which_overrides_defaults(data_dir, tmp_path, monkeypatch, no_adroi_env, capsys):
+    monkeypatch.setenv("ADROI_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("ADROI_METRICS", f"sqlite:///{tmp_path / 'metrics.db'}")
+    monkeypatch.setenv("ADROI_RUN_DATE", "2026-11-01")
+    monkeypatch.setenv("ADROI_GATE__EVALUATION_THRESHOLD", "1.0")
+
+    from_env = cli.main(["run", "--data", data_dir, "--run-id", "env"])
+    from_cli = cli.main(["run", "--data", data_dir, "--run-id", "cli", "--evaluation-threshold", "0.5", "--json"])
+
+    assert from_env == 3
+    assert from_cli == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["run_id"] == "cli"
+
+
+def test_versions_promote_rollback_and_refusal(data_dir, tmp_path, no_adroi_env, capsys):
+    store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
+    common = ["--data", data_dir, "--store", store, "--metrics", metrics, "--run-date", "2026-11-01"]
+    assert cli.main(["run", *common, "--run-id", "first"]) == 0
+    assert cli.main(["run", *common, "--run-id", "second", "--algorithm", "ridge"]) == 0
+    registry = ModelRegistry(open_store(store))
+    first, second = registry.versions()
+    capsys.readouterr()
+
+    assert cli.main(["versions", "--store", store]) == 0
+    listing = capsys.readouterr().out
+    assert cli.main(["promote", first, "--store", store]) == 0
+    rolled_back = registry.latest()
+    open_store(store).write(f"models/{second}/model.joblib", b"tampered")
+    refused = cli.main(["promote", second, "--store", store])
+    missing = cli.main(["promote", "20990101T000000Z-deadbeef", "--store", store])
+
+    assert any(line.startswith("*") and second in line for line in listing.splitlines()) and first in listing
+    assert rolled_back.version == first and rolled_back.previous == second
+    assert refused == 2 and missing == 2
+    err = capsys.readouterr().err
+    assert "sha256" in err and "no manifest.json" in err
+    assert registry.latest().version == first
+
+
+def test_history_lists_recorded_runs(data_dir, tmp_path, no_adroi_env, capsys):
+    metrics = f"sqlite:///{tmp_path / 'metrics.db'}"
+    cli.main(["run", "--data", data_dir, "--store", str(tmp_path / "s"), "--metrics", metrics,
+              "--run-date", "2026-11-01", "--run-id", "h1"])
+    capsys.readouterr()
+    assert cli.main(["history", "--metrics", metrics, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run_id"], r["status"]) for r in rows] == [("h1", "promoted")]
+
+
+def test_sample_data_and_export_schema(tmp_path, no_adroi_env, capsys):
+    assert cli.main(["sample-data", str(tmp_path / "data"), "--months", "14", "--campaigns", "2", "--seed", "4"]) == 0
+    assert cli.main(["export-schema", str(tmp_path / "schema.json")]) == 0
+    assert sorted(p.name for p in (tmp_path / "data" / "revenue").iterdir()) == ["2025.csv", "2026.csv"]
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    assert {"run_id", "status", "holdout_r2"} <= {c["name"] for c in schema}
+
+
+def test_usage_errors_exit_2(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["frobnicate"])
+    assert info.value.code == 2
+
+
+@pytest.mark.slow
+def test_gcs_data_to_bigquery_row_end_to_end(gcs_bucket, bq_table_uri):
+    write_sample(f"{gcs_bucket}/data", months=36, campaigns=2, seed=31)
+
+    done = run_cli("run", "--data", f"{gcs_bucket}/data", "--store", f"{gcs_bucket}/models",
+                   "--metrics", bq_table_uri, "--run-date", "2026-11-01", "--run-id", "gcs-bq", "--json")
+
+    assert done.returncode == 0, done.stderr
+    version = json.loads(done.stdout)["version"]
+    registry = ModelRegistry(open_store(f"{gcs_bucket}/models"))
+    manifest, _ = registry.verify(version)
+    assert registry.latest().version == version and manifest["run_id"] == "gcs-bq"
+    row = open_metrics(bq_table_uri).get("gcs-bq")
+    assert row["status"] == "promoted" and row["model_version"] == version

@@ -1,0 +1,251 @@
+"""End-to-end tests of training/pipeline.py on a local folder and on fake-gcs-server, with SQLite metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import pipeline
+from training.config import load_settings
+from training.errors import DataInvalidError, StorageError
+from training.metrics import open_metrics
+from training.registry import LATEST_KEY, ModelRegistry
+from training.sample import TRUE_ROI, write_sample
+from training.store import open_store
+
+
+@pytest.fixture(scope="module")
+def good_data(tmp_path_factory) -> str:
+    """36 months ending 2026-10: a model fitted on it clears the default gate."""
+    root = tmp_path_factory.mktemp("good")
+    write_sample(root, months=36, campaigns=2, seed=11)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def older_data(tmp_path_factory) -> str:
+    """30 months ending 2026-04: the champion of the champion/challenger test is fitted on this."""
+    root = tmp_path_factory.mktemp("older")
+    write_sample(root, months=30, campaigns=2, seed=12, end_month="2026-04")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def noisy_data(tmp_path_factory) -> str:
+    """36 months ending 2026-10 whose revenue before 2026-03 is noise-ridden: a much worse challenger."""
+    root = tmp_path_factory.mktemp("noisy")
+    write_sample(root, months=36, campaigns=2, seed=13)
+    rng = np.random.default_rng(5)
+    for path in sorted((root / "revenue").glob("*.csv")):
+        frame = pd.read_csv(path)
+        old = frame["YEAR"] * 100 + frame["MONTH"] < 202603
+        frame.loc[old, "REVENUE"] += rng.normal(0, 60_000, old.sum()).round(2)
+        frame.to_csv(path, index=False)
+    return str(root)
+
+
+def make_settings(data: str, store: str, tmp_path: Path, run_date: str = "2026-11-15", **more: Any):
+    """Settings for one test, ignoring the caller's ADROI_* environment."""
+    overrides = {"data": data, "store": store, "metrics": f"sqlite:///{tmp_path / 'metrics.db'}",
+                 "run_date": run_date, "code_version": "test-sha", **more}
+    return load_settings(overrides=overrides, environ={})
+
+
+def latest_version(store_uri: str) -> str | None:
+    pointer = ModelRegistry(open_store(store_uri)).latest()
+    return pointer.version if pointer else None
+
+
+def test_run_promotes_first_model_publishes_manifest_and_records_it(good_data, store_uri, tmp_path):
+    settings = make_settings(good_data, store_uri, tmp_path)
+
+    result = pipeline.run(settings, "run-1")
+
+    assert (result.status, result.exit_code) == ("promoted", 0), result.reason
+    registry = ModelRegistry(open_store(store_uri))
+    assert latest_version(store_uri) == result.version
+    manifest, estimator = registry.load(result.version)
+    assert manifest["status"] == "promoted" and manifest["run_id"] == "run-1"
+    assert manifest["channels"] == list(estimator.feature_names_in_)
+    for channel, roi in TRUE_ROI.items():
+        assert manifest["coefficients"][channel] == pytest.approx(roi, rel=0.15)
+    assert manifest["training"]["refit_on_all_months"] is True
+    assert len(manifest["training"]["months"]) == 36 and manifest["training"]["holdout_months"][-1] == "2026-10"
+    assert manifest["gate"]["decision"] == "promoted" and manifest["gate"]["champion"] is None
+    assert manifest["metrics"]["holdout"]["r2"] >= 0.8 and manifest["code_version"] == "test-sha"
+    assert set(manifest["libraries"]) >= {"python", "scikit-learn", "numpy", "joblib"}
+    assert manifest["data"]["fingerprint"] and manifest["data"]["spend_rows"] > 0
+    assert {"validation.json", "predicted_vs_actual.png", "marginal_roi.png", "residuals.png"} <= set(manifest["files"])
+    assert result.coefficients == manifest["coefficients"]
+    row = open_metrics(settings.metrics).get("run-1")
+    assert row["status"] == "promoted" and row["model_version"] == result.version
+    assert row["holdout_r2"] == pytest.approx(result.metrics["holdout"]["r2"])
+    assert row["months_used"] == 36 and row["code_version"] == "test-sha"
+
+
+def test_much_worse_challenger_is_rejected_and_latest_stays(older_data, noisy_data, store_uri, tmp_path):
+    champion = pipeline.run(make_settings(older_data, store_uri, tmp_path, run_date="2026-05-15"), "champion")
+    assert champion.status == "promoted", champion.reason
+    generation = open_store(store_uri).generation(LATEST_KEY)
+    settings = make_settings(noisy_data, store_uri, tmp_path, **{"gate.evaluation_threshold": 0.0})
+
+    challenger = pipeline.run(settings, "challenger")
+
+    assert (challenger.status, challenger.exit_code) == ("rejected", 3)
+    assert "challenger RMSE" in challenger.reason and f"champion {champion.version} RMSE" in challenger.reason
+    assert "2026-05..2026-10" in challenger.reason  # only months the champion never saw
+    assert latest_version(store_uri) == champion.version
+    assert open_store(store_uri).generation(LATEST_KEY) == generation
+    archived = ModelRegistry(open_store(store_uri)).manifest(challenger.version)
+    assert archived["status"] == "rejected" and archived["training"]["refit_on_all_months"] is False
+    row = open_metrics(settings.metrics).get("challenger")
+    assert row["status"] == "rejected" and row["champion_version"] == champion.version
+    assert row["champion_rmse"] < row["holdout_rmse"]
+
+
+def test_gate_threshold_rejection_names_the_numbers(good_data, tmp_path):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"gate.evaluation_threshold": 1.0})
+    result = pipeline.run(settings, "strict")
+    assert result.exit_code == 3
+    assert f"holdout R² {result.metrics['holdout']['r2']:.4g} < threshold 1" in result.reason
+    assert latest_version(settings.store) is None
+
+
+def test_concurrent_publishers_leave_one_pointer_history(good_data, store_uri, tmp_path):
+    runs = {"ols-run": make_settings(good_data, store_uri, tmp_path),
+            "ridge-run": make_settings(good_data, store_uri, tmp_path, **{"model.algorithm": "ridge"})}
+    for run_id, settings in runs.items():  # both gate against the same (empty) LATEST
+        pipeline.validate_data(settings, run_id)
+        pipeline.train_and_evaluate(settings, run_id)
+        assert pipeline.quality_gate(settings, run_id)["decision"] == "promote"
+    barrier, outcomes = threading.Barrier(2), {}
+
+    def publish(run_id: str) -> None:
+        barrier.wait()
+        outcomes[run_id] = pipeline.publish_model(runs[run_id], run_id)
+
+    threads = [threading.Thread(target=publish, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert all(o["promoted"] for o in outcomes.values())
+    store = open_store(store_uri)
+    attempts = sorted(json.loads(store.read(f"runs/{r}/publish.json"))["attempts"] for r in runs)
+    assert attempts == [1, 2]  # the loser saw PreconditionFailed, gated again, then promoted
+    pointer = ModelRegistry(store).latest()
+    first = next(o["version"] for o in outcomes.values() if o["version"] != pointer.version)
+    assert pointer.previous == first  # the second promotion saw the first: no lost update
+
+
+class ManifestWriteFails:
+    """A store that breaks exactly when a version's manifest is written."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
+        if key.startswith("models/") and key.endswith("/manifest.json"):
+            raise StorageError(f"injected failure writing {key}")
+        return self._inner.write(key, data, content_type)
+
+
+def test_failure_mid_publish_leaves_no_version_and_latest_untouched(good_data, store_uri, tmp_path, monkeypatch):
+    first = pipeline.run(make_settings(good_data, store_uri, tmp_path), "before")
+    # A different model, so its version cannot coincide with the first one's.
+    settings = make_settings(good_data, store_uri, tmp_path, **{"model.algorithm": "ridge"})
+    monkeypatch.setattr(pipeline, "open_store", lambda uri: ManifestWriteFails(open_store(uri)))
+
+    result = pipeline.run(settings, "broken")
+
+    assert (result.status, result.exit_code) == ("failed", 1)
+    assert "publish_model failed" in result.reason and "injected failure" in result.reason
+    store = open_store(store_uri)
+    assert ModelRegistry(store).versions() == [first.version]
+    assert [k for k in store.list("models") if not k.startswith(f"models/{first.version}/")] == [LATEST_KEY]
+    assert latest_version(store_uri) == first.version
+    row = open_metrics(settings.metrics).get("broken")
+    assert row["status"] == "failed" and "injected failure" in row["error"]
+
+
+def test_invalid_data_is_reported_recorded_and_promotes_nothing(tmp_path):
+    data = tmp_path / "short"
+    write_sample(data, months=6, campaigns=1, seed=3)  # far below validation.min_months
+    settings = make_settings(str(data), str(tmp_path / "store"), tmp_path)
+
+    with pytest.raises(DataInvalidError):
+        pipeline.validate_data(settings, "short-data")
+    result = pipeline.run(settings, "short-data")
+
+    assert (result.status, result.exit_code) == ("data_invalid", 2)
+    assert result.validation["passed"] is False and result.validation["failed"]
+    assert "report" in result.files and Path(result.files["report"]).is_file()
+    assert latest_version(settings.store) is None
+    assert open_metrics(settings.metrics).get("short-data")["status"] == "data_invalid"
+
+
+def test_stages_return_small_json_and_are_idempotent_per_run_id(good_data, tmp_path):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path)
+    outputs = []
+    for _ in range(2):  # a retried DAG run repeats each stage with the same run_id
+        outputs.append([pipeline.validate_data(settings, "dag-run"), pipeline.train_and_evaluate(settings, "dag-run"),
+                        pipeline.quality_gate(settings, "dag-run")])
+    published = [pipeline.publish_model(settings, "dag-run") for _ in range(2)]
+    recorded = pipeline.record_metrics(settings, "dag-run")
+
+    assert outputs[0] == outputs[1]
+    assert published[0] == published[1] and published[0]["promoted"] is True
+    assert ModelRegistry(open_store(settings.store)).versions() == [published[0]["version"]]
+    assert recorded == {"run_id": "dag-run", "status": "promoted"}
+    assert all(len(json.dumps(o)) < 2_000 for o in [*outputs[0], *published, recorded])
+
+
+def test_record_metrics_describes_a_run_that_failed_mid_way(good_data, tmp_path):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"evaluation.min_holdout_months": 40})
+    pipeline.validate_data(settings, "too-long-holdout")
+    with pytest.raises(ValueError, match="min_holdout_months"):
+        pipeline.train_and_evaluate(settings, "too-long-holdout")
+
+    assert pipeline.record_metrics(settings, "too-long-holdout")["status"] == "failed"
+    row = open_metrics(settings.metrics).get("too-long-holdout")
+    assert "train_and_evaluate failed" in row["error"] and row["validation_summary"]["passed"] is True
+
+
+def test_a_stage_run_out_of_order_says_what_to_run_first(tmp_path):
+    settings = make_settings(str(tmp_path / "none"), str(tmp_path / "store"), tmp_path)
+    with pytest.raises(StorageError, match="run validate_data for run early first"):
+        pipeline.train_and_evaluate(settings, "early")
+
+
+@pytest.mark.parametrize("run_id", ["a/b", "..", "x" * 201])
+def test_unsafe_run_ids_are_refused(run_id, tmp_path):
+    with pytest.raises(ValueError, match="run_id"):
+        pipeline.run(make_settings("unused", str(tmp_path / "store"), tmp_path), run_id)
+
+
+def test_code_version_prefers_setting_then_environment(monkeypatch, tmp_path):
+    settings = make_settings("unused", str(tmp_path), tmp_path, code_version=None)
+    monkeypatch.setenv("SHORT_SHA", "abc1234")
+    assert pipeline.code_version(settings) == "abc1234"
+    settings.code_version = "from-settings"
+    assert pipeline.code_version(settings) == "from-settings"
+
+
+def test_published_plots_are_pngs(good_data, tmp_path):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path)
+    result = pipeline.run(settings, "plots")
+    store = open_store(settings.store)
+    for name in ("predicted_vs_actual.png", "marginal_roi.png", "residuals.png"):
+        data = store.read(f"models/{result.version}/{name}")
+        assert io.BytesIO(data).read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,225 @@
+"""`python -m training`: run the pipeline, list and roll back model versions, show run history.
+
+    run            ingest → validate → fit → evaluate → gate → publish → record (exit 0 promoted,
+                   3 rejected by the gate, 2 invalid data or usage, 1 unexpected failure)
+    versions       list the model versions in a store, marking the one LATEST points at
+    promote        point LATEST at an earlier version (rollback) after checking its files and hash
+    history        show the newest runs recorded in the metrics table
+    sample-data    write a synthetic data set in the users' file layout
+    export-schema  write the metrics table schema as bq/Terraform JSON
+
+Every option can also come from the environment (`ADROI_STORE`, `ADROI_GATE__EVALUATION_THRESHOLD`, ...)
+or a config file (`--config`, `ADROI_CONFIG`); the command line wins, then the environment, then the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from training import events
+from training.config import Settings, load_settings
+from training.errors import ConfigError, ModelIntegrityError
+from training.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    settings = load_settings(args.config, overrides={"log_format": args.log_format, **overrides})
+    configure_logging(settings.log_format)
+    return settings
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _num(value: Any, spec: str = ",.4g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_summary(result: Any) -> str:
+    """Return the one-screen human summary of a RunResult."""
+    lines = [f"adroi run {result.run_id}: {result.status.upper()} (exit {result.exit_code})"]
+    if result.version:
+        lines.append(f"  version       {result.version}")
+    lines.append(f"  reason        {result.reason}")
+    for part in ("holdout", "train"):
+        scores = result.metrics.get(part)
+        if scores:
+            months = f"  on {result.holdout_months[0]}..{result.holdout_months[-1]}" \
+                if part == "holdout" and result.holdout_months else ""
+            lines.append(f"  {part:<13} R² {_num(scores.get('r2'), '.3f')}  RMSE {_num(scores.get('rmse'), ',.1f')}"
+                         f"  MAE {_num(scores.get('mae'), ',.1f')}  MAPE {_num(scores.get('mape'), '.2%')}{months}")
+    if result.coefficients:
+        lines.append("  marginal ROI  (revenue per unit of spend)")
+        lines += [f"    {channel:<20} {value:>10.3f}" for channel, value in result.coefficients.items()]
+        lines.append(f"    {'(intercept)':<20} {_num(result.intercept, '>10,.1f')}")
+    if result.validation:
+        v = result.validation
+        state = "passed" if v.get("passed") else "FAILED: " + ", ".join(v.get("failed", []))
+        lines.append(f"  validation    {state}; {v.get('rows', 'n/a')} rows")
+    lines += [f"  warning       {w}" for w in result.warnings]
+    lines += [f"  {name:<13} {where}" for name, where in result.files.items()]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the whole pipeline once."""
+    settings = _settings(args, data=args.data, store=args.store, metrics=args.metrics, run_date=args.run_date,
+                         channels=args.channels, **{"gate.evaluation_threshold": args.evaluation_threshold,
+                                                    "gate.rmse_tolerance": args.rmse_tolerance,
+                                                    "model.algorithm": args.algorithm,
+                                                    "model.positive": args.positive})
+    from training import pipeline  # the training stack (pandas, scikit-learn) loads only for `run`
+
+    result = pipeline.run(settings, args.run_id)
+    print(json.dumps(result.to_dict(), sort_keys=True, default=str) if args.json else format_summary(result))
+    return result.exit_code
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """List the versions of a store, newest first."""
+    from training.registry import ModelRegistry
+    from training.store import open_store
+
+    settings = _settings(args, store=args.store)
+    rows = ModelRegistry(open_store(settings.store)).list_versions()
+    if args.json:
+        print(json.dumps(rows, sort_keys=True, default=str))
+        return EXIT_OK
+    flat = [{**r, "latest": "*" if r["latest"] else "", "r2": _num(r["metrics"].get("r2"), ".3f"),
+             "rmse": _num(r["metrics"].get("rmse"), ",.1f")} for r in rows]
+    print(_table(flat, ["latest", "version", "status", "created_at", "r2", "rmse", "gate_reason"])
+          if rows else f"no versions in {settings.store}")
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Point LATEST at VERSION (a rollback), refusing a version whose files do not check out."""
+    from training.registry import ModelRegistry
+    from training.store import open_store
+
+    settings = _settings(args, store=args.store)
+    registry = ModelRegistry(open_store(settings.store))
+    previous = registry.latest()
+    try:
+        pointer = registry.promote(args.version, reason=args.reason)
+    except ModelIntegrityError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.warning("LATEST moved from %s to %s by hand: %s", previous.version if previous else None, pointer.version,
+                args.reason, extra={"event": events.MODEL_ROLLED_BACK, "model_version": pointer.version})
+    print(f"LATEST -> {pointer.version} (was {pointer.previous or 'nothing'})")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Show the newest runs of the metrics table."""
+    from training.metrics import open_metrics
+
+    settings = _settings(args, metrics=args.metrics)
+    rows = open_metrics(settings.metrics).history(args.limit)
+    if args.json:
+        print(json.dumps(rows, sort_keys=True, default=str))
+    else:
+        print(_table(rows, ["started_at", "run_id", "status", "model_version", "holdout_r2", "holdout_rmse",
+                            "gate_reason"]) if rows else f"no runs in {settings.metrics}")
+    return EXIT_OK
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    """Write a synthetic data set."""
+    from training.sample import write_sample
+
+    configure_logging(args.log_format)
+    truth = write_sample(args.out, months=args.months, campaigns=args.campaigns, seed=args.seed)
+    print(f"wrote {len(truth['months'])} months, {truth['spend_rows']} spend rows to {args.out}")
+    return EXIT_OK
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    """Write the metrics table schema as bq/Terraform JSON."""
+    from training.metrics import SCHEMA_FILE, export_schema
+
+    print(export_schema(args.path or SCHEMA_FILE))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of `python -m training`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML or YAML settings file (env ADROI_CONFIG)")
+    common.add_argument("--log-format", choices=["text", "json"], help="default: json on Google Cloud, else text")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[common], help="run the training pipeline once")
+    run.add_argument("--data", help="input root: folder or gs://bucket/prefix with spend/ and revenue/")
+    run.add_argument("--store", help="model store: folder or gs://bucket/prefix")
+    run.add_argument("--metrics", help="sqlite:///path.db or bq://project.dataset.table")
+    run.add_argument("--run-date", help="the run's logical date, YYYY-MM-DD (data freshness is judged on it)")
+    run.add_argument("--run-id", help="id of this run (default: manual__<time>-<random>)")
+    run.add_argument("--channels", help="comma-separated channel list (default: every channel in the data)")
+    run.add_argument("--evaluation-threshold", type=float, help="minimum holdout R² to promote")
+    run.add_argument("--rmse-tolerance", type=float, help="how much worse than the champion's RMSE is allowed")
+    run.add_argument("--algorithm", choices=["ols", "ridge"], help="estimator (default ols)")
+    run.add_argument("--positive", action=argparse.BooleanOptionalAction, default=None,
+                     help="constrain marginal ROI to be >= 0")
+    run.add_argument("--json", action="store_true", help="print the run result as JSON")
+    run.set_defaults(func=cmd_run)
+
+    versions = commands.add_parser("versions", parents=[common], help="list model versions")
+    versions.add_argument("--store")
+    versions.add_argument("--json", action="store_true")
+    versions.set_defaults(func=cmd_versions)
+
+    promote = commands.add_parser("promote", parents=[common], help="point LATEST at a version (rollback)")
+    promote.add_argument("version")
+    promote.add_argument("--store")
+    promote.add_argument("--reason", default="rollback from the command line")
+    promote.set_defaults(func=cmd_promote)
+
+    history = commands.add_parser("history", parents=[common], help="show recorded runs, newest first")
+    history.add_argument("--metrics")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+
+    sample = commands.add_parser("sample-data", parents=[common], help="write a synthetic data set")
+    sample.add_argument("out", help="folder or gs://bucket/prefix")
+    sample.add_argument("--months", type=int, default=36)
+    sample.add_argument("--campaigns", type=int, default=6)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.set_defaults(func=cmd_sample_data)
+
+    schema = commands.add_parser("export-schema", parents=[common], help="write the metrics table JSON schema")
+    schema.add_argument("path", nargs="?", help="default: infra/metrics_schema.json")
+    schema.set_defaults(func=cmd_export_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run the subcommand, and return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # the exit code and one line matter more to the caller than a traceback
+        log.error("%s failed: %s", args.command, exc, exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,517 @@
+"""The training pipeline as stages: validate → train and evaluate → gate → publish → record.
+
+Each stage takes `(settings, run_id)`, returns a small JSON-able dict, and passes its results to the next
+stage through the model store under `runs/<run_id>/` (never in memory), so the CLI (`run`) and the Airflow
+DAG (one task per stage) behave the same, a retried stage overwrites its own files, and `record_metrics`
+can describe a run whatever point it reached:
+
+    runs/<run_id>/run.json             when and how the run started (settings, code version)
+    runs/<run_id>/validation.json      validation report, summary and input description
+    runs/<run_id>/training_data.json   the monthly table every later stage uses
+    runs/<run_id>/candidate.joblib     the challenger fitted on the training months
+    runs/<run_id>/evaluation.json      its holdout/train/CV scores and predictions
+    runs/<run_id>/gate.json            the gate's decision and the LATEST generation it saw
+    runs/<run_id>/publish.json         the published version and whether LATEST moved
+    runs/<run_id>/error.json           the stage that failed and why (unexpected failures only)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from training import evaluate, events, gate, ingest, model, plots, validate
+from training.config import REPO_ROOT, GateConfig, Settings
+from training.errors import (
+    AdroiError,
+    ConfigError,
+    DataInvalidError,
+    ModelIntegrityError,
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageError,
+)
+from training.metrics import RunRecord, open_metrics
+from training.registry import MANIFEST_FILE, MODELS_PREFIX, ModelRegistry, Pointer, version_name
+from training.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+RUNS_PREFIX = "runs"
+RUN_FILE = "run.json"
+VALIDATION_FILE = "validation.json"
+TRAINING_DATA_FILE = "training_data.json"
+CANDIDATE_FILE = "candidate.joblib"
+EVALUATION_FILE = "evaluation.json"
+GATE_FILE = "gate.json"
+PUBLISH_FILE = "publish.json"
+ERROR_FILE = "error.json"
+# What each stage writes, in stage order; a stage that (re)starts removes what later stages wrote.
+STAGE_FILES = {
+    "validate_data": (RUN_FILE, VALIDATION_FILE, TRAINING_DATA_FILE),
+    "train_and_evaluate": (CANDIDATE_FILE, EVALUATION_FILE),
+    "quality_gate": (GATE_FILE,),
+    "publish_model": (PUBLISH_FILE,),
+}
+MAX_PROMOTE_ATTEMPTS = 3
+EXIT_CODES = {"promoted": 0, "failed": 1, "data_invalid": 2, "rejected": 3}
+LIBRARIES = ("scikit-learn", "numpy", "pandas", "joblib")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}")
+
+
+@dataclass
+class RunResult:
+    """What one pipeline run did, for the CLI summary and `--json`."""
+
+    status: str  # promoted | rejected | data_invalid | failed
+    run_id: str
+    version: str | None
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 1
+    intercept: float | None = None
+    coefficients: dict[str, float] = field(default_factory=dict)
+    holdout_months: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as plain JSON-able data."""
+        return asdict(self)
+
+
+# ---- staging --------------------------------------------------------------------------------------
+
+def new_run_id() -> str:
+    """Return a fresh run id that sorts by time (`manual__20261122T040000Z-1a2b3c`)."""
+    return f"manual__{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Return `run_id` if it is safe as a folder name, else raise ConfigError."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise ConfigError("run_id", run_id, "1-200 letters, digits or _ . : + - (no '/', no '..')")
+    return run_id
+
+
+def staging_key(run_id: str, name: str) -> str:
+    """Return the store key of a staged file of `run_id`."""
+    return f"{RUNS_PREFIX}/{run_id}/{name}"
+
+
+def _dumps(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n").encode()
+
+
+def _write_json(store: Store, run_id: str, name: str, doc: dict[str, Any]) -> str:
+    key = staging_key(run_id, name)
+    store.write(key, _dumps(doc), content_type="application/json")
+    return store.uri_for(key)
+
+
+def _read_json(store: Store, run_id: str, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.read(staging_key(run_id, name)))
+    except ObjectNotFound:
+        return None
+
+
+def _require_json(store: Store, run_id: str, name: str, stage: str) -> dict[str, Any]:
+    doc = _read_json(store, run_id, name)
+    if doc is None:
+        raise StorageError(f"{store.uri_for(staging_key(run_id, name))} is missing: run {stage} for run "
+                           f"{run_id} first")
+    return doc
+
+
+def _clear_later_stages(store: Store, run_id: str, stage: str) -> None:
+    names = list(STAGE_FILES)
+    for later in names[names.index(stage) + 1:]:
+        for name in STAGE_FILES[later]:
+            store.delete(staging_key(run_id, name))
+    store.delete(staging_key(run_id, ERROR_FILE))
+
+
+def _stage(func: Callable[[Settings, str, Store], dict[str, Any]]) -> Callable[[Settings, str], dict[str, Any]]:
+    """Make a stage idempotent per run_id and leave `error.json` + a `training_failed` log when it breaks."""
+
+    @functools.wraps(func)
+    def stage(settings: Settings, run_id: str) -> dict[str, Any]:
+        check_run_id(run_id)
+        store = open_store(settings.store)
+        try:
+            _clear_later_stages(store, run_id, func.__name__)
+            return func(settings, run_id, store)
+        except DataInvalidError:
+            raise
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):  # the store itself may be what failed
+                _write_json(store, run_id, ERROR_FILE, {"stage": func.__name__, "error": message,
+                                                        "at": datetime.now(UTC).isoformat()})
+            log.error("%s failed for run %s: %s", func.__name__, run_id, message, exc_info=True,
+                      extra={"event": events.TRAINING_FAILED, "run_id": run_id, "stage": func.__name__})
+            raise
+
+    return stage
+
+
+def _load_training_data(store: Store, run_id: str) -> tuple[pd.DataFrame, pd.Series]:
+    doc = _require_json(store, run_id, TRAINING_DATA_FILE, "validate_data")
+    features = pd.DataFrame(doc["spend"], index=doc["months"], columns=doc["channels"], dtype=float)
+    return features, pd.Series(doc["revenue"], index=doc["months"], dtype=float, name="revenue")
+
+
+# ---- provenance -----------------------------------------------------------------------------------
+
+def code_version(settings: Settings) -> str:
+    """Return the code's git commit: setting, `ADROI_CODE_VERSION`/`SHORT_SHA`, `git rev-parse`, or unknown."""
+    for value in (settings.code_version, os.environ.get("ADROI_CODE_VERSION"), os.environ.get("SHORT_SHA")):
+        if value:
+            return value
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=5, check=True)
+        return done.stdout.strip() or "unknown"
+    return "unknown"
+
+
+def libraries() -> dict[str, str]:
+    """Return the Python and library versions a model was trained with."""
+    return {"python": platform.python_version(), **{name: metadata.version(name) for name in LIBRARIES}}
+
+
+# ---- stages ---------------------------------------------------------------------------------------
+
+@_stage
+def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
+    """Ingest and validate the input; stage the report and the monthly table. Raises DataInvalidError."""
+    run_date = settings.effective_run_date()
+    log.info("training run %s started: data %s, run date %s", run_id, settings.data, run_date,
+             extra={"event": events.TRAINING_STARTED, "run_id": run_id})
+    _write_json(store, run_id, RUN_FILE, {"run_id": run_id, "started_at": datetime.now(UTC).isoformat(),
+                                          "run_date": run_date.isoformat(), "code_version": code_version(settings),
+                                          "settings": settings.to_dict()})
+    raw = ingest.ingest(open_store(settings.data), settings.channels)
+    report = validate.validate(raw, settings.validation, run_date)
+    doc: dict[str, Any] = {
+        "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
+        "warnings": [r.message for r in report.results if r.status == "warn"], "report": report.to_dict(),
+    }
+    if report.passed:
+        data = ingest.training_data(raw)
+        _write_json(store, run_id, TRAINING_DATA_FILE, {
+            "months": [str(m) for m in data.features.index], "channels": list(data.channels),
+            "spend": data.features.to_numpy(dtype=float).tolist(), "revenue": data.revenue.astype(float).tolist(),
+        })
+        doc["data"] = {"fingerprint": data.fingerprint, "objects": data.objects, "spend_rows": data.spend_rows,
+                       "revenue_rows": data.revenue_rows, "months_without_revenue": data.months_without_revenue}
+    report_uri = _write_json(store, run_id, VALIDATION_FILE, doc)
+    if not report.passed:
+        log.warning("run %s: input data failed validation (%s); report at %s", run_id,
+                    ", ".join(doc["summary"].get("failed", [])), report_uri,
+                    extra={"event": events.DATA_INVALID, "run_id": run_id})
+        raise DataInvalidError(report)
+    return {"run_id": run_id, "passed": True, "report_uri": report_uri, "summary": doc["summary"]}
+
+
+@_stage
+def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
+    """Fit the challenger on the older months, score it on the newest, stage model and scores."""
+    features, revenue = _load_training_data(store, run_id)
+    estimator, result = evaluate.evaluate(features, revenue, settings.model, settings.evaluation)
+    candidate_key = staging_key(run_id, CANDIDATE_FILE)
+    store.write(candidate_key, model.to_bytes(estimator))
+    predictions = result.predictions.rename_axis("month").reset_index()
+    _write_json(store, run_id, EVALUATION_FILE, {
+        "model": result.summary.to_dict(), "metrics": result.metrics(), "split": asdict(result.split),
+        "predictions": predictions.to_dict(orient="records"),
+    })
+    log.info("run %s: holdout R² %s, RMSE %s on %s..%s", run_id, gate.fmt(result.holdout["r2"]),
+             gate.fmt(result.holdout["rmse"]), result.split.holdout_months[0], result.split.holdout_months[-1],
+             extra={"run_id": run_id})
+    return {"run_id": run_id, "candidate_uri": store.uri_for(candidate_key), "metrics": {"holdout": result.holdout}}
+
+
+@dataclass
+class _Challenger:
+    """The staged candidate and everything the gate and the manifest need about it."""
+
+    estimator: model.LinearModel
+    model_bytes: bytes
+    evaluation: dict[str, Any]
+    validation: dict[str, Any]
+    features: pd.DataFrame
+    revenue: pd.Series
+
+    @classmethod
+    def load(cls, store: Store, run_id: str) -> _Challenger:
+        model_bytes = store.read(staging_key(run_id, CANDIDATE_FILE))
+        features, revenue = _load_training_data(store, run_id)
+        return cls(model.from_bytes(model_bytes), model_bytes,
+                   _require_json(store, run_id, EVALUATION_FILE, "train_and_evaluate"),
+                   _require_json(store, run_id, VALIDATION_FILE, "validate_data"), features, revenue)
+
+    def judge(self, registry: ModelRegistry, champion: Pointer | None, config: GateConfig) -> gate.GateDecision:
+        """Run the gate against `champion` (the current LATEST, or None)."""
+        comparison = None
+        if champion is not None:
+            try:
+                manifest, champion_model = registry.load(champion.version, champion.sha256)
+                comparison = gate.compare_with_champion(
+                    champion.version, champion_model, manifest.get("training", {}).get("months", []),
+                    self.estimator, self.features, self.revenue, self.evaluation["split"]["holdout_months"])
+            except ModelIntegrityError as exc:  # a broken champion must not block its replacement
+                comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
+        return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
+
+    def manifest(self, settings: Settings, run_id: str, status: str, created_at: datetime,
+                 summary: dict[str, Any], gate_block: dict[str, Any], refit: bool) -> dict[str, Any]:
+        """Return the manifest of a version built from this run (the refit model when `refit`)."""
+        split = self.evaluation["split"]
+        return {
+            "status": status, "created_at": created_at.isoformat(timespec="seconds"), "run_id": run_id,
+            "channels": list(summary["coefficients"]), "intercept": summary["intercept"],
+            "coefficients": summary["coefficients"], "algorithm": summary["algorithm"],
+            "positive": summary["positive"], "hyperparameters": summary["hyperparameters"],
+            "metrics": self.evaluation["metrics"],
+            "gate": {k: gate_block.get(k) for k in ("decision", "reason", "evaluation_threshold", "rmse_tolerance",
+                                                    "champion", "compared_on_months")},
+            "training": {"months": [str(m) for m in self.features.index] if refit else split["train_months"],
+                         "holdout_months": split["holdout_months"], "refit_on_all_months": refit},
+            "data": self.validation.get("data", {}),
+            "libraries": libraries(), "code_version": code_version(settings),
+        }
+
+    def extra_files(self, coefficients: dict[str, float]) -> dict[str, bytes]:
+        """Return the validation report and charts stored beside the model."""
+        predictions = pd.DataFrame(self.evaluation["predictions"]).set_index("month")
+        return {VALIDATION_FILE: _dumps(self.validation["report"]), **plots.render_all(predictions, coefficients)}
+
+
+def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict[str, Any],
+                     extra_files: dict[str, bytes], created_at: datetime) -> str:
+    """Publish a complete version; if that fails, remove what was written so no half version is left."""
+    version = version_name(created_at, model_bytes)
+    try:
+        registry.publish(version, model_bytes, manifest, extra_files)
+    except Exception:
+        store = registry.store
+        with contextlib.suppress(Exception):
+            if not store.exists(f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}"):
+                for key in store.list(f"{MODELS_PREFIX}/{version}"):
+                    store.delete(key)
+        raise
+    return version
+
+
+@_stage
+def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
+    """Compare the challenger with the threshold and the champion; archive it as rejected if it loses."""
+    challenger = _Challenger.load(store, run_id)
+    registry = ModelRegistry(store)
+    champion = registry.latest()
+    decision = challenger.judge(registry, champion, settings.gate)
+    doc = {**decision.to_dict(), "latest_generation": champion.generation if champion else None, "version": None}
+    if not decision.promote:
+        created_at = datetime.now(UTC)
+        summary = challenger.evaluation["model"]
+        manifest = challenger.manifest(settings, run_id, "rejected", created_at, summary, doc, refit=False)
+        doc["version"] = _publish_version(registry, challenger.model_bytes, manifest,
+                                          challenger.extra_files(summary["coefficients"]), created_at)
+        log.warning("run %s: model %s rejected: %s", run_id, doc["version"], decision.reason,
+                    extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"]})
+    _write_json(store, run_id, GATE_FILE, doc)
+    return {"run_id": run_id, "decision": decision.decision, "reason": decision.reason}
+
+
+@_stage
+def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
+    """Refit on all months, publish the version, and compare-and-swap LATEST (re-gating if it moved)."""
+    registry = ModelRegistry(store)
+    done = _read_json(store, run_id, PUBLISH_FILE)
+    if done and done.get("promoted") and done["version"] in registry.versions():
+        return {"run_id": run_id, "version": done["version"], "promoted": True}  # a retry after success
+    gate_doc = _require_json(store, run_id, GATE_FILE, "quality_gate")
+    if gate_doc["decision"] != "promoted":
+        _write_json(store, run_id, PUBLISH_FILE, {"version": gate_doc["version"], "promoted": False,
+                                                  "reason": gate_doc["reason"]})
+        return {"run_id": run_id, "version": gate_doc["version"], "promoted": False}
+
+    challenger = _Challenger.load(store, run_id)
+    estimator, summary = model.fit(challenger.features, challenger.revenue, settings.model)
+    model_bytes, created_at = model.to_bytes(estimator), datetime.now(UTC)
+    manifest = challenger.manifest(settings, run_id, "promoted", created_at, summary.to_dict(), gate_doc, refit=True)
+    version = _publish_version(registry, model_bytes, manifest, challenger.extra_files(summary.coefficients),
+                               created_at)
+
+    expected, reason = gate_doc["latest_generation"], gate_doc["reason"]
+    for attempt in range(1, MAX_PROMOTE_ATTEMPTS + 1):
+        try:
+            pointer = registry.promote(version, expected_generation=expected, reason=f"run {run_id}: {reason}",
+                                       run_id=run_id)
+            break
+        except PreconditionFailed:
+            champion = registry.latest()
+            decision = challenger.judge(registry, champion, settings.gate)
+            log.info("run %s: LATEST moved to %s while promoting (attempt %d); gate again: %s", run_id,
+                     champion.version if champion else None, attempt, decision.reason, extra={"run_id": run_id})
+            if not decision.promote:
+                reason = f"a concurrent run promoted {champion.version if champion else 'nothing'} first; " \
+                         f"{decision.reason}"
+                log.warning("run %s: model %s not promoted: %s", run_id, version, reason,
+                            extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": version})
+                _write_json(store, run_id, PUBLISH_FILE, {"version": version, "promoted": False, "reason": reason,
+                                                          "model": summary.to_dict(), "gate": decision.to_dict()})
+                return {"run_id": run_id, "version": version, "promoted": False}
+            expected, reason = (champion.generation if champion else None), decision.reason
+    else:
+        raise PreconditionFailed(registry.store.uri_for("models/LATEST"), expected)
+    _write_json(store, run_id, PUBLISH_FILE, {
+        "version": version, "promoted": True, "reason": reason, "attempts": attempt, "model": summary.to_dict(),
+        "months": [str(m) for m in challenger.features.index], "pointer_generation": pointer.generation,
+        "previous": pointer.previous,
+    })
+    return {"run_id": run_id, "version": version, "promoted": True}
+
+
+# ---- outcome --------------------------------------------------------------------------------------
+
+def _read_run(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    names = (RUN_FILE, VALIDATION_FILE, EVALUATION_FILE, GATE_FILE, PUBLISH_FILE, ERROR_FILE)
+    docs: dict[str, dict[str, Any]] = {}
+    for name in names:
+        with contextlib.suppress(StorageError, ValueError):
+            doc = _read_json(store, run_id, name)
+            if doc is not None:
+                docs[name] = doc
+    return docs
+
+
+def _outcome(docs: dict[str, dict[str, Any]]) -> tuple[str, str | None, str]:
+    """Return (status, version, reason) from the staged files of a run."""
+    error, published, gated = docs.get(ERROR_FILE), docs.get(PUBLISH_FILE), docs.get(GATE_FILE)
+    validation = docs.get(VALIDATION_FILE)
+    if error:
+        return "failed", None, f"{error['stage']} failed: {error['error']}"
+    if published:
+        return ("promoted" if published["promoted"] else "rejected"), published["version"], published["reason"]
+    if gated and gated["decision"] == "rejected":
+        return "rejected", gated["version"], gated["reason"]
+    if validation and not validation["passed"]:
+        failed = validation["summary"].get("failed", [])
+        return "data_invalid", None, "input data failed validation: " + ", ".join(failed)
+    stage = next((s for s, files in STAGE_FILES.items() if not any(f in docs for f in files)), "record_metrics")
+    return "failed", None, f"the run stopped before {stage} finished"
+
+
+def _model_block(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Return the summary of the model the run published (refit) or evaluated (candidate)."""
+    return docs.get(PUBLISH_FILE, {}).get("model") or docs.get(EVALUATION_FILE, {}).get("model") or {}
+
+
+def _run_record(run_id: str, docs: dict[str, dict[str, Any]], status: str, version: str | None,
+                reason: str) -> RunRecord:
+    started = docs.get(RUN_FILE, {})
+    validation, evaluation = docs.get(VALIDATION_FILE, {}), docs.get(EVALUATION_FILE, {})
+    gated, published = docs.get(GATE_FILE, {}), docs.get(PUBLISH_FILE, {})
+    metrics = evaluation.get("metrics", {})
+    holdout, train = metrics.get("holdout", {}), metrics.get("train", {})
+    fitted = _model_block(docs)
+    months = published.get("months") or evaluation.get("split", {}).get("train_months") or []
+    champion = (published.get("gate") or gated).get("champion") or {}
+    now = datetime.now(UTC)
+    return RunRecord(
+        run_id=run_id,
+        started_at=datetime.fromisoformat(started["started_at"]) if "started_at" in started else now,
+        status=status, finished_at=now, model_version=version,
+        algorithm=fitted.get("algorithm"), hyperparameters=fitted.get("hyperparameters"),
+        holdout_r2=holdout.get("r2"), holdout_rmse=holdout.get("rmse"), holdout_mae=holdout.get("mae"),
+        holdout_mape=holdout.get("mape"), train_r2=train.get("r2"), train_rmse=train.get("rmse"),
+        train_mae=train.get("mae"), train_mape=train.get("mape"), cv_scores=metrics.get("cv"),
+        champion_version=champion.get("version"), champion_rmse=champion.get("rmse"),
+        gate_reason=(published or gated).get("reason"),
+        channels=list(fitted["coefficients"]) if fitted else None, coefficients=fitted.get("coefficients"),
+        intercept=fitted.get("intercept"), months_used=len(months) or None,
+        first_month=months[0] if months else None, last_month=months[-1] if months else None,
+        rows_used=validation.get("data", {}).get("spend_rows") or validation.get("summary", {}).get("rows"),
+        validation_summary=validation.get("summary"), data_fingerprint=validation.get("data", {}).get("fingerprint"),
+        code_version=started.get("code_version"),
+        error=reason if status in ("failed", "data_invalid") else None,
+    )
+
+
+def record_metrics(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Write the run's row to the metrics table from whatever `runs/<run_id>/` holds (also after a failure)."""
+    check_run_id(run_id)
+    docs = _read_run(open_store(settings.store), run_id)
+    status, version, reason = _outcome(docs)
+    open_metrics(settings.metrics).record(_run_record(run_id, docs, status, version, reason))
+    level = logging.ERROR if status == "failed" else logging.INFO
+    log.log(level, "run %s finished: %s%s (%s)", run_id, status, f" {version}" if version else "", reason,
+            extra={"event": events.TRAINING_FINISHED, "run_id": run_id, "status": status, "model_version": version})
+    return {"run_id": run_id, "status": status}
+
+
+def _result(settings: Settings, run_id: str, docs: dict[str, dict[str, Any]]) -> RunResult:
+    status, version, reason = _outcome(docs)
+    store = open_store(settings.store)
+    validation = docs.get(VALIDATION_FILE, {})
+    fitted = _model_block(docs)
+    files = {"model": store.uri_for(f"{MODELS_PREFIX}/{version}")} if version else {}
+    if VALIDATION_FILE in docs:
+        files["report"] = store.uri_for(staging_key(run_id, VALIDATION_FILE))
+    files |= {"staging": store.uri_for(f"{RUNS_PREFIX}/{run_id}"), "metrics": settings.metrics}
+    return RunResult(
+        status=status, run_id=run_id, version=version, reason=reason,
+        metrics=docs.get(EVALUATION_FILE, {}).get("metrics", {}), validation=validation.get("summary", {}),
+        exit_code=EXIT_CODES[status], intercept=fitted.get("intercept"),
+        coefficients=fitted.get("coefficients", {}),
+        holdout_months=docs.get(EVALUATION_FILE, {}).get("split", {}).get("holdout_months", []), warnings=validation.get("warnings", []), files=files,
+    )
+
+
+def run(settings: Settings, run_id: str | None = None) -> RunResult:
+    """Run every stage in order, record the run in the metrics table, and return what happened."""
+    run_id = check_run_id(run_id or new_run_id())
+    failure: Exception | None = None
+    try:
+        validate_data(settings, run_id)
+        train_and_evaluate(settings, run_id)
+        if quality_gate(settings, run_id)["decision"] == "promote":
+            publish_model(settings, run_id)
+    except DataInvalidError:
+        pass  # staged in validation.json; reported as data_invalid
+    except Exception as exc:  # staged in error.json and logged by the stage; reported as failed
+        failure = exc
+    metrics_error = None
+    try:
+        record_metrics(settings, run_id)
+    except (AdroiError, OSError) as exc:
+        metrics_error = f"could not record the run in {settings.metrics}: {exc}"
+        log.error(metrics_error, extra={"event": events.TRAINING_FAILED, "run_id": run_id})
+    try:
+        docs = _read_run(open_store(settings.store), run_id)
+        result = _result(settings, run_id, docs)
+    except AdroiError as exc:
+        docs, result = {}, RunResult("failed", run_id, None, str(exc))
+    if result.status == "failed" and failure is not None and ERROR_FILE not in docs:
+        result.reason = f"{type(failure).__name__}: {failure}"  # the stage could not stage its error.json
+    if metrics_error:
+        result.reason, result.exit_code = f"{result.reason}; {metrics_error}", EXIT_CODES["failed"]
+    return result

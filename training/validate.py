@@ -1,0 +1,253 @@
+"""Validate: turn what ingest saw into rule results (pass, warn or fail), each saying what it found.
+
+Every rule has a default action (`fail`, `warn` or `off`) that `ValidationConfig.actions` can override by
+rule name, and thresholds from `ValidationConfig`. A result names the rule, the count, the threshold and
+up to `max_examples` offending rows (file and line), and its message says the value found and what was
+expected. Rules that count rows use what ingest collected while streaming; the month rules work on the
+small monthly tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training import ingest
+from training.config import ValidationConfig
+from training.errors import ConfigError
+from training.ingest import RawData
+
+log = logging.getLogger(__name__)
+
+NO_INPUT_FILES = "no_input_files"
+STALE_REVENUE = "stale_revenue"
+TOO_FEW_MONTHS = "too_few_months"
+EXTREME_VALUES = "extreme_values"
+REVENUE_GAPS = "revenue_gaps"
+MONTHS_WITHOUT_REVENUE = "months_without_revenue"
+REVENUE_WITHOUT_SPEND = "revenue_without_spend"
+
+# Rule name -> default action, in the order the report lists them.
+RULES: dict[str, str] = {
+    NO_INPUT_FILES: "fail",
+    ingest.MISSING_COLUMNS: "fail",
+    ingest.UNPARSEABLE_VALUES: "fail",
+    ingest.NULL_VALUES_RULE: "fail",
+    ingest.NEGATIVE_VALUES: "fail",
+    ingest.UNKNOWN_CHANNELS: "fail",
+    ingest.DUPLICATE_ROWS: "fail",  # above duplicate_fail_rate; at or below it only warns
+    ingest.DUPLICATE_REVENUE_MONTHS: "fail",
+    STALE_REVENUE: "fail",
+    TOO_FEW_MONTHS: "fail",
+    EXTREME_VALUES: "warn",
+    REVENUE_GAPS: "warn",
+    MONTHS_WITHOUT_REVENUE: "warn",
+    REVENUE_WITHOUT_SPEND: "warn",
+}
+ACTIONS = ("fail", "warn", "off")
+MAD_SCALE = 0.6745  # makes the median absolute deviation comparable to a standard deviation
+MEAN_AD_SCALE = 1.253314  # the same for the mean absolute deviation (used when the MAD is 0)
+
+
+@dataclass
+class RuleResult:
+    """The outcome of one validation rule."""
+
+    rule: str
+    action: str  # "fail" | "warn" | "off"
+    status: str  # "pass" | "warn" | "fail"
+    count: int
+    threshold: Any
+    message: str
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    """All rule results for one data set."""
+
+    results: list[RuleResult]
+    rows: int = 0
+    run_date: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """True when no rule failed."""
+        return not any(r.status == "fail" for r in self.results)
+
+    def failed(self) -> list[RuleResult]:
+        """Return the failed rules."""
+        return [r for r in self.results if r.status == "fail"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the whole report as JSON-able data."""
+        return {"passed": self.passed, "run_date": self.run_date, "rows": self.rows,
+                "results": [asdict(r) for r in self.results]}
+
+    def summary(self) -> dict[str, Any]:
+        """Return a small summary: passed, failed and warned rule names, spend rows."""
+        return {"passed": self.passed, "failed": [r.rule for r in self.results if r.status == "fail"],
+                "warned": [r.rule for r in self.results if r.status == "warn"], "rows": self.rows}
+
+
+def _month_index(month: str) -> int:
+    year, mon = month.split("-")
+    return int(year) * 12 + int(mon) - 1
+
+
+def _month_name(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _month_examples(months: list[str], limit: int) -> list[dict[str, Any]]:
+    return [{"file": None, "line": None, "values": {"month": m}} for m in months[:limit]]
+
+
+class _Rules:
+    """Builds results with the configured actions and example limit."""
+
+    def __init__(self, config: ValidationConfig):
+        unknown = sorted(set(config.actions) - set(RULES))
+        if unknown:
+            raise ConfigError(f"validation.actions.{unknown[0]}", config.actions[unknown[0]],
+                              "a rule name: " + ", ".join(RULES))
+        for rule, action in config.actions.items():
+            if action not in ACTIONS:
+                raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")
+        self.config = config
+        self.results: list[RuleResult] = []
+
+    def add(self, rule: str, violated: bool, count: int, threshold: Any, message: str,
+            examples: list[dict[str, Any]] | None = None, warn_only: bool = False) -> None:
+        """Record one rule's outcome; `warn_only` turns a violated `fail` rule into a warning."""
+        action = self.config.actions.get(rule, RULES[rule])
+        if not violated or action == "off":
+            status = "pass"
+        elif action == "fail" and warn_only:
+            status = "warn"
+        else:
+            status = action
+        self.results.append(RuleResult(rule, action, status, int(count), threshold,
+                                       f"{rule}: {message}" if violated else f"{rule}: ok",
+                                       (examples or [])[: self.config.max_examples] if violated else []))
+
+
+_FINDING_TEXT = {
+    ingest.MISSING_COLUMNS: ("required column(s) missing", "spend: CHANNEL, DATE, TOTAL_COST; "
+                             "revenue: YEAR, MONTH, REVENUE"),
+    ingest.UNPARSEABLE_VALUES: ("value(s) that could not be parsed",
+                                "DATE as YYYY-MM-DD, numbers in TOTAL_COST/YEAR/MONTH/REVENUE, MONTH 1-12, "
+                                "the header's number of fields"),
+    ingest.NULL_VALUES_RULE: ("row(s) with an empty required value", "CHANNEL, DATE, TOTAL_COST, YEAR, MONTH "
+                              "and REVENUE on every row"),
+    ingest.NEGATIVE_VALUES: ("negative TOTAL_COST or REVENUE value(s)", "values >= 0"),
+    ingest.DUPLICATE_REVENUE_MONTHS: ("revenue row(s) repeating a month", "one revenue row per month"),
+}
+
+
+def validate(raw: RawData, config: ValidationConfig, run_date: date) -> ValidationReport:
+    """Apply every rule to the ingested data and return the report."""
+    rules = _Rules(config)
+    missing = [p for p, files in (("spend/", raw.spend_files), ("revenue/", raw.revenue_files)) if not files]
+    rules.add(NO_INPUT_FILES, bool(missing), len(missing), 0,
+              f"no .csv files under {', '.join(missing)} in {raw.store_uri}; expected at least one under each")
+
+    for rule, (found, expected) in _FINDING_TEXT.items():
+        finding = raw.findings[rule]
+        rules.add(rule, finding.count > 0, finding.count, 0,
+                  f"found {finding.count} {found}; expected {expected}", finding.examples)
+
+    unknown = raw.findings[ingest.UNKNOWN_CHANNELS]
+    rules.add(ingest.UNKNOWN_CHANNELS, unknown.count > 0, unknown.count, raw.channels,
+              f"found {unknown.count} row(s) with a CHANNEL outside the configured list; expected one of "
+              f"{', '.join(raw.channels or [])}", unknown.examples)
+
+    dup = raw.findings[ingest.DUPLICATE_ROWS]
+    rate = dup.count / raw.spend_rows if raw.spend_rows else 0.0
+    rules.add(ingest.DUPLICATE_ROWS, dup.count > 0, dup.count, config.duplicate_fail_rate,
+              f"found {dup.count} spend row(s) repeating an earlier (CAMPAIGN, CHANNEL, DATE), {rate:.4%} of "
+              f"{raw.spend_rows} rows; expected none (fails above {config.duplicate_fail_rate:.2%})",
+              dup.examples, warn_only=rate <= config.duplicate_fail_rate)
+
+    _month_rules(rules, raw, config, run_date)
+    report = ValidationReport(rules.results, rows=raw.spend_rows, run_date=run_date.isoformat())
+    summary = report.summary()
+    log.info("validation %s: failed %s, warned %s", "passed" if report.passed else "failed",
+             summary["failed"] or "none", summary["warned"] or "none")
+    return report
+
+
+def _month_rules(rules: _Rules, raw: RawData, config: ValidationConfig, run_date: date) -> None:
+    """Freshness, coverage, gaps and extreme monthly totals."""
+    revenue_months = sorted(set(raw.revenue["month"]))
+    spend_months = list(raw.monthly_spend.index)
+    limit = config.max_examples
+
+    if revenue_months:
+        newest = revenue_months[-1]
+        age = run_date.year * 12 + run_date.month - 1 - _month_index(newest)
+        rules.add(STALE_REVENUE, age > config.max_revenue_age_months, age, config.max_revenue_age_months,
+                  f"newest revenue month {newest} is {age} months before the run date {run_date}; expected at "
+                  f"most {config.max_revenue_age_months}", _month_examples([newest], limit))
+    else:
+        rules.add(STALE_REVENUE, True, 0, config.max_revenue_age_months,
+                  f"no parseable revenue month; expected one at most {config.max_revenue_age_months} months "
+                  f"before the run date {run_date}")
+
+    usable = sorted(set(spend_months) & set(revenue_months))
+    channels = len(raw.channels) if raw.channels else len(raw.monthly_spend.columns)
+    needed = max(config.min_months, config.min_months_per_parameter * (channels + 1))
+    rules.add(TOO_FEW_MONTHS, len(usable) < needed, len(usable), needed,
+              f"found {len(usable)} months with both spend and revenue; expected at least {needed} "
+              f"(min_months {config.min_months}, and {config.min_months_per_parameter} per parameter for "
+              f"{channels} channels + intercept)")
+
+    if revenue_months:
+        first, last = _month_index(revenue_months[0]), _month_index(revenue_months[-1])
+        gaps = sorted({_month_name(i) for i in range(first, last + 1)} - set(revenue_months))
+    else:
+        gaps = []
+    rules.add(REVENUE_GAPS, bool(gaps), len(gaps), 0,
+              f"{len(gaps)} month(s) missing between {revenue_months[0] if revenue_months else '-'} and "
+              f"{revenue_months[-1] if revenue_months else '-'} (first: {', '.join(gaps[:limit])}); expected "
+              "consecutive revenue months", _month_examples(gaps, limit))
+
+    no_revenue = sorted(set(spend_months) - set(revenue_months))
+    rules.add(MONTHS_WITHOUT_REVENUE, bool(no_revenue), len(no_revenue), 0,
+              f"{len(no_revenue)} month(s) with spend but no revenue ({', '.join(no_revenue[:limit])}), left out "
+              "of training; expected revenue for every month with spend", _month_examples(no_revenue, limit))
+    no_spend = sorted(set(revenue_months) - set(spend_months))
+    rules.add(REVENUE_WITHOUT_SPEND, bool(no_spend), len(no_spend), 0,
+              f"{len(no_spend)} month(s) with revenue but no spend rows ({', '.join(no_spend[:limit])}), left "
+              "out of training; expected spend rows for every month with revenue", _month_examples(no_spend, limit))
+
+    extreme = _extreme_values(raw.monthly_spend, config.extreme_z)
+    rules.add(EXTREME_VALUES, bool(extreme), len(extreme), config.extreme_z,
+              f"{len(extreme)} monthly channel total(s) with a robust z-score above {config.extreme_z} (largest "
+              f"{max((e['values']['z'] for e in extreme), default=0):.1f}); expected at most {config.extreme_z}",
+              sorted(extreme, key=lambda e: -e["values"]["z"]))
+
+
+def _extreme_values(monthly: pd.DataFrame, z_limit: float) -> list[dict[str, Any]]:
+    """Return the (month, channel) totals whose robust z-score (median/MAD) exceeds `z_limit`."""
+    out = []
+    for channel in monthly.columns:
+        values = monthly[channel].to_numpy(dtype=float)
+        if len(values) < 3:
+            continue
+        deviation = np.abs(values - np.median(values))
+        mad = np.median(deviation)
+        scale = mad / MAD_SCALE if mad > 0 else MEAN_AD_SCALE * deviation.mean()
+        if scale <= 0:
+            continue
+        z = deviation / scale
+        for i in np.flatnonzero(z > z_limit):
+            out.append({"file": None, "line": None, "values": {
+                "month": monthly.index[i], "channel": channel, "spend": round(float(values[i]), 2),
+                "median": round(float(np.median(values)), 2), "z": round(float(z[i]), 2)}})
+    return out
