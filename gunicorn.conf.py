@@ -37,3 +37,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"  # heartbeat files off the container's overlay disk
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Install the API's logging (JSON on Cloud Run, with the request's trace) in each new worker."""
+    from app.logs import configure_api_logging
+    from app.settings import load_settings
+
+    settings = load_settings()
+    configure_api_logging(settings.LOG_FORMAT, settings.LOG_LEVEL, settings.GOOGLE_CLOUD_PROJECT)

@@ -8,7 +8,8 @@ Endpoints:
     GET  /model         the served version's manifest summary (channels, intercept, marginal ROI, metrics)
     GET  /openapi.json  OpenAPI description generated from the request and response models
 
-Run it with `gunicorn -c gunicorn.conf.py 'app:create_app()'`. Imports only the light part of `training`
+Run it with `gunicorn -c gunicorn.conf.py 'app:create_app()'` (the config installs the JSON logging in each
+worker; `create_app` itself leaves logging alone). Imports only the light part of `training`
 (store, registry, errors, events, logs): no pandas, no matplotlib, no scikit-learn.
 """
 
@@ -20,7 +21,6 @@ from typing import Any
 from flask import Flask
 
 from app.follower import ModelFollower
-from app.logs import configure_api_logging
 from app.routes import register
 from app.settings import load_settings
 from training.registry import ModelRegistry
@@ -37,7 +37,6 @@ def _registry(uri: str, timeout: float) -> ModelRegistry:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment then `config`, load the latest model, start following."""
     settings = load_settings(overrides=config)
-    configure_api_logging(settings.LOG_FORMAT, settings.LOG_LEVEL, settings.GOOGLE_CLOUD_PROJECT)
     app = Flask(__name__)
     app.config.update(settings.__dict__, MAX_CONTENT_LENGTH=settings.MAX_BODY_BYTES, SETTINGS=settings)
     follower = ModelFollower(_registry(settings.MODEL_STORE, settings.STORE_TIMEOUT_SECONDS),

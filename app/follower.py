@@ -31,6 +31,7 @@ class ModelFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
+        self._swapped = threading.Condition()
 
     def poll_once(self) -> bool:
         """Check `LATEST` once and load the version it names if it changed; return True on a swap."""
@@ -59,13 +60,21 @@ class ModelFollower:
             return False
         started = time.perf_counter()
         model = load_served_model(self.registry, pointer)
-        previous, self.current = self.current, model
+        with self._swapped:
+            previous, self.current = self.current, model
+            self._swapped.notify_all()
         self._seen_generation, self.last_error = pointer.generation, None
         log.info("serving model %s", model.version, extra={
             "event": events.MODEL_LOADED, "model_version": model.version,
             "previous_version": previous.version if previous else None,
             "load_ms": round((time.perf_counter() - started) * 1000, 1)})
         return True
+
+    def wait_for_version(self, version: str, timeout: float) -> bool:
+        """Block until the served model is `version` (True) or `timeout` seconds pass (False)."""
+        with self._swapped:
+            return self._swapped.wait_for(
+                lambda: self.current is not None and self.current.version == version, timeout)
 
     def start(self) -> None:
         """Start the polling thread (a daemon: it never holds the worker open)."""

@@ -96,7 +96,8 @@ def spend_matrix(model: ServedModel, rows: list[Mapping[str, float]], prefix: st
 
 def predict(model: ServedModel, spend: np.ndarray) -> Prediction:
     """Predict revenue, ROI (revenue ÷ total spend, None when it is 0) and contributions per channel."""
-    revenue = (spend @ model.coefficients + model.intercept).tolist()
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported just below
+        revenue = (spend @ model.coefficients + model.intercept).tolist()
     overflow = next((i for i, value in enumerate(revenue) if not math.isfinite(value)), None)
     if overflow is not None:  # spend is finite and >= 0: only a product beyond float range gets here
         raise PredictionInputError(

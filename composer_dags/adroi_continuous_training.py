@@ -3,7 +3,8 @@
 
 Retrains the marketing-ROI model on the spend and revenue files in the data bucket, once a day:
 
-`validate_data` → `train_and_evaluate` → `quality_gate` → `publish_model` → `record_metrics` → `fail_run_if_a_task_failed`
+`validate_data` → `train_and_evaluate` → `quality_gate` → `publish_model` → `record_metrics`,
+then `fail_run_if_a_task_failed`
 
 - **validate_data** checks the input files; invalid data fails the run at once (no retry: the data will not
   fix itself) after writing the validation report under the run's staging folder.
@@ -21,8 +22,8 @@ logical date when there is none), never the wall clock, so a backfill behaves as
 
 Params left empty use the environment's configuration (`ADROI_DATA`, `ADROI_STORE`, `ADROI_METRICS`,
 `ADROI_GATE__EVALUATION_THRESHOLD`, `ADROI_CONFIG`, ...). Parse-time settings, from the environment:
-`ADROI_DAG_SCHEDULE` (cron, default `0 4 * * *` UTC), `ADROI_ALERT_EMAILS` (comma-separated recipients of
-failure emails), `ADROI_DAG_RETRIES` (default 3).
+`ADROI_DAG_SCHEDULE` (cron, default `0 4 * * *` UTC), `ADROI_DAG_ALERT_EMAILS` (comma-separated recipients
+of failure emails), `ADROI_DAG_RETRIES` (default 3).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import airflow
@@ -46,18 +47,21 @@ except ImportError:  # Airflow 2.10 / 2.11
 logger = logging.getLogger(__name__)
 
 DAG_ID = "adroi_continuous_training"
+# The DAG's own parse-time settings; run_stage keeps them out of the pipeline's settings (ADROI_* too).
+DAG_ENV_PREFIX = "ADROI_DAG_"
 SCHEDULE = os.environ.get("ADROI_DAG_SCHEDULE", "0 4 * * *")
-ALERT_EMAILS = [address.strip() for address in os.environ.get("ADROI_ALERT_EMAILS", "").split(",") if address.strip()]
+ALERT_EMAILS = [a.strip() for a in os.environ.get("ADROI_DAG_ALERT_EMAILS", "").split(",") if a.strip()]
 RETRIES = int(os.environ.get("ADROI_DAG_RETRIES", "3"))
 # Airflow >= 3.1 takes a backoff multiplier (True would mean 1.0, a constant delay); older ones a bool (x2).
 _AIRFLOW_MAJOR_MINOR = tuple(int(part) for part in airflow.__version__.split(".")[:2])
 EXPONENTIAL_BACKOFF: float | bool = 2.0 if _AIRFLOW_MAJOR_MINOR >= (3, 1) else True
 
-# JSON-schema patterns of the URIs the training CLI accepts (a local path, gs://, sqlite:///, bq://).
-STORE_URI_PATTERN = r"^(gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?|[^:]+)$"
-METRICS_URI_PATTERN = r"^(sqlite:///.+|bq://[a-z][a-z0-9-]{4,28}[a-z0-9]\.\w+\.[\w-]+)$"
+# JSON-schema patterns of the URIs training.store.open_store and training.metrics.open_metrics accept.
+STORE_URI_PATTERN = r"^(gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?|file://.+|(?![A-Za-z][A-Za-z0-9+.-]*://).+)$"
+METRICS_URI_PATTERN = r"^(sqlite:///.+|bq://([a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]\.\w+\.[\w-]+)$"
 
-# Param name -> dotted setting of training.config.Settings.
+# Param name -> dotted setting of training.config.Settings. Params left empty (None) use the workers'
+# configuration (ADROI_* environment, ADROI_CONFIG file), the single source of the defaults.
 PARAM_SETTINGS = {
     "data_uri": "data",
     "store_uri": "store",
@@ -67,19 +71,19 @@ PARAM_SETTINGS = {
 
 PARAMS = {
     "data_uri": Param(
-        os.environ.get("ADROI_DATA"), type=["null", "string"], pattern=STORE_URI_PATTERN,
+        None, type=["null", "string"], pattern=STORE_URI_PATTERN,
         title="Input data", description="gs://bucket/prefix (or a local folder) holding spend/*.csv and "
-        "revenue/*.csv. Empty: ADROI_DATA of the environment.",
+        "revenue/*.csv. Empty: ADROI_DATA.",
     ),
     "store_uri": Param(
-        os.environ.get("ADROI_STORE"), type=["null", "string"], pattern=STORE_URI_PATTERN,
+        None, type=["null", "string"], pattern=STORE_URI_PATTERN,
         title="Model store", description="gs://bucket/prefix (or a local folder) of the model registry the "
-        "API serves from. Empty: ADROI_STORE of the environment.",
+        "API serves from. Empty: ADROI_STORE.",
     ),
     "metrics_table": Param(
-        os.environ.get("ADROI_METRICS"), type=["null", "string"], pattern=METRICS_URI_PATTERN,
-        title="Metrics table", description="bq://project.dataset.table or sqlite:///path. Empty: ADROI_METRICS "
-        "of the environment.",
+        None, type=["null", "string"], pattern=METRICS_URI_PATTERN,
+        title="Metrics table",
+        description="bq://project.dataset.table or sqlite:///path. Empty: ADROI_METRICS.",
     ),
     "evaluation_threshold": Param(
         None, type=["null", "number"], minimum=0, maximum=1,
@@ -91,7 +95,8 @@ PARAMS = {
         properties={
             "algorithm": {"type": "string", "enum": ["ols", "ridge"]},
             "positive": {"type": "boolean"},
-            "ridge_alphas": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1},
+            "ridge_alphas": {"type": "array", "minItems": 1,
+                             "items": {"type": "number", "exclusiveMinimum": 0}},
             "cv_splits": {"type": "integer", "minimum": 2, "maximum": 12},
         },
         title="Model hyperparameters", description="Overrides of model.* settings, e.g. "
@@ -128,19 +133,22 @@ def _run_date(context: dict[str, Any]) -> str:
 def _settings_overrides(params: dict[str, Any], run_date: str) -> dict[str, Any]:
     """Dotted settings for `training.config.load_settings` from the run's params (empty ones left out)."""
     overrides = {setting: params.get(name) for name, setting in PARAM_SETTINGS.items()}
-    overrides.update({f"model.{name}": value for name, value in (params.get("hyperparameters") or {}).items()})
+    hyperparameters = params.get("hyperparameters") or {}
+    overrides.update({f"model.{name}": value for name, value in hyperparameters.items()})
     overrides["run_date"] = run_date
     return overrides
 
 
 def run_stage(stage: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Call `training.pipeline.<stage>(settings, run_id)` for this Airflow run; bad input fails without retry."""
+    """Call `training.pipeline.<stage>(settings, run_id)` for this run; bad input fails it without retry."""
     from training import config, pipeline
     from training.errors import ConfigError, DataInvalidError
 
     run_id = pipeline_run_id(context["dag_run"].run_id)
     try:
-        settings = config.load_settings(overrides=_settings_overrides(context["params"], _run_date(context)))
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(DAG_ENV_PREFIX)}
+        settings = config.load_settings(overrides=_settings_overrides(context["params"], _run_date(context)),
+                                        environ=environ)
         result = getattr(pipeline, stage)(settings, run_id)
     except (ConfigError, DataInvalidError) as exc:
         raise AirflowFailException(f"{stage} ({run_id}): {exc}") from exc
@@ -151,7 +159,7 @@ def run_stage(stage: str, context: dict[str, Any]) -> dict[str, Any]:
 @dag(
     dag_id=DAG_ID,
     schedule=SCHEDULE,
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
@@ -199,5 +207,6 @@ def adroi_continuous_training() -> None:
     validated >> trained >> gate >> published >> recorded
     # Not downstream of quality_gate, whose short-circuit must skip publish_model only.
     [validated, trained, published, recorded] >> fail_run_if_a_task_failed()
+
 
 adroi_continuous_training()

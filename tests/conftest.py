@@ -228,3 +228,21 @@ def publish_model():
 def published_store(store_uri, publish_model) -> PublishedModel:
     """A store of each backend (local folder, fake GCS) with one promoted LinearRegression."""
     return publish_model(store_uri)
+
+
+@pytest.fixture(scope="session")
+def sample_template(tmp_path_factory) -> Path:
+    """A small generated data set (24 months ending 2026-10, 2 campaigns), written once per session."""
+    from training.sample import write_sample
+
+    path = tmp_path_factory.mktemp("sample-template")
+    write_sample(path, months=24, campaigns=2, seed=3)
+    return path
+
+
+@pytest.fixture
+def sample_dir(sample_template, tmp_path) -> Path:
+    """A fresh copy of the small generated data set, for a test to corrupt."""
+    import shutil
+
+    return Path(shutil.copytree(sample_template, tmp_path / "data", ignore=shutil.ignore_patterns(".generations")))

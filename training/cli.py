@@ -19,12 +19,15 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training import events
 from training.config import Settings, load_settings
 from training.errors import ConfigError, ModelIntegrityError
 from training.logs import configure_logging
+
+if TYPE_CHECKING:
+    from training.pipeline import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     settings = load_settings(args.config, overrides={"log_format": args.log_format, **overrides})
-    configure_logging(settings.log_format)
+    # With --json, stdout carries only the result; logs (JSON ones too) go to stderr.
+    configure_logging(settings.log_format, stream=sys.stderr if getattr(args, "json", False) else None)
     return settings
 
 
@@ -49,7 +53,7 @@ def _num(value: Any, spec: str = ",.4g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def format_summary(result: Any) -> str:
+def format_summary(result: RunResult) -> str:
     """Return the one-screen human summary of a RunResult."""
     lines = [f"adroi run {result.run_id}: {result.status.upper()} (exit {result.exit_code})"]
     if result.version:
@@ -134,8 +138,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, sort_keys=True, default=str))
     else:
-        print(_table(rows, ["started_at", "run_id", "status", "model_version", "holdout_r2", "holdout_rmse",
-                            "gate_reason"]) if rows else f"no runs in {settings.metrics}")
+        flat = [{**r, "started_at": f"{r['started_at']:%Y-%m-%d %H:%M:%S}", "r2": _num(r["holdout_r2"], ".3f"),
+                 "rmse": _num(r["holdout_rmse"], ",.1f"), "reason": r["gate_reason"] or r["error"]} for r in rows]
+        print(_table(flat, ["started_at", "run_id", "status", "model_version", "r2", "rmse", "reason"])
+              if rows else f"no runs in {settings.metrics}")
     return EXIT_OK
 
 

@@ -75,7 +75,7 @@ def compare_with_champion(
     seen = set(champion_training_months)
     months = [m for m in holdout_months if m not in seen]
     if not months:
-        return ChampionComparison(version, [], note=f"champion {version} was fitted on every holdout month")
+        return ChampionComparison(version, [], note="it was fitted on every holdout month")
     X, y = features.loc[months], revenue.loc[months]
     return ChampionComparison(
         version,

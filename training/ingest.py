@@ -2,7 +2,8 @@
 
 The spend files can hold tens of millions of daily rows, so they are never materialised: pyarrow's
 streaming CSV reader yields record batches of the needed columns only (CHANNEL, DATE and CAMPAIGN as
-dictionary-encoded strings, TOTAL_COST as text), and each batch is reduced at once to (month, channel)
+dictionary-encoded strings, TOTAL_COST as float; a file with a TOTAL_COST that is not a number is read
+again with it as text, to locate the bad values), and each batch is reduced at once to (month, channel)
 sums with numpy. Dates are parsed once per distinct value (a batch's dictionary), not once per row.
 While streaming, everything validation needs is collected: counts and a few examples (file, line,
 values) of unparseable, null and negative values, unknown channels, and one 64-bit key per row
@@ -55,10 +56,10 @@ FINDINGS = (MISSING_COLUMNS, UNPARSEABLE_VALUES, NULL_VALUES_RULE, NEGATIVE_VALU
             DUPLICATE_ROWS, DUPLICATE_REVENUE_MONTHS)
 
 MAX_EXAMPLES = 20  # examples kept per finding; the report shows at most ValidationConfig.max_examples
-BLOCK_SIZE = 8 << 20  # bytes of CSV per record batch
+BLOCK_SIZE = 4 << 20  # bytes of CSV per record batch
 READ_THREADS = 2  # files read concurrently (pyarrow releases the GIL while parsing)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 _DICT = pa.dictionary(pa.int32(), pa.string())
 # Row key bit layout: campaign id (30 bits) | channel id (10 bits) | day + 2**22 (23 bits).
 _DAY_BITS, _CHANNEL_BITS, _DAY_OFFSET = 23, 10, 1 << 22
@@ -168,6 +169,7 @@ def _indices(column: pa.DictionaryArray) -> np.ndarray:
 def _costs_from_text(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Convert TOTAL_COST text to float (NaN where null or not a number) and say which were not numbers."""
     null = column.is_null().to_numpy(zero_copy_only=False)
+    column = pc.utf8_trim_whitespace(column)  # as the CSV reader's own number conversion does
     try:
         cost = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:  # some text is not a number: find which, convert the rest
@@ -243,7 +245,8 @@ class _SpendScan:
         date_idx = _indices(date_col)
         day_lut, month_lut, no_day = self._dates(date_col.dictionary)
         if pa.types.is_floating(cost_col.type):
-            cost, bad_cost = cost_col.to_numpy(zero_copy_only=False), None
+            cost = cost_col.to_numpy(zero_copy_only=False)
+            bad_cost = np.isinf(cost) if np.isinf(cost).any() else None  # "inf" parses, but is no cost
         else:
             cost, bad_cost = _costs_from_text(cost_col)
 
@@ -254,8 +257,8 @@ class _SpendScan:
                 zero_copy_only=False)
             part.report(NULL_VALUES_RULE, null, batch)
         if no_day[:-1].any() or (bad_cost is not None and bad_cost.any()):
-            bad = (no_day[date_idx] & (date_idx < len(date_col.dictionary))) | (
-                False if bad_cost is None else bad_cost)
+            bad = np.logical_or(no_day[date_idx] & (date_idx < len(date_col.dictionary)),
+                                False if bad_cost is None else bad_cost)
             part.report(UNPARSEABLE_VALUES, bad, batch)
         negative = cost < 0
         if negative.any():
@@ -279,7 +282,7 @@ class _SpendScan:
             # stay aligned with row numbers and never collide.
             unkeyed = np.flatnonzero((chan < 0) | no_day[date_idx])
             row_key[unkeyed] = -1 - ((part.number << 40) | (part.rows + unkeyed))
-            usable = ~(null if null is not None else False) & ~(bad if bad is not None else False)
+            usable = ~np.logical_or(False if null is None else null, False if bad is None else bad)
         part.row_keys.append(row_key)
 
         if not (month_lut >= 0).any():
@@ -388,39 +391,48 @@ class _SpendScan:
         return frame.sort_index()[sorted(frame.columns)].astype(float)
 
 
+def _revenue_frame(months: list[str], revenue: Any, key: str, lines: Any) -> pd.DataFrame:
+    return pd.DataFrame({"month": pd.Series(months, dtype=str), "revenue": np.asarray(revenue, dtype=float),
+                         "file": key, "line": np.asarray(lines, dtype=np.int64)})
+
+
 def _read_revenue(store: Store, key: str, findings: dict[str, Finding]) -> pd.DataFrame:
     """Read one (small) revenue file whole; return its parseable rows with file and line."""
+    empty = _revenue_frame([], [], key, [])
     with store.open_read(key) as fh:
         header = _read_header(fh)
         if _missing(key, header, REVENUE_REQUIRED, findings):
-            return pd.DataFrame()
+            return empty
         body = fh.read()
     if not body.strip():
-        return pd.DataFrame()
-    table = pacsv.read_csv(pa.py_buffer(body), read_options=pacsv.ReadOptions(column_names=header),
-                           convert_options=pacsv.ConvertOptions(
-                               include_columns=list(REVENUE_REQUIRED), null_values=NULL_VALUES,
-                               strings_can_be_null=True,
-                               column_types={c: pa.string() for c in REVENUE_REQUIRED}))
+        return empty
+
+    def bad_row(row: pacsv.InvalidRow) -> str:
+        findings[UNPARSEABLE_VALUES].add(_example(key, None if row.number is None else row.number + 1, {
+            "text": row.text, "fields": row.actual_columns, "expected_fields": row.expected_columns}))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body), read_options=pacsv.ReadOptions(column_names=header, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=bad_row),
+            convert_options=pacsv.ConvertOptions(include_columns=list(REVENUE_REQUIRED), null_values=NULL_VALUES,
+                                                 strings_can_be_null=True,
+                                                 column_types={c: pa.string() for c in REVENUE_REQUIRED}))
+    except pa.ArrowInvalid as exc:  # e.g. bytes that are not UTF-8
+        findings[UNPARSEABLE_VALUES].add(_example(key, None, {"error": str(exc)}))
+        return empty
     text = table.to_pandas()
-    frame = text.apply(pd.to_numeric, errors="coerce")
-    frame["line"] = np.arange(len(frame)) + 2
+    number = text.apply(pd.to_numeric, errors="coerce")
     null = text.isna().any(axis=1)
-    bad = ((frame[list(REVENUE_REQUIRED)].isna() & text.notna()).any(axis=1)
-           | ~frame["month"].between(1, 12) & frame["month"].notna()
-           | (frame["year"] % 1 != 0) | (frame["month"] % 1 != 0)
-           | ~np.isfinite(frame["revenue"].fillna(0)))
-    for name, mask in ((NULL_VALUES_RULE, null), (UNPARSEABLE_VALUES, bad & ~null),
-                       (NEGATIVE_VALUES, frame["revenue"] < 0)):
+    bad = ((number.isna() & text.notna()).any(axis=1) | ~number["month"].isin(range(1, 13))
+           | (number["year"] % 1 != 0) | ~np.isfinite(number["revenue"])) & ~null
+    for name, mask in ((NULL_VALUES_RULE, null), (UNPARSEABLE_VALUES, bad), (NEGATIVE_VALUES, number["revenue"] < 0)):
         for i in np.flatnonzero(mask.to_numpy()):
             findings[name].add(_example(key, int(i) + 2, text.iloc[i].to_dict()))
-    good = frame[~null & ~bad]
-    return pd.DataFrame({
-        "month": [f"{int(y):04d}-{int(m):02d}" for y, m in zip(good["year"], good["month"], strict=True)],
-        "revenue": good["revenue"].astype(float).to_numpy(),
-        "file": key,
-        "line": good["line"].astype(int).to_numpy(),
-    })
+    good = number[~null & ~bad]
+    return _revenue_frame([f"{int(y):04d}-{int(m):02d}" for y, m in zip(good["year"], good["month"], strict=True)],
+                          good["revenue"], key, good.index.to_numpy() + 2)
 
 
 def _csv_keys(store: Store, prefix: str) -> list[str]:
@@ -443,13 +455,13 @@ def ingest(store: Store, channels: list[str] | None = None) -> RawData:
     findings[DUPLICATE_ROWS] = scan.duplicates(parts)
 
     revenue_parts = [_read_revenue(store, k, findings) for k in revenue_keys]
-    revenue = pd.concat([p for p in revenue_parts if len(p)] or [pd.DataFrame(
-        {"month": pd.Series(dtype=str), "revenue": pd.Series(dtype=float), "file": pd.Series(dtype=str),
-         "line": pd.Series(dtype=int)})], ignore_index=True)
+    revenue = pd.concat([p for p in revenue_parts if len(p)] or [_revenue_frame([], [], "", [])],
+                        ignore_index=True)
     for month, rows in revenue[revenue["month"].duplicated(keep=False)].groupby("month", sort=True):
-        for _, row in rows.iloc[1:].iterrows():
-            findings[DUPLICATE_REVENUE_MONTHS].add(_example(row["file"], int(row["line"]), {
-                "month": month, "revenue": row["revenue"], "first_seen": f"{rows.iloc[0]['file']}:{rows.iloc[0]['line']}"}))
+        first = f"{rows['file'].iloc[0]}:{rows['line'].iloc[0]}"
+        for row in rows.iloc[1:].itertuples():
+            findings[DUPLICATE_REVENUE_MONTHS].add(_example(row.file, int(row.line), {
+                "month": month, "revenue": row.revenue, "first_seen": first}))
 
     raw = RawData(
         store_uri=store.uri, channels=[c.lower() for c in channels] if channels else None,

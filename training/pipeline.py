@@ -211,7 +211,8 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
     report = validate.validate(raw, settings.validation, run_date)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
-        "warnings": [r.message for r in report.results if r.status == "warn"], "report": report.to_dict(),
+        "warnings": [r.message for r in report.results if r.status == "warn"],
+        "errors": [r.message for r in report.results if r.status == "fail"], "report": report.to_dict(),
     }
     if report.passed:
         data = ingest.training_data(raw)
@@ -221,6 +222,8 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
         })
         doc["data"] = {"fingerprint": data.fingerprint, "objects": data.objects, "spend_rows": data.spend_rows,
                        "revenue_rows": data.revenue_rows, "months_without_revenue": data.months_without_revenue}
+    else:
+        store.delete(staging_key(run_id, TRAINING_DATA_FILE))  # never train on an earlier attempt's table
     report_uri = _write_json(store, run_id, VALIDATION_FILE, doc)
     if not report.passed:
         log.warning("run %s: input data failed validation (%s); report at %s", run_id,
@@ -414,8 +417,8 @@ def _outcome(docs: dict[str, dict[str, Any]]) -> tuple[str, str | None, str]:
     if gated and gated["decision"] == "rejected":
         return "rejected", gated["version"], gated["reason"]
     if validation and not validation["passed"]:
-        failed = validation["summary"].get("failed", [])
-        return "data_invalid", None, "input data failed validation: " + ", ".join(failed)
+        errors = validation.get("errors") or validation["summary"].get("failed", [])
+        return "data_invalid", None, "input data failed validation: " + "; ".join(errors)
     stage = next((s for s, files in STAGE_FILES.items() if not any(f in docs for f in files)), "record_metrics")
     return "failed", None, f"the run stopped before {stage} finished"
 

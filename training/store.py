@@ -208,7 +208,8 @@ class GCSStore:
 
     def __init__(self, uri: str, client: object | None = None, timeout: float = 60.0,
                  retry_deadline: float = 120.0):
-        from google.cloud.storage.retry import DEFAULT_RETRY  # imported here: the local default never needs it
+        # Imported here: the local default never needs the Cloud Storage client.
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
         rest = uri.removeprefix("gs://")
         bucket, _, prefix = rest.partition("/")

@@ -175,7 +175,9 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date) -> Validati
               dup.examples, warn_only=rate <= config.duplicate_fail_rate)
 
     _month_rules(rules, raw, config, run_date)
-    report = ValidationReport(rules.results, rows=raw.spend_rows, run_date=run_date.isoformat())
+    order = list(RULES)
+    report = ValidationReport(sorted(rules.results, key=lambda r: order.index(r.rule)), rows=raw.spend_rows,
+                              run_date=run_date.isoformat())
     summary = report.summary()
     log.info("validation %s: failed %s, warned %s", "passed" if report.passed else "failed",
              summary["failed"] or "none", summary["warned"] or "none")

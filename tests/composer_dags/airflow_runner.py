@@ -9,7 +9,7 @@
 
 Needs AIRFLOW_HOME with a migrated database and AIRFLOW__CORE__DAGS_FOLDER. Failure emails go to the
 `record_email` backend (AIRFLOW__EMAIL__EMAIL_BACKEND=airflow_runner.record_email), which appends them to the
-JSON-lines file named by ADROI_TEST_EMAIL_LOG.
+JSON-lines file named by DAG_TEST_EMAIL_LOG.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ DAG_ID = "adroi_continuous_training"
 
 
 def record_email(to: list[str] | str, subject: str, html_content: str, **kwargs: Any) -> None:
-    """Email backend that writes each message to ADROI_TEST_EMAIL_LOG instead of sending it."""
-    with open(os.environ["ADROI_TEST_EMAIL_LOG"], "a") as log:
+    """Email backend that writes each message to DAG_TEST_EMAIL_LOG instead of sending it."""
+    with open(os.environ["DAG_TEST_EMAIL_LOG"], "a") as log:
         log.write(json.dumps({"to": to, "subject": subject}) + "\n")
 
 

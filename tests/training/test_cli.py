@@ -47,14 +47,16 @@ def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
 
     human = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics)
-    machine = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics, "--json")
+    machine = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics, "--json",
+                      "--log-format", "json")
 
     assert human.returncode == 0, human.stdout + human.stderr
     assert "PROMOTED (exit 0)" in human.stdout and "marginal ROI" in human.stdout
     assert all(channel in human.stdout for channel in CHANNELS)
     assert "[training_started]" in human.stderr and "[model_promoted]" in human.stderr
     assert machine.returncode == 0, machine.stderr
-    result = json.loads(machine.stdout)
+    result = json.loads(machine.stdout)  # stdout holds the result alone; the JSON logs went to stderr
+    assert {json.loads(line)["severity"] for line in machine.stderr.splitlines()} <= {"INFO", "WARNING"}
     assert result["status"] == "promoted" and result["exit_code"] == 0
     assert set(result["coefficients"]) == set(CHANNELS)
     assert Path(result["files"]["model"], "manifest.json").is_file()
@@ -125,7 +127,10 @@ def test_history_lists_recorded_runs(data_dir, tmp_path, no_adroi_env, capsys):
     capsys.readouterr()
     assert cli.main(["history", "--metrics", metrics, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
+    assert cli.main(["history", "--metrics", metrics]) == 0
+    table = capsys.readouterr().out.splitlines()
     assert [(r["run_id"], r["status"]) for r in rows] == [("h1", "promoted")]
+    assert table[0].split()[:3] == ["started_at", "run_id", "status"] and "h1" in table[1]
 
 
 def test_sample_data_and_export_schema(tmp_path, no_adroi_env, capsys):

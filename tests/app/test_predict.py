@@ -1,0 +1,91 @@
+"""Tests of app/predict.py: one dot product equal to scikit-learn's predict, and named input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.model import load_served_model
+from app.predict import PredictionInputError, predict, spend_matrix
+from training.registry import ModelRegistry
+from training.store import open_store
+
+
+@pytest.fixture
+def served(tmp_path, publish_model):
+    published = publish_model(str(tmp_path / "store"), {"email": 3.1, "search_engine": 2.4, "social_media": 1.7,
+                                                        "video": 0.9}, intercept=1234.5)
+    registry = ModelRegistry(open_store(published.store_uri))
+    return load_served_model(registry, registry.latest()), published.estimator
+
+
+def test_predictions_equal_scikit_learn_predict(served):
+    model, estimator = served
+    spend = pd.DataFrame(np.random.default_rng(0).uniform(0, 2e6, (500, 4)), columns=list(model.channels))
+    rows = [{k.upper(): v for k, v in row.items()} for row in spend.to_dict("records")]
+
+    result = predict(model, spend_matrix(model, rows, "instances"))
+
+    np.testing.assert_allclose(result.revenue, estimator.predict(spend), rtol=1e-9)
+    assert result.model_version == model.version
+
+
+def test_contributions_roi_and_input_order(served):
+    model, _ = served
+    rows = [{"video": 10.0, "email": 0.0, "social_media": 0.0, "search_engine": 0.0},
+            {"email": 0.0, "search_engine": 0.0, "social_media": 0.0, "video": 0.0}]
+
+    result = predict(model, spend_matrix(model, rows, "instances"))
+
+    assert result.contributions[0] == pytest.approx({"email": 0.0, "search_engine": 0.0, "social_media": 0.0,
+                                                     "video": 9.0})
+    assert result.revenue[0] == pytest.approx(1234.5 + 9.0)
+    assert result.roi == [pytest.approx((1234.5 + 9.0) / 10.0), None]  # ROI is undefined without spend
+    assert result.revenue[1] == pytest.approx(1234.5)
+
+
+def test_old_client_shape_is_accepted_case_insensitively_and_index_ignored(served):
+    model, _ = served
+    row = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742, "index": 0}
+
+    result = predict(model, spend_matrix(model, [row]))
+
+    expected = 1234.5 + 522807 * 2.4 + 518987 * 1.7 + 519625 * 0.9 + 520742 * 3.1
+    assert result.revenue == [pytest.approx(expected, rel=1e-9)]
+
+
+@pytest.mark.parametrize(("row", "code", "field"), [
+    ({"email": 1, "search_engine": 1, "social_media": 1, "video": 1, "tv": 1}, "unknown_channel", "instances[1].tv"),
+    ({"email": 1, "search_engine": 1, "social_media": 1}, "missing_channel", "instances[1].video"),
+    ({"email": 1, "EMAIL": 1, "search_engine": 1, "social_media": 1, "video": 1}, "duplicate_channel",
+     "instances[1].EMAIL"),
+])
+def test_bad_instance_names_its_position_and_key(served, row, code, field):
+    model, _ = served
+    good = {"email": 1, "search_engine": 1, "social_media": 1, "video": 1}
+
+    with pytest.raises(PredictionInputError) as info:
+        spend_matrix(model, [good, row], "instances")
+
+    assert (info.value.code, info.value.field) == (code, field)
+    assert "email" in info.value.message  # says what was expected
+
+
+def test_single_instance_error_has_no_position(served):
+    model, _ = served
+
+    with pytest.raises(PredictionInputError) as info:
+        spend_matrix(model, [{"email": 1}], "spend")
+
+    assert info.value.field == "spend.search_engine"
+
+
+def test_overflowing_spend_is_an_input_error(served):
+    model, _ = served
+    spend = spend_matrix(model, [{"email": 1e308, "search_engine": 1e308, "social_media": 0, "video": 0}])
+
+    with pytest.raises(PredictionInputError, match="overflow") as info:
+        predict(model, spend)
+
+    assert info.value.code == "out_of_range"

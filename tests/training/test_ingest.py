@@ -1,0 +1,171 @@
+"""Ingest against a local folder and fake-gcs-server: monthly totals, findings, fingerprint, training data."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training import ingest as ing
+from training.sample import CHANNELS
+from training.store import open_store
+
+
+def upload(source: Path, store_uri: str):
+    """Copy every file of a data folder into the store at `store_uri` and return the store."""
+    store = open_store(store_uri)
+    for path in sorted(source.rglob("*.csv")):
+        store.write(path.relative_to(source).as_posix(), path.read_bytes())
+    return store
+
+
+def expected_monthly(root: Path) -> pd.DataFrame:
+    """The naive way: read every spend file with pandas, sum per month and channel."""
+    spend = pd.concat(pd.read_csv(f) for f in sorted(glob.glob(str(root / "spend" / "*.csv"))))
+    spend["month"] = spend["DATE"].str[:7]
+    return spend.pivot_table(index="month", columns="CHANNEL", values="TOTAL_COST", aggfunc="sum",
+                             fill_value=0.0).rename_axis(index="month", columns=None)
+
+
+def test_ingest_sums_each_month_and_channel_on_each_backend(sample_dir, store_uri):
+    store = upload(sample_dir, store_uri)
+
+    raw = ing.ingest(store, CHANNELS)
+
+    assert raw.spend_files == ["spend/2024.csv", "spend/2025.csv", "spend/2026.csv"]
+    assert raw.revenue_files == ["revenue/2024.csv", "revenue/2025.csv", "revenue/2026.csv"]
+    pd.testing.assert_frame_equal(raw.monthly_spend, expected_monthly(sample_dir), check_exact=False, rtol=1e-12)
+    assert raw.spend_rows == 730 * 6 and raw.revenue_rows == 24
+    assert {f.count for f in raw.findings.values()} == {0}
+    assert [o["key"] for o in raw.objects] == raw.spend_files + raw.revenue_files
+    assert all(o["generation"] and o["checksum"] and o["size"] for o in raw.objects)
+    assert raw.bytes_read == sum(p.stat().st_size for p in sample_dir.rglob("*.csv"))
+
+
+def test_fingerprint_is_stable_and_follows_content(sample_dir, store_uri):
+    store = upload(sample_dir, store_uri)
+    first = ing.ingest(store).fingerprint
+
+    assert ing.ingest(store).fingerprint == first
+    store.write("revenue/2026.csv", store.read("revenue/2026.csv") + b"2026,11,1.0\n")
+    assert ing.ingest(store).fingerprint != first
+
+
+def test_training_data_joins_revenue_and_leaves_out_months_without_it(sample_dir):
+    lines = (sample_dir / "revenue/2026.csv").read_text().splitlines()
+    (sample_dir / "revenue/2026.csv").write_text("\n".join(lines[:-1]) + "\n")  # drop 2026-10
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    data = ing.training_data(raw)
+
+    assert data.channels == CHANNELS and list(data.features.columns) == CHANNELS
+    assert list(data.features.index) == sorted(data.features.index)
+    assert data.features.index[0] == "2024-11" and data.features.index[-1] == "2026-09"
+    assert data.months_without_revenue == ["2026-10"]
+    assert list(data.revenue.index) == list(data.features.index)
+    assert data.revenue["2025-01"] == pd.read_csv(sample_dir / "revenue/2025.csv")["REVENUE"].iloc[0]
+    assert data.fingerprint == raw.fingerprint and data.objects == raw.objects
+    assert (data.spend_rows, data.revenue_rows) == (730 * 6, 23)
+    assert data.features.dtypes.map(str).unique().tolist() == ["float64"]
+
+
+def test_headers_are_case_insensitive_in_any_order_with_extra_columns(tmp_path):
+    (tmp_path / "spend").mkdir()
+    (tmp_path / "revenue").mkdir()
+    (tmp_path / "spend/a.csv").write_text(
+        "\ufeffdate,Total_Cost,note,Channel\n2026-01-03,10.5,x,Email\n2026-01-09,4.5,y, email\n2026-02-01,2,,VIDEO\n")
+    (tmp_path / "revenue/r.csv").write_text("month,Year,REVENUE,extra\n1,2026,100,a\n2,2026,50,b\n")
+
+    raw = ing.ingest(open_store(tmp_path))
+    data = ing.training_data(raw)
+
+    assert data.features.to_dict() == {"email": {"2026-01": 15.0, "2026-02": 0.0},
+                                       "video": {"2026-01": 0.0, "2026-02": 2.0}}
+    assert data.revenue.to_dict() == {"2026-01": 100.0, "2026-02": 50.0}
+
+
+def test_configured_channels_fix_the_column_order_and_fill_zeros(sample_dir):
+    data = ing.training_data(ing.ingest(open_store(sample_dir), ["video", "email", "search_engine",
+                                                                 "social_media", "tv"]))
+
+    assert list(data.features.columns) == ["video", "email", "search_engine", "social_media", "tv"]
+    assert (data.features["tv"] == 0.0).all()
+
+
+def test_many_small_batches_and_threads_give_the_same_totals_and_lines(sample_dir, monkeypatch):
+    path = sample_dir / "spend/2026.csv"
+    lines = path.read_text().splitlines()
+    lines[1000] = lines[1000].rsplit(",", 2)[0] + ",-1.0," + lines[1000].rsplit(",", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    whole = ing.ingest(open_store(sample_dir))
+    monkeypatch.setattr(ing, "BLOCK_SIZE", 4096)
+    monkeypatch.setattr(ing, "READ_THREADS", 1)
+
+    batched = ing.ingest(open_store(sample_dir))
+
+    pd.testing.assert_frame_equal(batched.monthly_spend, whole.monthly_spend, check_exact=False, rtol=1e-12)
+    for raw in (whole, batched):
+        negative = raw.findings[ing.NEGATIVE_VALUES]
+        assert (negative.count, negative.examples[0]["file"], negative.examples[0]["line"]) == (
+            1, "spend/2026.csv", 1001)
+
+
+def test_a_bad_number_is_located_and_the_rest_of_the_file_still_counts(sample_dir, sample_template, store_uri):
+    path = sample_dir / "spend/2025.csv"
+    lines = path.read_text().splitlines()
+    campaign, channel, day, clicks, cost, ads = lines[99].split(",")
+    lines[99] = ",".join([campaign, channel, day, clicks, "12x", ads])
+    path.write_text("\n".join(lines) + "\n")
+
+    raw = ing.ingest(upload(sample_dir, store_uri))
+
+    bad = raw.findings[ing.UNPARSEABLE_VALUES]
+    assert (bad.count, bad.examples[0]["file"], bad.examples[0]["line"]) == (1, "spend/2025.csv", 100)
+    assert bad.examples[0]["values"]["total_cost"] == "12x"
+    clean = ing.ingest(open_store(sample_template)).monthly_spend
+    assert raw.monthly_spend.loc[day[:7], channel] == pytest.approx(clean.loc[day[:7], channel] - float(cost))
+    assert raw.spend_rows == 730 * 6
+
+
+def test_header_only_and_empty_files_are_read_as_no_rows(tmp_path):
+    (tmp_path / "spend").mkdir()
+    (tmp_path / "revenue").mkdir()
+    (tmp_path / "spend/empty.csv").write_text("CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\n")
+    (tmp_path / "revenue/empty.csv").write_text("")
+
+    raw = ing.ingest(open_store(tmp_path))
+
+    assert (raw.spend_rows, raw.revenue_rows, len(raw.monthly_spend)) == (0, 0, 0)
+    assert raw.findings[ing.MISSING_COLUMNS].count == 3  # the empty revenue file has no header at all
+    assert ing.training_data(raw).features.empty
+
+
+def test_duplicates_across_files_and_without_campaign_column(tmp_path):
+    (tmp_path / "spend").mkdir()
+    (tmp_path / "spend/a.csv").write_text("CHANNEL,DATE,TOTAL_COST\nemail,2026-01-01,1\nvideo,2026-01-01,2\n")
+    (tmp_path / "spend/b.csv").write_text("CHANNEL,DATE,TOTAL_COST\nvideo,2026-01-02,2\nvideo,2026-01-01,3\n"
+                                          ",2026-01-01,3\n,2026-01-01,3\n")
+
+    raw = ing.ingest(open_store(tmp_path))
+
+    dup = raw.findings[ing.DUPLICATE_ROWS]
+    assert dup.count == 1  # rows without a channel are never duplicates of each other
+    assert dup.examples == [{"file": "spend/b.csv", "line": 3, "values": {
+        "campaign": None, "channel": "video", "date": "2026-01-01", "first_seen": "spend/a.csv:3"}}]
+    assert raw.findings[ing.NULL_VALUES_RULE].count == 2
+
+
+@pytest.mark.parametrize("other_bad", ["", "oops"])  # "" keeps the fast numeric path, "oops" forces text
+def test_costs_with_spaces_count_and_infinite_costs_are_unparseable(tmp_path, other_bad):
+    (tmp_path / "spend").mkdir()
+    rows = ["email,2026-01-01, 2.5 ", "email,2026-01-02,inf", "email,2026-01-03,1"]
+    rows += [f"video,2026-01-04,{other_bad}"] if other_bad else []
+    (tmp_path / "spend/a.csv").write_text("CHANNEL,DATE,TOTAL_COST\n" + "\n".join(rows) + "\n")
+
+    raw = ing.ingest(open_store(tmp_path))
+
+    bad = raw.findings[ing.UNPARSEABLE_VALUES]
+    assert [e["line"] for e in bad.examples] == [3, 5][: 1 + bool(other_bad)]
+    assert raw.monthly_spend.loc["2026-01", "email"] == 3.5

@@ -1,0 +1,227 @@
+"""Every validation rule against a small bad file, plus actions, thresholds and the report's shape."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from training import validate as v
+from training.config import SAMPLE_RUN_DATE, ValidationConfig
+from training.errors import ConfigError
+from training.ingest import ingest
+from training.sample import CHANNELS
+from training.store import open_store
+
+SPEND = "spend/2025.csv"
+REVENUE = "revenue/2025.csv"
+
+
+def edit_line(root: Path, key: str, line: int, edit: Callable[[list[str]], list[str]]) -> None:
+    """Replace the fields of line `line` (1 = header) of a CSV file in the data folder."""
+    path = root / key
+    lines = path.read_text().splitlines()
+    lines[line - 1] = ",".join(edit(lines[line - 1].split(",")))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def append_lines(root: Path, key: str, *lines: str) -> None:
+    """Append raw lines to a CSV file in the data folder."""
+    with open(root / key, "a") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+
+
+def run(root: Path, config: ValidationConfig | None = None, channels: list[str] | None = None,
+        run_date: date = SAMPLE_RUN_DATE) -> v.ValidationReport:
+    return v.validate(ingest(open_store(root), channels), config or ValidationConfig(), run_date)
+
+
+def result(report: v.ValidationReport, rule: str) -> v.RuleResult:
+    return next(r for r in report.results if r.rule == rule)
+
+
+def set_field(index: int, value: str) -> Callable[[list[str]], list[str]]:
+    return lambda fields: fields[:index] + [value] + fields[index + 1:]
+
+
+def test_clean_sample_passes_every_rule(sample_dir):
+    report = run(sample_dir, channels=CHANNELS)
+
+    assert report.passed
+    assert [r.rule for r in report.results] == list(v.RULES)
+    assert {r.status for r in report.results} == {"pass"}
+    assert report.summary() == {"passed": True, "failed": [], "warned": [], "rows": report.rows}
+    assert report.rows == 730 * 6  # 2 campaigns × 3 channels each × 730 days
+    json.dumps(report.to_dict())
+
+
+# (rule, how to break the data, expected status, expected count, file and line of the first example)
+BAD_FILES = [
+    ("unparseable_values", lambda d: edit_line(d, SPEND, 10, set_field(2, "2025-02-30")), "fail", 1, (SPEND, 10)),
+    ("unparseable_values", lambda d: edit_line(d, SPEND, 12, set_field(4, "12.5.1")), "fail", 1, (SPEND, 12)),
+    ("unparseable_values", lambda d: edit_line(d, SPEND, 7, lambda f: f[:4]), "fail", 1, (SPEND, 7)),
+    ("unparseable_values", lambda d: edit_line(d, REVENUE, 3, set_field(2, "lots")), "fail", 1, (REVENUE, 3)),
+    ("unparseable_values", lambda d: edit_line(d, REVENUE, 4, set_field(1, "13")), "fail", 1, (REVENUE, 4)),
+    ("unparseable_values", lambda d: append_lines(d, REVENUE, "2026,1,5,extra"), "fail", 1, (REVENUE, 14)),
+    ("null_values", lambda d: edit_line(d, SPEND, 20, set_field(1, "")), "fail", 1, (SPEND, 20)),
+    ("null_values", lambda d: edit_line(d, SPEND, 21, set_field(4, "")), "fail", 1, (SPEND, 21)),
+    ("null_values", lambda d: edit_line(d, REVENUE, 5, set_field(2, "")), "fail", 1, (REVENUE, 5)),
+    ("negative_values", lambda d: edit_line(d, SPEND, 30, set_field(4, "-12.50")), "fail", 1, (SPEND, 30)),
+    ("negative_values", lambda d: edit_line(d, REVENUE, 6, set_field(2, "-1")), "fail", 1, (REVENUE, 6)),
+    ("unknown_channels", lambda d: edit_line(d, SPEND, 40, set_field(1, "tv")), "fail", 1, (SPEND, 40)),
+    ("duplicate_revenue_months", lambda d: append_lines(d, REVENUE, "2025,3,1000.0"), "fail", 1, (REVENUE, 14)),
+    ("missing_columns", lambda d: edit_line(d, SPEND, 1, set_field(4, "COST")), "fail", 1, (SPEND, 1)),
+    ("missing_columns", lambda d: edit_line(d, REVENUE, 1, set_field(2, "SALES")), "fail", 1, (REVENUE, 1)),
+]
+
+
+@pytest.mark.parametrize(("rule", "break_data", "status", "count", "where"), BAD_FILES)
+def test_each_bad_file_breaks_its_rule(sample_dir, rule, break_data, status, count, where):
+    break_data(sample_dir)
+
+    report = run(sample_dir, channels=CHANNELS)
+
+    found = result(report, rule)
+    assert (found.status, found.count) == (status, count)
+    assert (found.examples[0]["file"], found.examples[0]["line"]) == where
+    assert found.message.startswith(f"{rule}: found {count}") and "expected" in found.message
+    assert report.passed is (status != "fail")
+    assert rule in report.summary()["failed"]
+
+
+def test_unknown_channel_is_only_checked_when_channels_are_configured(sample_dir):
+    edit_line(sample_dir, SPEND, 40, set_field(1, "tv"))
+
+    assert result(run(sample_dir), "unknown_channels").status == "pass"
+    failed = result(run(sample_dir, channels=CHANNELS), "unknown_channels")
+    assert failed.examples[0]["values"]["channel"] == "tv"
+    assert "expected one of search_engine, social_media, video, email" in failed.message
+
+
+def test_no_input_files_fails(sample_dir):
+    shutil.rmtree(sample_dir / "revenue")
+
+    report = run(sample_dir)
+
+    assert result(report, "no_input_files").status == "fail"
+    assert "revenue/" in result(report, "no_input_files").message
+    assert result(report, "stale_revenue").status == "fail"
+
+
+def test_a_few_duplicate_rows_warn(sample_dir):
+    lines = (sample_dir / SPEND).read_text().splitlines()
+    append_lines(sample_dir, SPEND, lines[9], lines[10])
+
+    found = result(run(sample_dir), "duplicate_rows")
+
+    assert (found.status, found.count, found.threshold) == ("warn", 2, 0.01)
+    assert found.examples[0]["file"] == SPEND
+    assert found.examples[0]["line"] == len(lines) + 1
+    assert found.examples[0]["values"]["first_seen"] == f"{SPEND}:10"
+
+
+def test_a_file_copied_twice_fails_on_duplicates(sample_dir):
+    shutil.copy(sample_dir / SPEND, sample_dir / "spend/2025_copy.csv")
+
+    report = run(sample_dir)
+
+    found = result(report, "duplicate_rows")
+    assert found.status == "fail"
+    assert found.count == len((sample_dir / SPEND).read_text().splitlines()) - 1
+    assert found.examples[0]["file"] == "spend/2025_copy.csv"
+    assert found.examples[0]["line"] == 2
+    assert "above 1.00%" in found.message
+
+
+def test_stale_revenue_fails_after_max_age(sample_dir):
+    assert result(run(sample_dir, run_date=date(2027, 1, 31)), "stale_revenue").status == "pass"
+
+    found = result(run(sample_dir, run_date=date(2027, 2, 1)), "stale_revenue")
+
+    assert (found.status, found.count, found.threshold) == ("fail", 4, 3)
+    assert "2026-10 is 4 months before the run date 2027-02-01; expected at most 3" in found.message
+
+
+@pytest.mark.parametrize(("config", "needed"), [
+    (ValidationConfig(min_months=25), 25),
+    (ValidationConfig(min_months_per_parameter=5), 25),
+])
+def test_too_few_months_fails(sample_dir, config, needed):
+    found = result(run(sample_dir, config), "too_few_months")
+
+    assert (found.status, found.count, found.threshold) == ("fail", 24, needed)
+    assert f"found 24 months with both spend and revenue; expected at least {needed}" in found.message
+
+
+def test_extreme_monthly_spend_warns(sample_dir):
+    edit_line(sample_dir, SPEND, 50, set_field(4, "9000000.00"))
+
+    report = run(sample_dir)
+
+    found = result(report, "extreme_values")
+    assert (found.status, found.count) == ("warn", 1)
+    assert found.examples[0]["values"]["z"] > 5.0
+    assert report.passed
+
+
+def test_revenue_gap_warns_and_its_month_is_left_out(sample_dir):
+    lines = (sample_dir / REVENUE).read_text().splitlines()
+    (sample_dir / REVENUE).write_text("\n".join(lines[:4] + lines[5:]) + "\n")  # drop 2025-04
+
+    report = run(sample_dir)
+
+    gaps, no_revenue = result(report, "revenue_gaps"), result(report, "months_without_revenue")
+    assert (gaps.status, gaps.count, gaps.examples[0]["values"]) == ("warn", 1, {"month": "2025-04"})
+    assert (no_revenue.status, no_revenue.examples[0]["values"]) == ("warn", {"month": "2025-04"})
+    assert report.passed
+
+
+def test_revenue_without_spend_warns(sample_dir):
+    append_lines(sample_dir, "revenue/2024.csv", "2024,1,123456.0")
+
+    found = result(run(sample_dir), "revenue_without_spend")
+
+    assert (found.status, found.count, found.examples[0]["values"]) == ("warn", 1, {"month": "2024-01"})
+
+
+@pytest.mark.parametrize(("action", "status", "passed"), [("warn", "warn", True), ("off", "pass", True),
+                                                           ("fail", "fail", False)])
+def test_actions_override_the_default(sample_dir, action, status, passed):
+    edit_line(sample_dir, SPEND, 30, set_field(4, "-12.50"))
+
+    report = run(sample_dir, ValidationConfig(actions={"negative_values": action}))
+
+    assert (result(report, "negative_values").status, report.passed) == (status, passed)
+
+
+def test_duplicate_rows_with_warn_action_never_fail(sample_dir):
+    shutil.copy(sample_dir / SPEND, sample_dir / "spend/2025_copy.csv")
+
+    found = result(run(sample_dir, ValidationConfig(actions={"duplicate_rows": "warn"})), "duplicate_rows")
+
+    assert found.status == "warn"
+
+
+def test_examples_are_capped_by_max_examples(sample_dir):
+    for line in range(10, 20):
+        edit_line(sample_dir, SPEND, line, set_field(4, "-1"))
+
+    found = result(run(sample_dir, ValidationConfig(max_examples=3)), "negative_values")
+
+    assert found.count == 10
+    assert [e["line"] for e in found.examples] == [10, 11, 12]
+
+
+@pytest.mark.parametrize(("actions", "field"), [({"no_such_rule": "warn"}, "validation.actions.no_such_rule"),
+                                                 ({"null_values": "ignore"}, "validation.actions.null_values")])
+def test_bad_actions_are_rejected(sample_dir, actions, field):
+    raw = ingest(open_store(sample_dir))
+
+    with pytest.raises(ConfigError) as err:
+        v.validate(raw, ValidationConfig(actions=actions), SAMPLE_RUN_DATE)
+
+    assert err.value.field == field
