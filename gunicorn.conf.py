@@ -34,6 +34,7 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = None  # Cloud Run already logs every request
 errorlog = "-"
+control_socket_disable = True  # no ~/.gunicorn socket: the runtime user has no home, Cloud Run no use for it
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"  # heartbeat files off the container's overlay disk

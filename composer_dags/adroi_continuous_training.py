@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 DAG_ID = "adroi_continuous_training"
 # The DAG's own parse-time settings; run_stage keeps them out of the pipeline's settings (ADROI_* too).
-DAG_ENV_PREFIX = "ADROI_DAG_"
 SCHEDULE = os.environ.get("ADROI_DAG_SCHEDULE", "0 4 * * *")
 ALERT_EMAILS = [a.strip() for a in os.environ.get("ADROI_DAG_ALERT_EMAILS", "").split(",") if a.strip()]
 RETRIES = int(os.environ.get("ADROI_DAG_RETRIES", "3"))
@@ -146,9 +145,8 @@ def run_stage(stage: str, context: dict[str, Any]) -> dict[str, Any]:
 
     run_id = pipeline_run_id(context["dag_run"].run_id)
     try:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(DAG_ENV_PREFIX)}
-        settings = config.load_settings(overrides=_settings_overrides(context["params"], _run_date(context)),
-                                        environ=environ)
+        # load_settings leaves the ADROI_DAG_* parse-time variables above out of the pipeline settings.
+        settings = config.load_settings(overrides=_settings_overrides(context["params"], _run_date(context)))
         result = getattr(pipeline, stage)(settings, run_id)
     except (ConfigError, DataInvalidError) as exc:
         raise AirflowFailException(f"{stage} ({run_id}): {exc}") from exc

@@ -246,3 +246,22 @@ def sample_dir(sample_template, tmp_path) -> Path:
     import shutil
 
     return Path(shutil.copytree(sample_template, tmp_path / "data", ignore=shutil.ignore_patterns(".generations")))
+
+
+@pytest.fixture
+def run_gunicorn(tmp_path):
+    """Return `start(argv, cwd, env) -> base URL`: a server on a free port (PORT), stopped after the test."""
+    processes: list[subprocess.Popen] = []
+
+    def start(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+        port = free_port()
+        log = open(tmp_path / f"server-{port}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env, "PORT": str(port)}, stdout=log, stderr=log)
+        processes.append(proc)
+        wait_for_port(port, proc)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in processes:
+        proc.terminate()
+        proc.wait(timeout=30)

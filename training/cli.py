@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of `python -m training`."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML or YAML settings file (env ADROI_CONFIG)")
-    common.add_argument("--log-format", choices=["text", "json"], help="default: json on Google Cloud, else text")
+    common.add_argument("--log-format", choices=["text", "json", "cloud"],
+                        help="default: cloud (Cloud Logging API) on Composer, json elsewhere on Google Cloud, else text")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

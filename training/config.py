@@ -178,8 +178,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # `ADROI_*` variables that are not pipeline settings: the config file path and the DAG's own parse-time
-# settings (schedule, retries, alert e-mails). Any other `ADROI_*` name must be a setting, so a typo fails.
-NOT_SETTINGS = ("CONFIG", "ALERT_EMAILS", "DAG_")
+# settings (`ADROI_DAG_SCHEDULE`, `..._RETRIES`, `..._ALERT_EMAILS`). Any other `ADROI_*` name must be a
+# setting, so a typo fails instead of being ignored.
+NOT_SETTINGS = ("CONFIG", "DAG_")
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

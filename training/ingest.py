@@ -2,9 +2,9 @@
 
 The spend files can hold tens of millions of daily rows, so they are never materialised: pyarrow's
 streaming CSV reader yields record batches of the needed columns only (CHANNEL, DATE and CAMPAIGN as
-dictionary-encoded strings, TOTAL_COST as float; a file with a TOTAL_COST that is not a number is read
-again with it as text, to locate the bad values), and each batch is reduced at once to (month, channel)
-sums with numpy. Dates are parsed once per distinct value (a batch's dictionary), not once per row.
+dictionary-encoded strings, DATE as date32, TOTAL_COST as float; a file where a date or number does not
+parse is read again with DATE and TOTAL_COST as text, to locate the bad values), and each batch is reduced
+at once to (month, channel) sums with numpy. Dates read as text are parsed once per distinct value.
 While streaming, everything validation needs is collected: counts and a few examples (file, line,
 values) of unparseable, null and negative values, unknown channels, and one 64-bit key per row
 (campaign, channel, day) to find duplicate rows over the whole data set at the end. Files are read in
@@ -219,10 +219,23 @@ class _SpendScan:
             ids = [table.setdefault(v.strip().lower() if lower else v, len(table)) for v in values]
         return np.array(ids + [null_id], dtype=np.int64)
 
-    def _dates(self, dictionary: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return day and month lookups for a batch's distinct date texts, and which are unparseable."""
+    def _dates(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return per-row indices into day and month lookups (the last slot is for null, day _BAD_DAY).
+
+        A date32 column (fast path) indexes a range of days; a dictionary column (text) its distinct
+        values, each parsed once.
+        """
+        if pa.types.is_date32(column.type):
+            days = column.cast(pa.int32())
+            bounds = pc.min_max(days)
+            low, high = bounds["min"].as_py() or 0, bounds["max"].as_py()
+            span = np.arange(low, low if high is None else high + 1, dtype=np.int64)
+            if column.null_count:
+                days = pc.fill_null(days, low + len(span))
+            month = span.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+            return days.to_numpy() - low, np.append(span, _BAD_DAY), np.append(month, -1)
         parsed = []
-        for text in dictionary.to_pylist():
+        for text in column.dictionary.to_pylist():
             known = self.dates.get(text)
             if known is None:
                 try:
@@ -236,14 +249,14 @@ class _SpendScan:
             parsed.append(known)
         day = np.array([p[0] for p in parsed] + [_BAD_DAY], dtype=np.int64)
         month = np.array([p[1] for p in parsed] + [-1], dtype=np.int64)
-        return day, month, day == _BAD_DAY
+        return _indices(column), day, month
 
     def _scan_batch(self, part: _FilePart, batch: pa.RecordBatch) -> None:
         """Reduce one record batch to monthly sums and row keys, noting bad values."""
         channel_col, date_col, cost_col = (batch.column(n) for n in ("channel", "date", "total_cost"))
         chan = self._lookup(self.channel_ids, channel_col.dictionary, True, -1)[_indices(channel_col)]
-        date_idx = _indices(date_col)
-        day_lut, month_lut, no_day = self._dates(date_col.dictionary)
+        date_idx, day_lut, month_lut = self._dates(date_col)
+        no_day, null_slot = day_lut == _BAD_DAY, len(day_lut) - 1
         if pa.types.is_floating(cost_col.type):
             cost = cost_col.to_numpy(zero_copy_only=False)
             bad_cost = np.isinf(cost) if np.isinf(cost).any() else None  # "inf" parses, but is no cost
@@ -253,11 +266,11 @@ class _SpendScan:
         # Each check is one cheap test on a clean batch; masks are only built when something is wrong.
         null = bad = None
         if channel_col.null_count or date_col.null_count or cost_col.null_count:
-            null = (chan < 0) | (date_idx == len(date_col.dictionary)) | cost_col.is_null().to_numpy(
+            null = (chan < 0) | (date_idx == null_slot) | cost_col.is_null().to_numpy(
                 zero_copy_only=False)
             part.report(NULL_VALUES_RULE, null, batch)
         if no_day[:-1].any() or (bad_cost is not None and bad_cost.any()):
-            bad = np.logical_or(no_day[date_idx] & (date_idx < len(date_col.dictionary)),
+            bad = np.logical_or(no_day[date_idx] & (date_idx < null_slot),
                                 False if bad_cost is None else bad_cost)
             part.report(UNPARSEABLE_VALUES, bad, batch)
         negative = cost < 0
@@ -300,7 +313,7 @@ class _SpendScan:
             part.sums[(low + month, channel)] = part.sums.get((low + month, channel), 0.0) + float(sums[c])
         part.rows += batch.num_rows
 
-    def _read_file(self, store: Store, key: str, number: int, cost_as_text: bool) -> _FilePart:
+    def _read_file(self, store: Store, key: str, number: int, as_text: bool) -> _FilePart:
         part = _FilePart(key, number)
         with store.open_read(key) as fh:
             header = _read_header(fh)
@@ -322,26 +335,27 @@ class _SpendScan:
                     convert_options=pacsv.ConvertOptions(
                         include_columns=[c for c in ("campaign", "channel", "date", "total_cost") if c in header],
                         null_values=NULL_VALUES, strings_can_be_null=True,
-                        column_types={"campaign": _DICT, "channel": _DICT, "date": _DICT,
-                                      "total_cost": pa.string() if cost_as_text else pa.float64()}),
+                        column_types={"campaign": _DICT, "channel": _DICT,
+                                      "date": _DICT if as_text else pa.date32(),
+                                      "total_cost": pa.string() if as_text else pa.float64()}),
                 )
                 for batch in reader:
                     self._scan_batch(part, batch)
             except pa.ArrowInvalid as exc:
                 if "Empty CSV file" in str(exc):
                     return part
-                if not cost_as_text:
+                if not as_text:
                     raise
                 part.findings[UNPARSEABLE_VALUES].add(_example(key, None, {"error": str(exc)}))
         return part
 
     def scan_file(self, store: Store, key: str, number: int) -> _FilePart:
-        """Read one spend file: fast path with numeric TOTAL_COST, again as text if some value is not a number."""
+        """Read one spend file: fast path with typed DATE and TOTAL_COST, again as text if a value is bad."""
         try:
-            return self._read_file(store, key, number, cost_as_text=False)
+            return self._read_file(store, key, number, as_text=False)
         except pa.ArrowInvalid as exc:
-            log.info("reading %s again with TOTAL_COST as text to locate bad values: %s", key, exc)
-            return self._read_file(store, key, number, cost_as_text=True)
+            log.info("reading %s again with DATE and TOTAL_COST as text to locate bad values: %s", key, exc)
+            return self._read_file(store, key, number, as_text=True)
 
     def duplicates(self, parts: list[_FilePart]) -> Finding:
         """Count rows repeating an earlier (campaign, channel, date) over all files and locate a few."""

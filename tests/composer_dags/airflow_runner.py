@@ -1,4 +1,4 @@
-"""Runs inside an Airflow virtualenv (.venv-airflow2 / .venv-airflow3), driven by test_adroi_continuous_training.
+"""Runs inside an Airflow virtualenv (.venv-airflow2 / 3), driven by test_adroi_continuous_training.py.
 
     python airflow_runner.py inspect OUT.json
         parse the DAGs folder with DagBag (timed) and describe the DAG: tasks, dependencies, retries, emails,
@@ -14,7 +14,7 @@ JSON-lines file named by DAG_TEST_EMAIL_LOG.
 
 from __future__ import annotations
 
-import inspect as inspect_module
+import inspect
 import json
 import os
 import sys
@@ -55,18 +55,19 @@ def retry_delays(task: Any, failures: int) -> list[float]:
                          logical_date=end_date, end_date=end_date, retry_delay_override=None,
                          log=logging.getLogger(__name__))
     delays = []
-    for ti.try_number in range(1, failures + 1):
+    for try_number in range(1, failures + 1):
+        ti.try_number = try_number
         delays.append((TaskInstance.next_retry_datetime(ti) - end_date).total_seconds())
     return delays
 
 
-def inspect(out: dict[str, Any]) -> None:
+def describe(out: dict[str, Any]) -> None:
     """Describe the parsed DAG."""
     import airflow
 
     dagbag, seconds = load_dagbag()
-    out.update(airflow_version=airflow.__version__, parse_seconds=seconds,
-               import_errors={k: str(v) for k, v in dagbag.import_errors.items()}, dag_ids=sorted(dagbag.dag_ids))
+    out.update(airflow_version=airflow.__version__, parse_seconds=seconds, dag_ids=sorted(dagbag.dag_ids),
+               import_errors={path: str(error) for path, error in dagbag.import_errors.items()})
     dag = dagbag.get_dag(DAG_ID)
     out["dag"] = {
         "schedule": str(getattr(dag, "schedule_interval", None) or dag.schedule),  # 2.x | 3.x
@@ -85,7 +86,7 @@ def inspect(out: dict[str, Any]) -> None:
             "retries": t.retries,
             "retry_delays": retry_delays(t, 3) if t.retries else [],
             "max_retry_delay": t.max_retry_delay.total_seconds() if t.max_retry_delay else None,
-            "email": list(t.email or []) if not isinstance(t.email, str) else [t.email],
+            "email": [t.email] if isinstance(t.email, str) else list(t.email or []),
             "email_on_failure": t.email_on_failure,
             "email_on_retry": t.email_on_retry,
             "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
@@ -96,22 +97,25 @@ def inspect(out: dict[str, Any]) -> None:
     }
 
 
-def test_runs(out: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+def run_dag_tests(out: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """`dag.test()` each run in turn; report the run's and its tasks' states, or the error that refused it."""
     dagbag, _ = load_dagbag()
     dag = dagbag.get_dag(DAG_ID)
-    date_arg = "logical_date" if "logical_date" in inspect_module.signature(dag.test).parameters else "execution_date"
+    test_args = inspect.signature(dag.test).parameters
+    date_arg = "logical_date" if "logical_date" in test_args else "execution_date"  # Airflow 3 | 2
     for run in runs:
         result = out[run["name"]] = {}
         try:
-            dag_run = dag.test(**{date_arg: datetime.fromisoformat(run["logical_date"])}, run_conf=run["conf"])
+            logical_date = datetime.fromisoformat(run["logical_date"])
+            dag_run = dag.test(**{date_arg: logical_date}, run_conf=run["conf"])
         except Exception as exc:  # a refused trigger (bad params)
             result.update(error=type(exc).__name__, message=str(exc))
             continue
         result.update(
             run_id=dag_run.run_id,
             state=str(getattr(dag_run.state, "value", dag_run.state)),
-            tasks={ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()},
+            tasks={ti.task_id: str(getattr(ti.state, "value", ti.state))
+                   for ti in dag_run.get_task_instances()},
         )
 
 
@@ -120,10 +124,10 @@ def main(argv: list[str]) -> int:
     command, path, *rest = argv
     out: dict[str, Any] = {}
     if command == "inspect":
-        inspect(out)
+        describe(out)
     elif command == "test":
         with open(rest[0]) as f:
-            test_runs(out, json.load(f))
+            run_dag_tests(out, json.load(f))
     else:
         raise SystemExit(f"unknown command {command!r}: expected inspect or test")
     with open(path, "w") as f:

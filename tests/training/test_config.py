@@ -87,7 +87,7 @@ def test_run_date_is_today_for_other_data(monkeypatch):
 
 
 def test_deployment_variables_are_not_mistaken_for_settings_but_typos_fail():
-    env = {"ADROI_ALERT_EMAILS": "a@example.com", "ADROI_DAG_SCHEDULE": "@daily", "ADROI_STORE": "s"}
+    env = {"ADROI_DAG_ALERT_EMAILS": "a@example.com", "ADROI_DAG_SCHEDULE": "@daily", "ADROI_STORE": "s"}
 
     assert load_settings(environ=env).store == "s"
     with pytest.raises(ConfigError, match="stor"):

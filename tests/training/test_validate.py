@@ -69,6 +69,7 @@ BAD_FILES = [
     ("unparseable_values", lambda d: append_lines(d, REVENUE, "2026,1,5,extra"), "fail", 1, (REVENUE, 14)),
     ("null_values", lambda d: edit_line(d, SPEND, 20, set_field(1, "")), "fail", 1, (SPEND, 20)),
     ("null_values", lambda d: edit_line(d, SPEND, 21, set_field(4, "")), "fail", 1, (SPEND, 21)),
+    ("null_values", lambda d: edit_line(d, SPEND, 22, set_field(2, "")), "fail", 1, (SPEND, 22)),
     ("null_values", lambda d: edit_line(d, REVENUE, 5, set_field(2, "")), "fail", 1, (REVENUE, 5)),
     ("negative_values", lambda d: edit_line(d, SPEND, 30, set_field(4, "-12.50")), "fail", 1, (SPEND, 30)),
     ("negative_values", lambda d: edit_line(d, REVENUE, 6, set_field(2, "-1")), "fail", 1, (REVENUE, 6)),
