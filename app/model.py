@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -83,12 +83,14 @@ class ServedModel:
     manifest: Mapping[str, Any]
     pointer: Pointer
     column_of: Mapping[str, int] = field(init=False)  # lower-case channel -> column
-    # Memo of request key orders already mapped to columns (only valid ones); filled by app.predict.
-    key_orders: dict[tuple[str, ...], list[int]] = field(init=False, default_factory=dict, repr=False,
-                                                         compare=False)
+    coefficient_values: tuple[float, ...] = field(init=False)  # the same, as plain floats
+    # Memo of request key orders already mapped to channels (valid ones only); filled by app.predict.
+    key_orders: dict[tuple[str, ...], Callable[[Mapping[str, float]], tuple[float, ...]]] = field(
+        init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "column_of", {c: i for i, c in enumerate(self.channels)})
+        object.__setattr__(self, "coefficient_values", tuple(self.coefficients.tolist()))
         self.coefficients.flags.writeable = False
 
     def describe(self) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """Pure prediction: channel maps in, revenue, ROI and contributions out. Knows nothing of HTTP.
 
 A prediction is one dot product with the served model's coefficients (scikit-learn's `predict` would add
-about 50 µs of input checking per call, more than the rest of a request).
+about 50 µs of input checking per call, more than the rest of a request): numpy for batches, plain floats
+for a few instances, where numpy's own per-call overhead would be most of the cost.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter, mul
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from app.model import ServedModel
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
+VECTORISE_FROM = 32  # instances from which numpy beats plain floats
 
 
 class PredictionInputError(ValueError):
@@ -27,7 +30,7 @@ class PredictionInputError(ValueError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prediction:
     """Predictions for a batch, in input order."""
 
@@ -47,64 +50,69 @@ def _field(prefix: str, position: int | None, key: str) -> str:
     return f"{base}.{key}" if base else key
 
 
-def _column_order(model: ServedModel, keys: tuple[str, ...], prefix: str, position: int | None) -> list[int]:
-    """Map one instance's keys to model columns (None for ignored keys), or raise naming the bad key."""
-    columns: list[int] = []
-    seen: dict[int, str] = {}
+def _spend_getter(model: ServedModel, keys: tuple[str, ...], prefix: str,
+                  position: int | None) -> Callable[[Mapping[str, float]], tuple[float, ...]]:
+    """Return a function picking one instance's spends in model channel order, or raise naming the bad key."""
+    key_of: dict[int, str] = {}
     for key in keys:
         lowered = key.lower()
         if lowered in IGNORED_KEYS:
-            columns.append(-1)
             continue
         column = model.column_of.get(lowered)
         if column is None:
             raise PredictionInputError(
                 "unknown_channel", f"unknown channel {key!r}: expected one of {', '.join(model.channels)} "
                                    f"(case-insensitive) for model {model.version}", _field(prefix, position, key))
-        if column in seen:
+        if column in key_of:
             raise PredictionInputError(
-                "duplicate_channel", f"channel {model.channels[column]!r} given twice ({seen[column]!r} and "
+                "duplicate_channel", f"channel {model.channels[column]!r} given twice ({key_of[column]!r} and "
                                      f"{key!r}): expected each channel once", _field(prefix, position, key))
-        seen[column] = key
-        columns.append(column)
-    if len(seen) != len(model.channels):
-        missing = [c for i, c in enumerate(model.channels) if i not in seen]
+        key_of[column] = key
+    if len(key_of) != len(model.channels):
+        missing = [c for i, c in enumerate(model.channels) if i not in key_of]
         raise PredictionInputError(
             "missing_channel", f"missing spend for {', '.join(missing)}: every instance needs all of "
                                f"{', '.join(model.channels)} (no silent zero)", _field(prefix, position, missing[0]))
-    return columns
+    ordered = [key_of[i] for i in range(len(model.channels))]
+    if len(ordered) == 1:
+        return lambda row: (row[ordered[0]],)
+    return itemgetter(*ordered)
 
 
-def spend_matrix(model: ServedModel, rows: list[Mapping[str, float]], prefix: str = "") -> np.ndarray:
-    """Return an (instances × channels) spend matrix in model column order."""
-    matrix = np.empty((len(rows), len(model.channels)), dtype=np.float64)
-    orders = model.key_orders  # clients repeat one key order: map it to columns once per model
+def spend_rows(model: ServedModel, rows: list[Mapping[str, float]], prefix: str = "") -> list[tuple[float, ...]]:
+    """Return each instance's spends in model channel order."""
+    getters = model.key_orders  # clients repeat one key order: map it to channels once per model
     batch = prefix == "instances"
+    spend = []
     for position, row in enumerate(rows):
         keys = tuple(row)
-        columns = orders.get(keys)
-        if columns is None:
-            columns = _column_order(model, keys, prefix, position if batch else None)
-            if len(orders) < MAX_CACHED_KEY_ORDERS:
-                orders[keys] = columns
-        out = matrix[position]
-        for column, value in zip(columns, row.values(), strict=True):
-            if column >= 0:
-                out[column] = value
-    return matrix
+        getter = getters.get(keys)
+        if getter is None:
+            getter = _spend_getter(model, keys, prefix, position if batch else None)
+            if len(getters) < MAX_CACHED_KEY_ORDERS:
+                getters[keys] = getter
+        spend.append(getter(row))
+    return spend
 
 
-def predict(model: ServedModel, spend: np.ndarray) -> Prediction:
+def predict(model: ServedModel, spend: list[tuple[float, ...]]) -> Prediction:
     """Predict revenue, ROI (revenue ÷ total spend, None when it is 0) and contributions per channel."""
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported just below
-        revenue = (spend @ model.coefficients + model.intercept).tolist()
-    overflow = next((i for i, value in enumerate(revenue) if not math.isfinite(value)), None)
-    if overflow is not None:  # spend is finite and >= 0: only a product beyond float range gets here
+    if len(spend) >= VECTORISE_FROM:
+        matrix = np.array(spend, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
+            revenue = (matrix @ model.coefficients + model.intercept).tolist()
+            contributions = (matrix * model.coefficients).tolist()
+            totals = matrix.sum(axis=1).tolist()
+    else:  # a few instances: plain floats, numpy's per-call overhead would dominate
+        coefficients = model.coefficient_values
+        contributions = [list(map(mul, row, coefficients)) for row in spend]
+        revenue = [model.intercept + sum(row) for row in contributions]
+        totals = [sum(row) for row in spend]
+    if not all(map(math.isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
+        overflow = next(i for i, value in enumerate(revenue) if not math.isfinite(value))
         raise PredictionInputError(
-            "out_of_range", f"spend {spend[overflow].tolist()} makes the predicted revenue overflow: expected "
+            "out_of_range", f"spend {list(spend[overflow])} makes the predicted revenue overflow: expected "
                             "amounts below about 1e300", f"instances[{overflow}]" if len(revenue) > 1 else None)
-    totals = spend.sum(axis=1).tolist()
-    roi = [r / t if t > 0 else None for r, t in zip(revenue, totals, strict=True)]
+    roi = [r / t if t > 0 else None for r, t in zip(revenue, totals, strict=False)]  # lengths equal by construction
     names = model.channels
-    return Prediction(model.version, revenue, roi,
-                      [dict(zip(names, row, strict=True)) for row in (spend * model.coefficients).tolist()])
+    return Prediction(model.version, revenue, roi, [dict(zip(names, row, strict=False)) for row in contributions])

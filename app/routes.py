@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.follower import ModelFollower
 from app.model import ServedModel
-from app.predict import PredictionInputError, predict, spend_matrix
+from app.predict import PredictionInputError, predict, spend_rows
 from app.schemas import PredictRequest, openapi_document
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def predict_route() -> Response:
     model = _served_model()  # read once: this request finishes on this model even if a swap happens now
     g.model_version = model.version
     try:
-        return _json(predict(model, spend_matrix(model, rows, prefix)).to_dict())
+        return _json(predict(model, spend_rows(model, rows, prefix)).to_dict())
     except PredictionInputError as exc:
         raise ApiError(400, exc.code, exc.message, exc.field) from exc
 

@@ -130,12 +130,14 @@ def main() -> None:
 
     root = data_dir(args.rows, args.cache)
     size = sum(p.stat().st_size for p in root.rglob("*.csv"))
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    for _ in range(args.repeat):  # interleaved, so a busy moment of the machine hits every mode alike
+        for mode in MODES:
+            runs[mode].append(measure(mode, root))
     figures = {}
-    for mode in MODES:
-        runs = [measure(mode, root) for _ in range(args.repeat)]
-        best = min(runs, key=lambda r: r["work_s"])
-        best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-        figures[mode] = best
+    for mode, results in runs.items():
+        figures[mode] = min(results, key=lambda r: r["work_s"])
+        figures[mode]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
 
     rows = figures["pipeline"]["rows"]
     print(f"\ninput: {size:,} bytes of CSV, {rows:,} spend rows, {root}")

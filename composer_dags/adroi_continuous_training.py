@@ -47,7 +47,7 @@ except ImportError:  # Airflow 2.10 / 2.11
 logger = logging.getLogger(__name__)
 
 DAG_ID = "adroi_continuous_training"
-# The DAG's own parse-time settings; run_stage keeps them out of the pipeline's settings (ADROI_* too).
+# The DAG's own parse-time settings (load_settings leaves ADROI_DAG_* out of the pipeline settings).
 SCHEDULE = os.environ.get("ADROI_DAG_SCHEDULE", "0 4 * * *")
 ALERT_EMAILS = [a.strip() for a in os.environ.get("ADROI_DAG_ALERT_EMAILS", "").split(",") if a.strip()]
 RETRIES = int(os.environ.get("ADROI_DAG_RETRIES", "3"))

@@ -1,5 +1,5 @@
 # On every push to main: cloudbuild.yaml (test, build, push, deploy, smoke-test, ship the DAG), run as
-# adroi-cloudbuild. The GitHub repository must be connected to Cloud Build first (docs/deploy.md).
+# adroi-cloudbuild. The GitHub repository must be connected to Cloud Build first (README.md, "Deploy to Google Cloud").
 
 resource "google_cloudbuild_trigger" "main" {
   name            = "adroi-main"

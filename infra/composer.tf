@@ -14,6 +14,8 @@ resource "google_composer_environment" "adroi" {
         ADROI_DATA    = "gs://${google_storage_bucket.data.name}"
         ADROI_STORE   = local.model_store
         ADROI_METRICS = local.metrics_table
+        # Failure emails of the DAG (Airflow's own email backend), besides the Cloud Monitoring alerts.
+        ADROI_DAG_ALERT_EMAILS = var.notification_email
       }
     }
 

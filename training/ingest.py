@@ -1,7 +1,7 @@
 """Ingest: stream `spend/*.csv` and `revenue/*.csv` from the store into monthly totals, noting problems.
 
 The spend files can hold tens of millions of daily rows, so they are never materialised: pyarrow's
-streaming CSV reader yields record batches of the needed columns only (CHANNEL, DATE and CAMPAIGN as
+streaming CSV reader yields record batches of the needed columns only (CHANNEL and CAMPAIGN as
 dictionary-encoded strings, DATE as date32, TOTAL_COST as float; a file where a date or number does not
 parse is read again with DATE and TOTAL_COST as text, to locate the bad values), and each batch is reduced
 at once to (month, channel) sums with numpy. Dates read as text are parsed once per distinct value.
@@ -187,7 +187,8 @@ class _FilePart:
     number: int
     rows: int = 0
     sums: dict[tuple[int, int], float] = field(default_factory=dict)  # (month index, channel id) -> cost
-    row_keys: list[np.ndarray] = field(default_factory=list)
+    row_keys: list[np.ndarray] = field(default_factory=list)  # one per batch, in row order
+    sorted_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     findings: dict[str, Finding] = field(default_factory=lambda: {name: Finding() for name in FINDINGS})
 
     def report(self, name: str, mask: np.ndarray, batch: pa.RecordBatch) -> None:
@@ -349,7 +350,7 @@ class _SpendScan:
                 part.findings[UNPARSEABLE_VALUES].add(_example(key, None, {"error": str(exc)}))
         return part
 
-    def scan_file(self, store: Store, key: str, number: int) -> _FilePart:
+    def _read(self, store: Store, key: str, number: int) -> _FilePart:
         """Read one spend file: fast path with typed DATE and TOTAL_COST, again as text if a value is bad."""
         try:
             return self._read_file(store, key, number, as_text=False)
@@ -357,30 +358,44 @@ class _SpendScan:
             log.info("reading %s again with DATE and TOTAL_COST as text to locate bad values: %s", key, exc)
             return self._read_file(store, key, number, as_text=True)
 
-    def duplicates(self, parts: list[_FilePart]) -> Finding:
-        """Count rows repeating an earlier (campaign, channel, date) over all files and locate a few."""
+    def scan_file(self, store: Store, key: str, number: int) -> _FilePart:
+        """Read one spend file and sort its row keys (in the reading thread, so files sort in parallel)."""
+        part = self._read(store, key, number)
+        if part.row_keys:
+            part.sorted_keys = np.concatenate(part.row_keys)
+            part.sorted_keys.sort()
+            part.row_keys = []
+        return part
+
+    def duplicates(self, store: Store, parts: list[_FilePart]) -> Finding:
+        """Count rows repeating an earlier (campaign, channel, date) over all files and locate a few.
+
+        Only the sorted keys are kept while reading; in the rare case of duplicates, the files holding
+        the first few are read again to find their line numbers.
+        """
         finding = Finding()
-        chunks = [chunk for part in parts for chunk in part.row_keys]
-        if not chunks:
-            return finding
-        ordered = np.concatenate(chunks)
-        ordered.sort()
-        repeat = ordered[1:] == ordered[:-1]
+        merged = np.concatenate([p.sorted_keys for p in parts] or [np.empty(0, dtype=np.int64)])
+        merged.sort()  # runs that are already sorted: cheap
+        repeat = merged[1:] == merged[:-1]
         finding.count = int(np.count_nonzero(repeat))
         if not finding.count:
             return finding
-        example_keys = np.unique(ordered[1:][repeat])[:MAX_EXAMPLES]
-        del ordered, repeat
+        wanted = np.unique(merged[1:][repeat])[:MAX_EXAMPLES]
+        del merged, repeat
         seen: dict[int, list[tuple[str, int]]] = {}
         for part in parts:
+            at = np.minimum(np.searchsorted(part.sorted_keys, wanted), max(len(part.sorted_keys) - 1, 0))
+            if not len(part.sorted_keys) or not (part.sorted_keys[at] == wanted).any():
+                continue
             start = 0
-            for chunk in part.row_keys:
-                for i in np.flatnonzero(np.isin(chunk, example_keys)):
+            for chunk in self._read(store, part.key, part.number).row_keys:
+                for i in np.flatnonzero(np.isin(chunk, wanted)):
                     seen.setdefault(int(chunk[i]), []).append((part.key, start + int(i) + 2))
                 start += len(chunk)
         campaigns = {v: k for k, v in self.campaign_ids.items()}
         channels = {v: k for k, v in self.channel_ids.items()}
-        for code, places in seen.items():
+        for code in wanted.tolist():
+            places = seen[code]
             day = (code & ((1 << _DAY_BITS) - 1)) - _DAY_OFFSET
             values = {"campaign": campaigns[code >> (_DAY_BITS + _CHANNEL_BITS)],
                       "channel": channels[(code >> _DAY_BITS) & ((1 << _CHANNEL_BITS) - 1)],
@@ -466,7 +481,7 @@ def ingest(store: Store, channels: list[str] | None = None) -> RawData:
     for part in parts:
         for name, finding in part.findings.items():
             findings[name].merge(finding)
-    findings[DUPLICATE_ROWS] = scan.duplicates(parts)
+    findings[DUPLICATE_ROWS] = scan.duplicates(store, parts)
 
     revenue_parts = [_read_revenue(store, k, findings) for k in revenue_keys]
     revenue = pd.concat([p for p in revenue_parts if len(p)] or [_revenue_frame([], [], "", [])],

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from app.model import load_served_model
-from app.predict import PredictionInputError, predict, spend_matrix
+from app.predict import VECTORISE_FROM, PredictionInputError, predict, spend_rows
 from training.registry import ModelRegistry
 from training.store import open_store
 
@@ -20,12 +20,14 @@ def served(tmp_path, publish_model):
     return load_served_model(registry, registry.latest()), published.estimator
 
 
-def test_predictions_equal_scikit_learn_predict(served):
+@pytest.mark.parametrize("instances", [1, VECTORISE_FROM - 1, VECTORISE_FROM, 500])  # plain floats and numpy
+def test_predictions_equal_scikit_learn_predict(served, instances):
     model, estimator = served
-    spend = pd.DataFrame(np.random.default_rng(0).uniform(0, 2e6, (500, 4)), columns=list(model.channels))
+    spend = pd.DataFrame(np.random.default_rng(instances).uniform(0, 2e6, (instances, 4)),
+                         columns=list(model.channels))
     rows = [{k.upper(): v for k, v in row.items()} for row in spend.to_dict("records")]
 
-    result = predict(model, spend_matrix(model, rows, "instances"))
+    result = predict(model, spend_rows(model, rows, "instances"))
 
     np.testing.assert_allclose(result.revenue, estimator.predict(spend), rtol=1e-9)
     assert result.model_version == model.version
@@ -36,7 +38,7 @@ def test_contributions_roi_and_input_order(served):
     rows = [{"video": 10.0, "email": 0.0, "social_media": 0.0, "search_engine": 0.0},
             {"email": 0.0, "search_engine": 0.0, "social_media": 0.0, "video": 0.0}]
 
-    result = predict(model, spend_matrix(model, rows, "instances"))
+    result = predict(model, spend_rows(model, rows, "instances"))
 
     assert result.contributions[0] == pytest.approx({"email": 0.0, "search_engine": 0.0, "social_media": 0.0,
                                                      "video": 9.0})
@@ -49,7 +51,7 @@ def test_old_client_shape_is_accepted_case_insensitively_and_index_ignored(serve
     model, _ = served
     row = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742, "index": 0}
 
-    result = predict(model, spend_matrix(model, [row]))
+    result = predict(model, spend_rows(model, [row]))
 
     expected = 1234.5 + 522807 * 2.4 + 518987 * 1.7 + 519625 * 0.9 + 520742 * 3.1
     assert result.revenue == [pytest.approx(expected, rel=1e-9)]
@@ -66,7 +68,7 @@ def test_bad_instance_names_its_position_and_key(served, row, code, field):
     good = {"email": 1, "search_engine": 1, "social_media": 1, "video": 1}
 
     with pytest.raises(PredictionInputError) as info:
-        spend_matrix(model, [good, row], "instances")
+        spend_rows(model, [good, row], "instances")
 
     assert (info.value.code, info.value.field) == (code, field)
     assert "email" in info.value.message  # says what was expected
@@ -76,16 +78,29 @@ def test_single_instance_error_has_no_position(served):
     model, _ = served
 
     with pytest.raises(PredictionInputError) as info:
-        spend_matrix(model, [{"email": 1}], "spend")
+        spend_rows(model, [{"email": 1}], "spend")
 
     assert info.value.field == "spend.search_engine"
 
 
-def test_overflowing_spend_is_an_input_error(served):
+@pytest.mark.parametrize(("instances", "field"), [(1, None), (VECTORISE_FROM + 1, f"instances[{VECTORISE_FROM}]")])
+def test_overflowing_spend_is_an_input_error(served, instances, field):
     model, _ = served
-    spend = spend_matrix(model, [{"email": 1e308, "search_engine": 1e308, "social_media": 0, "video": 0}])
+    rows = [{"email": 1.0, "search_engine": 1.0, "social_media": 0, "video": 0}] * (instances - 1)
+    rows.append({"email": 1e308, "search_engine": 1e308, "social_media": 0, "video": 0})
 
     with pytest.raises(PredictionInputError, match="overflow") as info:
-        predict(model, spend)
+        predict(model, spend_rows(model, rows, "instances" if instances > 1 else ""))
 
-    assert info.value.code == "out_of_range"
+    assert (info.value.code, info.value.field) == ("out_of_range", field)
+
+
+def test_single_channel_model(tmp_path, publish_model):
+    published = publish_model(str(tmp_path / "store"), {"video": 2.0}, intercept=10.0)
+    registry = ModelRegistry(open_store(published.store_uri))
+    model = load_served_model(registry, registry.latest())
+
+    result = predict(model, spend_rows(model, [{"VIDEO": 5.0, "index": 3}]))
+
+    assert result.revenue == [pytest.approx(20.0)]
+    assert result.contributions == [{"video": pytest.approx(10.0)}]

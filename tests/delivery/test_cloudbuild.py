@@ -25,7 +25,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD = yaml.safe_load((REPO_ROOT / "cloudbuild.yaml").read_text())
 STEPS = {step["id"]: step for step in BUILD["steps"]}
-DEPLOY_DOC = (REPO_ROOT / "docs" / "deploy.md").read_text()
+DEPLOY_DOC = (REPO_ROOT / "README.md").read_text()
 
 # The Build resource fields a config file may set, and the BuildStep / BuildOptions fields.
 TOP_LEVEL_KEYS = {"steps", "timeout", "queueTtl", "logsBucket", "options", "substitutions", "tags",
@@ -183,7 +183,7 @@ def test_every_substitution_used_is_declared_and_every_declared_one_is_used():
 @pytest.mark.parametrize("name", sorted(BUILD["substitutions"]))
 def test_every_substitution_is_documented_in_the_deploy_section(name):
     row = re.search(rf"^\|\s*`{name}`\s*\|(.+)\|$", DEPLOY_DOC, re.MULTILINE)
-    assert row, f"{name} has no row in the substitution table of docs/deploy.md"
+    assert row, f"{name} has no row in the substitution table of README.md"
 
 
 def test_composer_step_skips_cleanly_without_a_composer_bucket(tmp_path):
