@@ -307,6 +307,11 @@ class _Challenger:
         return {VALIDATION_FILE: _dumps(self.validation["report"]), **plots.render_all(predictions, coefficients)}
 
 
+def _version_time(store: Store, run_id: str) -> datetime:
+    """Return the run's start time: version names stamped with it are the same when a stage is retried."""
+    return datetime.fromisoformat(_require_json(store, run_id, RUN_FILE, "validate_data")["started_at"])
+
+
 def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict[str, Any],
                      extra_files: dict[str, bytes], created_at: datetime) -> str:
     """Publish a complete version; if that fails, remove what was written so no half version is left."""
@@ -332,7 +337,7 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
     decision = challenger.judge(registry, champion, settings.gate)
     doc = {**decision.to_dict(), "latest_generation": champion.generation if champion else None, "version": None}
     if not decision.promote:
-        created_at = datetime.now(UTC)
+        created_at = _version_time(store, run_id)
         summary = challenger.evaluation["model"]
         manifest = challenger.manifest(settings, run_id, "rejected", created_at, summary, doc, refit=False)
         doc["version"] = _publish_version(registry, challenger.model_bytes, manifest,
@@ -358,7 +363,7 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
 
     challenger = _Challenger.load(store, run_id)
     estimator, summary = model.fit(challenger.features, challenger.revenue, settings.model)
-    model_bytes, created_at = model.to_bytes(estimator), datetime.now(UTC)
+    model_bytes, created_at = model.to_bytes(estimator), _version_time(store, run_id)
     manifest = challenger.manifest(settings, run_id, "promoted", created_at, summary.to_dict(), gate_doc, refit=True)
     version = _publish_version(registry, model_bytes, manifest, challenger.extra_files(summary.coefficients),
                                created_at)

@@ -211,6 +211,20 @@ def test_stages_return_small_json_and_are_idempotent_per_run_id(good_data, tmp_p
     assert all(len(json.dumps(o)) < 2_000 for o in [*outputs[0], *published, recorded])
 
 
+def test_retried_rejecting_gate_archives_one_version(good_data, tmp_path):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"gate.evaluation_threshold": 1.0})
+    pipeline.validate_data(settings, "dag-run")
+    pipeline.train_and_evaluate(settings, "dag-run")
+
+    decisions = [pipeline.quality_gate(settings, "dag-run") for _ in range(2)]
+
+    registry = ModelRegistry(open_store(settings.store))
+    assert [d["decision"] for d in decisions] == ["reject", "reject"]
+    assert len(registry.versions()) == 1
+    assert registry.manifest(registry.versions()[0])["status"] == "rejected"
+    assert registry.latest() is None
+
+
 def test_record_metrics_describes_a_run_that_failed_mid_way(good_data, tmp_path):
     settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"evaluation.min_holdout_months": 40})
     pipeline.validate_data(settings, "too-long-holdout")
@@ -249,3 +263,68 @@ def test_published_plots_are_pngs(good_data, tmp_path):
     for name in ("predicted_vs_actual.png", "marginal_roi.png", "residuals.png"):
         data = store.read(f"models/{result.version}/{name}")
         assert io.BytesIO(data).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _edit_first_data_row(path: Path, column: str, value: str) -> int:
+    """Set `column` of the first data row of a CSV to `value`; return that row's line number (header = 1)."""
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index(column)] = value
+    lines[1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    return 2
+
+
+def _break(data: Path, rule: str) -> dict[str, Any]:
+    """Corrupt the copy of the sample in `data` so that `rule` fails; return the settings it needs."""
+    spend, revenue = sorted((data / "spend").glob("*.csv"))[0], sorted((data / "revenue").glob("*.csv"))[0]
+    if rule == "missing_columns":
+        spend.write_text(spend.read_text().replace("TOTAL_COST", "COST", 1))
+    elif rule == "unparseable_values":
+        _edit_first_data_row(spend, "DATE", "2024-13-45")
+    elif rule == "null_values":
+        _edit_first_data_row(spend, "CHANNEL", "")
+    elif rule == "negative_values":
+        _edit_first_data_row(spend, "TOTAL_COST", "-12.5")
+    elif rule == "unknown_channels":
+        return {"channels": "search_engine,social_media,video"}  # the data also holds email
+    elif rule == "duplicate_rows":
+        lines = spend.read_text().splitlines()
+        spend.write_text("\n".join(lines + lines[1:len(lines) // 5]) + "\n")  # ~20% of one file repeated
+    elif rule == "duplicate_revenue_months":
+        lines = revenue.read_text().splitlines()
+        revenue.write_text("\n".join([*lines, lines[1]]) + "\n")
+    elif rule == "stale_revenue":
+        return {"run_date": "2027-12-01"}
+    elif rule == "too_few_months":
+        return {"validation.min_months": 100}
+    elif rule == "no_input_files":
+        for path in (data / "revenue").glob("*.csv"):
+            path.unlink()
+    return {}
+
+
+@pytest.mark.parametrize("rule", ["missing_columns", "unparseable_values", "null_values", "negative_values",
+                                  "unknown_channels", "duplicate_rows", "duplicate_revenue_months",
+                                  "stale_revenue", "too_few_months", "no_input_files"])
+def test_each_failing_rule_stops_the_run_names_the_rule_and_moves_nothing(rule, sample_dir, tmp_path):
+    store_dir = str(tmp_path / "store")
+    first = pipeline.run(make_settings(str(sample_dir), store_dir, tmp_path), "good")
+    registry = ModelRegistry(open_store(store_dir))
+    versions, pointer = registry.versions(), registry.latest()
+    more = _break(sample_dir, rule)
+
+    result = pipeline.run(make_settings(str(sample_dir), store_dir, tmp_path, **more), "bad")
+
+    assert first.status == "promoted"
+    assert (result.status, result.exit_code) == ("data_invalid", 2)
+    assert rule in result.validation["failed"]
+    report = json.loads(Path(result.files["report"]).read_text())
+    failed = next(r for r in report["report"]["results"] if r["rule"] == rule)
+    assert failed["status"] == "fail" and failed["message"]
+    if rule in ("unparseable_values", "null_values", "negative_values", "duplicate_rows", "duplicate_revenue_months"):
+        assert failed["examples"] and failed["examples"][0]["file"].endswith(".csv") and failed["examples"][0]["line"]
+    assert registry.versions() == versions
+    assert registry.latest() == pointer
+    assert open_metrics(f"sqlite:///{tmp_path / 'metrics.db'}").get("bad")["status"] == "data_invalid"
