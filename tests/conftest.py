@@ -6,16 +6,25 @@ bucket or dataset so tests stay independent of their order.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from training.registry import ModelRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GCS_PROJECT = "adroi-test"
@@ -265,3 +274,325 @@ def run_gunicorn(tmp_path):
     for proc in processes:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ---- app: Flask clients, the served model and JSON logs -----------------------------------------------
+
+@pytest.fixture
+def client(published_store):
+    """A test client of the API over a published store of each backend (small request limits)."""
+    from app import create_app
+
+    app = create_app({"MODEL_STORE": published_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096})
+    yield app.test_client()
+    app.extensions["adroi_follower"].stop()
+
+
+@pytest.fixture
+def local_client(tmp_path, publish_model):
+    """A test client of the API over a local store with one promoted model (small request limits)."""
+    from app import create_app
+
+    published = publish_model(str(tmp_path / "store"))
+    app = create_app({"MODEL_STORE": published.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096})
+    yield app.test_client()
+    app.extensions["adroi_follower"].stop()
+
+
+@pytest.fixture
+def served(tmp_path, publish_model):
+    """The served model loaded from a local store, and the estimator it was published from."""
+    from app.model import load_served_model
+
+    published = publish_model(str(tmp_path / "store"), {"email": 3.1, "search_engine": 2.4, "social_media": 1.7,
+                                                        "video": 0.9}, intercept=1234.5)
+    registry = open_registry(published.store_uri)
+    return load_served_model(registry, registry.latest()), published.estimator
+
+
+@pytest.fixture
+def json_log(monkeypatch):
+    """Install the API's JSON logging on a buffer; restore the root logger afterwards."""
+    import io
+    import logging
+
+    from app.logs import configure_api_logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    monkeypatch.setattr("sys.stdout", buffer)
+    configure_api_logging("json", "INFO", "adroi-prod")
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    for handler in list(root.handlers):
+        if handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def store(tmp_path, publish_model) -> str:
+    """The URI of a local store with one promoted model."""
+    return publish_model(str(tmp_path / "store")).store_uri
+
+
+# ---- training: data sets, registries and metrics tables ------------------------------------------------
+
+def open_registry(store_uri: str) -> ModelRegistry:
+    """The model registry over the store at `store_uri`."""
+    from training.registry import ModelRegistry
+    from training.store import open_store
+
+    return ModelRegistry(open_store(store_uri))
+
+
+@pytest.fixture
+def registry(store_uri) -> ModelRegistry:
+    """An empty model registry on a store of each backend."""
+    return open_registry(store_uri)
+
+
+@pytest.fixture(params=["sqlite", "bigquery"])
+def metrics_uri(request, tmp_path) -> str:
+    """A metrics URI of each backend whose table does not exist yet."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/metrics.db"
+    return request.getfixturevalue("bq_table_uri")
+
+
+@pytest.fixture
+def no_adroi_env(monkeypatch):
+    """Remove every ADROI_* setting from the environment for the test."""
+    for key in [k for k in os.environ if k.startswith("ADROI_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    """36 months of generated data (2 campaigns) for the CLI tests."""
+    from training.sample import write_sample
+
+    root = tmp_path_factory.mktemp("cli-data")
+    write_sample(root, months=36, campaigns=2, seed=21)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def good_data(tmp_path_factory) -> str:
+    """36 months ending 2026-10: a model fitted on it clears the default gate."""
+    from training.sample import write_sample
+
+    root = tmp_path_factory.mktemp("good")
+    write_sample(root, months=36, campaigns=2, seed=11)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def older_data(tmp_path_factory) -> str:
+    """30 months ending 2026-04: the champion of the champion/challenger test is fitted on this."""
+    from training.sample import write_sample
+
+    root = tmp_path_factory.mktemp("older")
+    write_sample(root, months=30, campaigns=2, seed=12, end_month="2026-04")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def noisy_data(tmp_path_factory) -> str:
+    """36 months ending 2026-10 whose revenue before 2026-03 is noise-ridden: a much worse challenger."""
+    import numpy as np
+    import pandas as pd
+
+    from training.sample import write_sample
+
+    root = tmp_path_factory.mktemp("noisy")
+    write_sample(root, months=36, campaigns=2, seed=13)
+    rng = np.random.default_rng(5)
+    for path in sorted((root / "revenue").glob("*.csv")):
+        frame = pd.read_csv(path)
+        old = frame["YEAR"] * 100 + frame["MONTH"] < 202603
+        frame.loc[old, "REVENUE"] += rng.normal(0, 60_000, old.sum()).round(2)
+        frame.to_csv(path, index=False)
+    return str(root)
+
+
+MONTHS = [f"{2022 + i // 12}-{i % 12 + 1:02d}" for i in range(24)]  # the months of the gate tests' data
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.Series]:
+    """Monthly spend on two channels and the revenue it drives, indexed by MONTHS, for the gate tests."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    features = pd.DataFrame(rng.uniform(100, 900, (24, 2)), index=MONTHS, columns=["email", "video"])
+    revenue = pd.Series(100 + 3 * features["email"] + 2 * features["video"] + rng.normal(0, 20, 24), index=MONTHS)
+    return features, revenue
+
+
+# ---- composer_dags: real Airflow virtualenvs and end-to-end dag.test() runs ---------------------------
+
+DAGS_FOLDER = REPO_ROOT / "composer_dags"
+AIRFLOW_RUNNER = REPO_ROOT / "tests" / "composer_dags" / "airflow_runner.py"
+ALERT_EMAILS = ["oncall@example.com", "ml-team@example.com"]
+# The sample data ends in 2026-10; the end-to-end runs are dated 2026-11-20, not the day the test runs.
+LOGICAL_DATE = "2026-11-20T04:00:00+00:00"
+BROKEN_SPEND_CSV = b"CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\nbrand,email,2026-10-03,10,lots,5\n"
+
+
+@dataclass
+class Airflow:
+    """One Airflow virtualenv with its own AIRFLOW_HOME."""
+
+    name: str
+    venv: Path
+    home: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 240, **extra_env: str) -> dict[str, Any]:
+        """Run airflow_runner.py with `args` (output file added) and return its JSON result."""
+        out = self.home / f"result-{uuid.uuid4().hex[:8]}.json"
+        command, *rest = args
+        proc = subprocess.run([str(self.venv / "bin" / "python"), str(AIRFLOW_RUNNER), command, str(out), *rest],
+                              env={**self.env, **extra_env}, capture_output=True, text=True, timeout=timeout)
+        log = out.with_suffix(".log")
+        log.write_text(proc.stdout + proc.stderr)  # Airflow's and the tasks' logs, named in failures
+        assert proc.returncode == 0, f"{self.name} {command} failed (log: {log}):\n{proc.stderr[-4000:]}"
+        return {"log": str(log), **json.loads(out.read_text())}
+
+
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=[pytest.mark.airflow, pytest.mark.slow])
+                                        for name in ("airflow2", "airflow3")])
+def airflow(request, tmp_path_factory) -> Airflow:
+    """A migrated Airflow home for each Airflow virtualenv; skips when the virtualenv is missing."""
+    venv = REPO_ROOT / f".venv-{request.param}"
+    if not (venv / "bin" / "airflow").exists():
+        pytest.skip(f"{venv} is missing: run `make airflow-venvs` "
+                    f"(python3.11 -m venv {venv.name} && pip install -r requirements-{request.param}.txt)")
+    home = tmp_path_factory.mktemp(request.param)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADROI_", "AIRFLOW"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS_FOLDER),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__EMAIL__EMAIL_BACKEND="airflow_runner.record_email",
+        DAG_TEST_EMAIL_LOG=str(home / "emails.jsonl"),
+        ADROI_DAG_ALERT_EMAILS=",".join(ALERT_EMAILS),
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(AIRFLOW_RUNNER.parent)]),
+    )
+    subprocess.run([str(venv / "bin" / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True,
+                   timeout=180)
+    return Airflow(request.param, venv, home, env)
+
+
+@pytest.fixture(scope="module")
+def parsed(airflow) -> dict[str, Any]:
+    """The DagBag parse and the DAG's description, from inside Airflow."""
+    return airflow.run("inspect")
+
+
+@dataclass
+class Scenario:
+    """The places one end-to-end run reads and writes, and what the store held before it."""
+
+    data: str
+    store: str
+    metrics: str
+    latest_before: Any = None
+    versions_before: tuple[str, ...] = ()
+
+
+def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken: bool = False) -> Scenario:
+    """A bucket with the sample data (optionally a broken file) and a store (optionally with a champion)."""
+    from training import config, pipeline, sample
+    from training.store import open_store
+
+    bucket = f"adroi-dag-{name}-{uuid.uuid4().hex[:8]}"
+    fake_gcs.client().create_bucket(bucket)
+    table = f"bq://{BQ_PROJECT}.dag_{uuid.uuid4().hex[:10]}.runs"
+    scenario = Scenario(f"gs://{bucket}/data", f"gs://{bucket}/store", table)
+    sample.write_sample(scenario.data, months=36, campaigns=3, seed=11)
+    if champion:
+        seed_settings = config.load_settings(overrides={"data": scenario.data, "store": scenario.store,
+                                                        "metrics": f"sqlite:///{workdir}/{name}-seed.db",
+                                                        "run_date": "2026-11-15"}, environ={})
+        assert pipeline.run(seed_settings, run_id=f"seed-{name}").status == "promoted"
+        registry = open_registry(scenario.store)
+        scenario.latest_before, scenario.versions_before = registry.latest(), tuple(registry.versions())
+    if broken:
+        open_store(scenario.data).write("spend/2026_late.csv", BROKEN_SPEND_CSV, content_type="text/csv")
+    return scenario
+
+
+@pytest.fixture(scope="module")
+def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[str, tuple[Scenario, dict]]:
+    """Three dag.test() runs in one Airflow process: good data, broken data, and a gate rejection."""
+    workdir = tmp_path_factory.mktemp(f"{airflow.name}-runs")
+    scenarios = {  # name: (scenario, extra params)
+        "good": (_new_scenario(fake_gcs, workdir, "good", champion=False),
+                 {"hyperparameters": {"positive": True}}),
+        "broken": (_new_scenario(fake_gcs, workdir, "broken", champion=True, broken=True), {}),
+        "rejected": (_new_scenario(fake_gcs, workdir, "rejected", champion=True),
+                     {"evaluation_threshold": 1.0}),
+    }
+    runs = [{"name": name, "logical_date": LOGICAL_DATE.replace("-20T", f"-{20 + i}T"),
+             "conf": {"data_uri": s.data, "store_uri": s.store, "metrics_table": s.metrics, **conf}}
+            for i, (name, (s, conf)) in enumerate(scenarios.items())]
+    runs_file = workdir / "runs.json"
+    runs_file.write_text(json.dumps(runs))
+    # No retries: a regression fails at once instead of waiting out the backoff.
+    results = airflow.run("test", str(runs_file), ADROI_DAG_RETRIES="0", STORAGE_EMULATOR_HOST=fake_gcs.host,
+                          BIGQUERY_EMULATOR_HOST=bigquery_emulator, GOOGLE_CLOUD_PROJECT=BQ_PROJECT)
+    return {name: (scenario, {**results[name], "log": results["log"]})
+            for name, (scenario, _) in scenarios.items()}
+
+
+# ---- delivery: a stand-in for the tagged Cloud Run revision --------------------------------------------
+
+class FakeRevision(BaseHTTPRequestHandler):
+    """Answers like the API: /readyz, /model, /predict; `failing` makes /predict answer 503."""
+
+    failing = False
+    requests: list[tuple[str, str, str]] = []
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.requests.append(("GET", self.path, self.headers.get("Authorization", "")))
+        if self.path == "/readyz":
+            self._reply(200, {"status": "ready"})
+        elif self.path == "/model":
+            self._reply(200, {"version": "v1", "channels": ["email", "video"]})
+        else:
+            self._reply(404, {"error": {"code": "not_found"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        self.requests.append(("POST", self.path, body))
+        if self.failing:
+            self._reply(503, {"error": {"code": "no_model"}})
+        else:
+            self._reply(200, {"predictions": [1234.5], "model_version": "v1"})
+
+    def log_message(self, *args: object) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def revision() -> Iterator[str]:
+    """A local HTTP server standing in for the tagged Cloud Run revision; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRevision)
+    FakeRevision.requests = []
+    FakeRevision.failing = False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

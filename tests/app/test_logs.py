@@ -2,36 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-
-import pytest
-
 from app import create_app
-from app.logs import SPAN_KEY, TRACE_KEY, configure_api_logging
+from app.logs import SPAN_KEY, TRACE_KEY
 
 SPEND = {"email": 1.0, "search_engine": 2.0, "social_media": 3.0, "video": 4.0}
-
-
-@pytest.fixture
-def json_log(monkeypatch):
-    """Install the API's JSON logging on a buffer; restore the root logger afterwards."""
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    monkeypatch.setattr("sys.stdout", buffer)
-    configure_api_logging("json", "INFO", "adroi-prod")
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    for handler in list(root.handlers):
-        if handler not in before:
-            root.removeHandler(handler)
-    root.setLevel(level)
-
-
-@pytest.fixture
-def store(tmp_path, publish_model) -> str:
-    return publish_model(str(tmp_path / "store")).store_uri
 
 
 def test_request_line_carries_trace_span_version_and_latency(json_log, store):

@@ -12,14 +12,6 @@ from training.registry import ModelRegistry
 from training.store import open_store
 
 
-@pytest.fixture
-def served(tmp_path, publish_model):
-    published = publish_model(str(tmp_path / "store"), {"email": 3.1, "search_engine": 2.4, "social_media": 1.7,
-                                                        "video": 0.9}, intercept=1234.5)
-    registry = ModelRegistry(open_store(published.store_uri))
-    return load_served_model(registry, registry.latest()), published.estimator
-
-
 @pytest.mark.parametrize("instances", [1, VECTORISE_FROM - 1, VECTORISE_FROM, 500])  # plain floats and numpy
 def test_predictions_equal_scikit_learn_predict(served, instances):
     model, estimator = served

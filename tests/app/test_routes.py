@@ -17,21 +17,6 @@ OLD_CLIENT_BODY = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519
 SPEND = {"email": 1.0, "search_engine": 2.0, "social_media": 3.0, "video": 4.0}
 
 
-@pytest.fixture
-def client(published_store):
-    app = create_app({"MODEL_STORE": published_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096})
-    yield app.test_client()
-    app.extensions["adroi_follower"].stop()
-
-
-@pytest.fixture
-def local_client(tmp_path, publish_model):
-    published = publish_model(str(tmp_path / "store"))
-    app = create_app({"MODEL_STORE": published.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096})
-    yield app.test_client()
-    app.extensions["adroi_follower"].stop()
-
-
 def test_old_client_body_gets_predictions_from_each_backend(client, published_store):
     response = client.post("/predict", json=OLD_CLIENT_BODY)
 

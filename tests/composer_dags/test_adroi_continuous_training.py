@@ -8,76 +8,17 @@ fake-gcs-server and bqemulator (started from this virtualenv; the Airflow ones o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import ALERT_EMAILS, Airflow, Scenario, open_registry
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DAGS_FOLDER = REPO_ROOT / "composer_dags"
-RUNNER = Path(__file__).with_name("airflow_runner.py")
 DAG_ID = "adroi_continuous_training"
-ALERT_EMAILS = ["oncall@example.com", "ml-team@example.com"]
 STAGES = ["validate_data", "train_and_evaluate", "quality_gate", "publish_model", "record_metrics"]
 WATCHER = "fail_run_if_a_task_failed"
-BQ_PROJECT = "adroi-test"  # the bigquery_emulator fixture's default project
-# The sample data ends in 2026-10; the end-to-end runs are dated 2026-11-20, not the day the test runs.
-LOGICAL_DATE = "2026-11-20T04:00:00+00:00"
-BROKEN_SPEND_CSV = b"CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\nbrand,email,2026-10-03,10,lots,5\n"
-
-@dataclass
-class Airflow:
-    """One Airflow virtualenv with its own AIRFLOW_HOME."""
-
-    name: str
-    venv: Path
-    home: Path
-    env: dict[str, str]
-
-    def run(self, *args: str, timeout: float = 240, **extra_env: str) -> dict[str, Any]:
-        """Run airflow_runner.py with `args` (output file added) and return its JSON result."""
-        out = self.home / f"result-{uuid.uuid4().hex[:8]}.json"
-        command, *rest = args
-        proc = subprocess.run([str(self.venv / "bin" / "python"), str(RUNNER), command, str(out), *rest],
-                              env={**self.env, **extra_env}, capture_output=True, text=True, timeout=timeout)
-        log = out.with_suffix(".log")
-        log.write_text(proc.stdout + proc.stderr)  # Airflow's and the tasks' logs, named in failures
-        assert proc.returncode == 0, f"{self.name} {command} failed (log: {log}):\n{proc.stderr[-4000:]}"
-        return {"log": str(log), **json.loads(out.read_text())}
-
-
-@pytest.fixture(scope="module", params=[pytest.param(name, marks=[pytest.mark.airflow, pytest.mark.slow])
-                                        for name in ("airflow2", "airflow3")])
-def airflow(request, tmp_path_factory) -> Airflow:
-    """A migrated Airflow home for each Airflow virtualenv; skips when the virtualenv is missing."""
-    venv = REPO_ROOT / f".venv-{request.param}"
-    if not (venv / "bin" / "airflow").exists():
-        pytest.skip(f"{venv} is missing: run `make airflow-venvs` "
-                    f"(python3.11 -m venv {venv.name} && pip install -r requirements-{request.param}.txt)")
-    home = tmp_path_factory.mktemp(request.param)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADROI_", "AIRFLOW"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS_FOLDER),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__EMAIL__EMAIL_BACKEND="airflow_runner.record_email",
-        DAG_TEST_EMAIL_LOG=str(home / "emails.jsonl"),
-        ADROI_DAG_ALERT_EMAILS=",".join(ALERT_EMAILS),
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(RUNNER.parent)]),
-    )
-    subprocess.run([str(venv / "bin" / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True,
-                   timeout=180)
-    return Airflow(request.param, venv, home, env)
-
-
-@pytest.fixture(scope="module")
-def parsed(airflow) -> dict[str, Any]:
-    """The DagBag parse and the DAG's description, from inside Airflow."""
-    return airflow.run("inspect")
 
 
 def test_dagbag_loads_the_dag_without_import_errors_in_under_two_seconds(parsed):
@@ -177,69 +118,6 @@ def test_a_trigger_with_a_bad_param_is_refused_before_any_task_runs(airflow, tmp
 
 # ---- end to end: dag.test() against fake-gcs-server and bqemulator ------------------------------------
 
-@dataclass
-class Scenario:
-    """The places one end-to-end run reads and writes, and what the store held before it."""
-
-    data: str
-    store: str
-    metrics: str
-    latest_before: Any = None
-    versions_before: tuple[str, ...] = ()
-
-
-def _registry(store_uri: str):
-    from training.registry import ModelRegistry
-    from training.store import open_store
-
-    return ModelRegistry(open_store(store_uri))
-
-
-def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken: bool = False) -> Scenario:
-    """A bucket with the sample data (optionally a broken file) and a store (optionally with a champion)."""
-    from training import config, pipeline, sample
-    from training.store import open_store
-
-    bucket = f"adroi-dag-{name}-{uuid.uuid4().hex[:8]}"
-    fake_gcs.client().create_bucket(bucket)
-    table = f"bq://{BQ_PROJECT}.dag_{uuid.uuid4().hex[:10]}.runs"
-    scenario = Scenario(f"gs://{bucket}/data", f"gs://{bucket}/store", table)
-    sample.write_sample(scenario.data, months=36, campaigns=3, seed=11)
-    if champion:
-        seed_settings = config.load_settings(overrides={"data": scenario.data, "store": scenario.store,
-                                                        "metrics": f"sqlite:///{workdir}/{name}-seed.db",
-                                                        "run_date": "2026-11-15"}, environ={})
-        assert pipeline.run(seed_settings, run_id=f"seed-{name}").status == "promoted"
-        registry = _registry(scenario.store)
-        scenario.latest_before, scenario.versions_before = registry.latest(), tuple(registry.versions())
-    if broken:
-        open_store(scenario.data).write("spend/2026_late.csv", BROKEN_SPEND_CSV, content_type="text/csv")
-    return scenario
-
-
-@pytest.fixture(scope="module")
-def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[str, tuple[Scenario, dict]]:
-    """Three dag.test() runs in one Airflow process: good data, broken data, and a gate rejection."""
-    workdir = tmp_path_factory.mktemp(f"{airflow.name}-runs")
-    scenarios = {  # name: (scenario, extra params)
-        "good": (_new_scenario(fake_gcs, workdir, "good", champion=False),
-                 {"hyperparameters": {"positive": True}}),
-        "broken": (_new_scenario(fake_gcs, workdir, "broken", champion=True, broken=True), {}),
-        "rejected": (_new_scenario(fake_gcs, workdir, "rejected", champion=True),
-                     {"evaluation_threshold": 1.0}),
-    }
-    runs = [{"name": name, "logical_date": LOGICAL_DATE.replace("-20T", f"-{20 + i}T"),
-             "conf": {"data_uri": s.data, "store_uri": s.store, "metrics_table": s.metrics, **conf}}
-            for i, (name, (s, conf)) in enumerate(scenarios.items())]
-    runs_file = workdir / "runs.json"
-    runs_file.write_text(json.dumps(runs))
-    # No retries: a regression fails at once instead of waiting out the backoff.
-    results = airflow.run("test", str(runs_file), ADROI_DAG_RETRIES="0", STORAGE_EMULATOR_HOST=fake_gcs.host,
-                          BIGQUERY_EMULATOR_HOST=bigquery_emulator, GOOGLE_CLOUD_PROJECT=BQ_PROJECT)
-    return {name: (scenario, {**results[name], "log": results["log"]})
-            for name, (scenario, _) in scenarios.items()}
-
-
 def _metrics_rows(scenario: Scenario) -> list[dict[str, Any]]:
     from training.metrics import open_metrics
 
@@ -255,7 +133,7 @@ def test_good_data_promotes_a_new_version_and_records_it(end_to_end):
     scenario, result = end_to_end["good"]
     assert result["state"] == "success", result
     assert result["tasks"] == {**dict.fromkeys(STAGES, "success"), WATCHER: "skipped"}
-    registry = _registry(scenario.store)
+    registry = open_registry(scenario.store)
     latest = registry.latest()
     assert latest is not None and registry.versions() == [latest.version]
     manifest = registry.manifest(latest.version)
@@ -276,7 +154,7 @@ def test_broken_data_fails_the_run_and_records_it_without_touching_the_model(end
         "validate_data": "failed", "train_and_evaluate": "upstream_failed", "quality_gate": "upstream_failed",
         "publish_model": "upstream_failed", "record_metrics": "success", WATCHER: "failed",
     }
-    registry = _registry(scenario.store)
+    registry = open_registry(scenario.store)
     assert tuple(registry.versions()) == scenario.versions_before
     assert registry.latest() == scenario.latest_before  # same version and same generation: no pointer move
     [row] = _metrics_rows(scenario)
@@ -295,7 +173,7 @@ def test_a_gate_rejection_skips_publishing_without_failing_the_run(end_to_end):
     assert result["tasks"] == {"validate_data": "success", "train_and_evaluate": "success",
                                "quality_gate": "success", "publish_model": "skipped",
                                "record_metrics": "success", WATCHER: "skipped"}
-    registry = _registry(scenario.store)
+    registry = open_registry(scenario.store)
     assert registry.latest() == scenario.latest_before
     [archived] = set(registry.versions()) - set(scenario.versions_before)
     assert registry.manifest(archived)["status"] == "rejected"

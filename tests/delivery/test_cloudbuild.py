@@ -14,13 +14,13 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import FakeRevision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD = yaml.safe_load((REPO_ROOT / "cloudbuild.yaml").read_text())
@@ -199,54 +199,6 @@ def test_composer_step_skips_cleanly_without_a_composer_bucket(tmp_path):
 
 
 # ---- the smoke test, run for real against a stand-in revision ------------------------------------------
-
-class FakeRevision(BaseHTTPRequestHandler):
-    """Answers like the API: /readyz, /model, /predict; `failing` makes /predict answer 503."""
-
-    failing = False
-    requests: list[tuple[str, str, str]] = []
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.requests.append(("GET", self.path, self.headers.get("Authorization", "")))
-        if self.path == "/readyz":
-            self._reply(200, {"status": "ready"})
-        elif self.path == "/model":
-            self._reply(200, {"version": "v1", "channels": ["email", "video"]})
-        else:
-            self._reply(404, {"error": {"code": "not_found"}})
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        self.requests.append(("POST", self.path, body))
-        if self.failing:
-            self._reply(503, {"error": {"code": "no_model"}})
-        else:
-            self._reply(200, {"predictions": [1234.5], "model_version": "v1"})
-
-    def log_message(self, *args: object) -> None:
-        """Keep the test output quiet."""
-
-
-@pytest.fixture
-def revision() -> Iterator[str]:
-    """A local HTTP server standing in for the tagged Cloud Run revision; yields its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRevision)
-    FakeRevision.requests = []
-    FakeRevision.failing = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
 
 def run_smoke_test(tmp_path: Path, revision_url: str) -> subprocess.CompletedProcess[str]:
     """Run the smoke-test step's script as Cloud Build would, with a stand-in gcloud."""

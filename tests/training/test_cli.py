@@ -29,19 +29,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           text=True, timeout=180, env=env or clean_env())
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("cli-data")
-    write_sample(root, months=36, campaigns=2, seed=21)
-    return str(root)
-
-
-@pytest.fixture
-def no_adroi_env(monkeypatch):
-    for key in [k for k in os.environ if k.startswith("ADROI_")]:
-        monkeypatch.delenv(key)
-
-
 @pytest.mark.slow
 def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"

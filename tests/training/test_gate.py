@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 
+from tests.conftest import MONTHS
 from training import gate, model
 from training.config import GateConfig, ModelConfig
-
-MONTHS = [f"{2022 + i // 12}-{i % 12 + 1:02d}" for i in range(24)]
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[pd.DataFrame, pd.Series]:
-    rng = np.random.default_rng(2)
-    features = pd.DataFrame(rng.uniform(100, 900, (24, 2)), index=MONTHS, columns=["email", "video"])
-    revenue = pd.Series(100 + 3 * features["email"] + 2 * features["video"] + rng.normal(0, 20, 24), index=MONTHS)
-    return features, revenue
 
 
 def test_rejects_below_threshold_with_numbers_in_reason():

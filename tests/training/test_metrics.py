@@ -57,14 +57,6 @@ def as_row(run: RunRecord) -> dict[str, Any]:
     return dataclasses.asdict(run)
 
 
-@pytest.fixture(params=["sqlite", "bigquery"])
-def metrics_uri(request, tmp_path) -> str:
-    """A metrics URI of each backend whose table does not exist yet."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/metrics.db"
-    return request.getfixturevalue("bq_table_uri")
-
-
 # -- the schema, defined once ---------------------------------------------------------------------------
 
 PYTHON_TYPES = {"STRING": str, "TIMESTAMP": datetime, "FLOAT": float, "INTEGER": int, "JSON": Any}

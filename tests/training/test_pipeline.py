@@ -8,8 +8,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from training import pipeline
@@ -19,36 +17,6 @@ from training.metrics import open_metrics
 from training.registry import LATEST_KEY, ModelRegistry
 from training.sample import TRUE_ROI, write_sample
 from training.store import open_store
-
-
-@pytest.fixture(scope="module")
-def good_data(tmp_path_factory) -> str:
-    """36 months ending 2026-10: a model fitted on it clears the default gate."""
-    root = tmp_path_factory.mktemp("good")
-    write_sample(root, months=36, campaigns=2, seed=11)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def older_data(tmp_path_factory) -> str:
-    """30 months ending 2026-04: the champion of the champion/challenger test is fitted on this."""
-    root = tmp_path_factory.mktemp("older")
-    write_sample(root, months=30, campaigns=2, seed=12, end_month="2026-04")
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def noisy_data(tmp_path_factory) -> str:
-    """36 months ending 2026-10 whose revenue before 2026-03 is noise-ridden: a much worse challenger."""
-    root = tmp_path_factory.mktemp("noisy")
-    write_sample(root, months=36, campaigns=2, seed=13)
-    rng = np.random.default_rng(5)
-    for path in sorted((root / "revenue").glob("*.csv")):
-        frame = pd.read_csv(path)
-        old = frame["YEAR"] * 100 + frame["MONTH"] < 202603
-        frame.loc[old, "REVENUE"] += rng.normal(0, 60_000, old.sum()).round(2)
-        frame.to_csv(path, index=False)
-    return str(root)
 
 
 def make_settings(data: str, store: str, tmp_path: Path, run_date: str = "2026-11-15", **more: Any):

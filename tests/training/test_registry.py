@@ -12,8 +12,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 
 from training.errors import ModelIntegrityError, PreconditionFailed
-from training.registry import LATEST_KEY, ModelRegistry, VersionExists, version_name
-from training.store import open_store
+from training.registry import LATEST_KEY, VersionExists, version_name
 
 
 def _model_bytes(seed: int = 0) -> bytes:
@@ -23,11 +22,6 @@ def _model_bytes(seed: int = 0) -> bytes:
     buf = io.BytesIO()
     joblib.dump(model, buf)
     return buf.getvalue()
-
-
-@pytest.fixture
-def registry(store_uri) -> ModelRegistry:
-    return ModelRegistry(open_store(store_uri))
 
 
 def test_version_name_sorts_by_time_and_names_content():
