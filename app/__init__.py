@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment then `config`, load the latest model, start following."""
     settings = load_settings(overrides=config)
     app = Flask(__name__)
-    app.config.update(settings.__dict__, MAX_CONTENT_LENGTH=settings.MAX_BODY_BYTES, SETTINGS=settings)
+    app.config.update(settings.__dict__, MAX_CONTENT_LENGTH=settings.MAX_BODY_BYTES)
     follower = ModelFollower(_registry(settings.MODEL_STORE, settings.STORE_TIMEOUT_SECONDS),
                              settings.MODEL_POLL_SECONDS)
     follower.poll_once()  # once per worker, at start-up: ready on the first request when a model exists

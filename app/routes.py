@@ -24,6 +24,7 @@ bp = Blueprint("api", __name__)
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                415: "unsupported_media_type"}
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 class ApiError(Exception):
@@ -69,8 +70,9 @@ def validation_error(exc: ValidationError) -> ApiError:
     if kind == "json_invalid":
         return ApiError(400, "invalid_json", f"body is not valid JSON: {first['ctx']['error']}")
     if kind == "model_type":
-        return ApiError(400, "invalid_body", f"body is a JSON {type(first['input']).__name__}: expected an "
-                                             "object with `instances`, `spend` or channel keys")
+        json_type = _JSON_TYPES.get(type(first["input"]), "value")
+        return ApiError(400, "invalid_body", f"body is a JSON {json_type}: expected an object with `instances`, "
+                                             "`spend` or channel keys")
     if loc == ("instances",) and kind == "too_short":
         return ApiError(400, "empty_instances", "`instances` is empty: expected at least one instance", "instances")
     message = first["msg"].removeprefix("Value error, ")

@@ -35,7 +35,7 @@ class PredictRequest(BaseModel):
     instances: list[SpendByChannel] | None = Field(
         None, min_length=1, description="A batch (Vertex AI / KServe convention), answered in input order.")
     spend: SpendByChannel | None = Field(None, description="One instance.")
-    index: int | str | None = Field(None, description="Sent by the old clients; accepted and ignored.")
+    index: Any = Field(None, description="Sent by the old clients (their row index); accepted and ignored, whatever its value.")
 
     @model_validator(mode="after")
     def _one_form(self) -> PredictRequest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,11 @@ class ApiSettings:
     GOOGLE_CLOUD_PROJECT: str = ""  # names the trace in `logging.googleapis.com/trace`
 
     def __post_init__(self) -> None:
-        if self.MODEL_POLL_SECONDS <= 0:
-            raise ConfigError("MODEL_POLL_SECONDS", self.MODEL_POLL_SECONDS, "a number of seconds > 0")
-        if self.STORE_TIMEOUT_SECONDS <= 0:
-            raise ConfigError("STORE_TIMEOUT_SECONDS", self.STORE_TIMEOUT_SECONDS, "a number of seconds > 0")
+        # nan would make the follower poll in a busy loop, inf end its thread: both are refused.
+        if not 0 < self.MODEL_POLL_SECONDS <= threading.TIMEOUT_MAX:
+            raise ConfigError("MODEL_POLL_SECONDS", self.MODEL_POLL_SECONDS, "a finite number of seconds > 0")
+        if not 0 < self.STORE_TIMEOUT_SECONDS <= threading.TIMEOUT_MAX:
+            raise ConfigError("STORE_TIMEOUT_SECONDS", self.STORE_TIMEOUT_SECONDS, "a finite number of seconds > 0")
         if self.MAX_BODY_BYTES < 1:
             raise ConfigError("MAX_BODY_BYTES", self.MAX_BODY_BYTES, "a number of bytes >= 1")
         if self.MAX_INSTANCES < 1:

@@ -34,6 +34,12 @@ resource "google_cloud_run_v2_service" "api" {
         value = "30"
       }
 
+      # Not set by Cloud Run: the API names the trace of its log lines with it.
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
+      }
+
       resources {
         limits = {
           cpu    = "1"

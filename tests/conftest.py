@@ -279,24 +279,36 @@ def run_gunicorn(tmp_path):
 # ---- app: Flask clients, the served model and JSON logs -----------------------------------------------
 
 @pytest.fixture
-def client(published_store):
-    """A test client of the API over a published store of each backend (small request limits)."""
+def make_app():
+    """Return `make(config) -> Flask` (`app.create_app`); each app's follower thread is stopped after the test.
+
+    A follower left running keeps polling (and logging `model_load_failed` into later tests' caplog).
+    """
     from app import create_app
 
-    app = create_app({"MODEL_STORE": published_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096})
-    yield app.test_client()
-    app.extensions["adroi_follower"].stop()
+    apps = []
+
+    def make(config: dict[str, Any]):
+        apps.append(create_app(config))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.extensions["adroi_follower"].stop()
 
 
 @pytest.fixture
-def local_client(tmp_path, publish_model):
-    """A test client of the API over a local store with one promoted model (small request limits)."""
-    from app import create_app
+def client(published_store, make_app):
+    """A test client of the API over a published store of each backend (small request limits)."""
+    return make_app({"MODEL_STORE": published_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096}
+                    ).test_client()
 
+
+@pytest.fixture
+def local_client(tmp_path, publish_model, make_app):
+    """A test client of the API over a local store with one promoted model (small request limits)."""
     published = publish_model(str(tmp_path / "store"))
-    app = create_app({"MODEL_STORE": published.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096})
-    yield app.test_client()
-    app.extensions["adroi_follower"].stop()
+    return make_app({"MODEL_STORE": published.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096}).test_client()
 
 
 @pytest.fixture

@@ -106,7 +106,7 @@ def evaluate(
     predictions = pd.DataFrame({
         "actual": revenue.astype(float),
         "predicted": predicted,
-        "split": ["holdout" if m in set(split.holdout_months) else "train" for m in features.index],
+        "split": np.where(features.index.isin(split.holdout_months), "holdout", "train"),
     })
     holdout = predictions.loc[split.holdout_months]
     trained = predictions.loc[split.train_months]

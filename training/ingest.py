@@ -142,6 +142,12 @@ def _example(key: str, line: int | None, values: dict[str, Any]) -> dict[str, An
     return {"file": key, "line": line, "values": {k: _plain(v) for k, v in values.items()}}
 
 
+def _invalid_row(key: str, row: pacsv.InvalidRow) -> dict[str, Any]:
+    """Return the example of a row with the wrong number of fields (the header was read apart: line + 1)."""
+    return _example(key, None if row.number is None else row.number + 1, {
+        "text": row.text, "fields": row.actual_columns, "expected_fields": row.expected_columns})
+
+
 def _read_header(fh: IO[bytes]) -> list[str]:
     """Read the header line from `fh` (leaving it at the first data line); return normalised names."""
     line = fh.readline().decode("utf-8-sig").strip("\r\n")
@@ -322,9 +328,7 @@ class _SpendScan:
                 return part
 
             def bad_row(row: pacsv.InvalidRow) -> str:
-                line = None if row.number is None else row.number + 1  # the header was read apart
-                part.findings[UNPARSEABLE_VALUES].add(_example(key, line, {
-                    "text": row.text, "fields": row.actual_columns, "expected_fields": row.expected_columns}))
+                part.findings[UNPARSEABLE_VALUES].add(_invalid_row(key, row))
                 return "skip"
 
             try:
@@ -437,8 +441,7 @@ def _read_revenue(store: Store, key: str, findings: dict[str, Finding]) -> pd.Da
         return empty
 
     def bad_row(row: pacsv.InvalidRow) -> str:
-        findings[UNPARSEABLE_VALUES].add(_example(key, None if row.number is None else row.number + 1, {
-            "text": row.text, "fields": row.actual_columns, "expected_fields": row.expected_columns}))
+        findings[UNPARSEABLE_VALUES].add(_invalid_row(key, row))
         return "skip"
 
     try:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from training.config import REPO_ROOT
 from training.errors import ConfigError, MetricsError
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = REPO_ROOT / "infra" / "metrics_schema.json"
 ACCEPTED_URIS = "'sqlite:///path/to/metrics.db' or 'bq://project.dataset.table'"
 

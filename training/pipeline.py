@@ -46,7 +46,7 @@ from training.errors import (
     StorageError,
 )
 from training.metrics import RunRecord, open_metrics
-from training.registry import MANIFEST_FILE, MODELS_PREFIX, ModelRegistry, Pointer, version_name
+from training.registry import LATEST_KEY, MANIFEST_FILE, MODELS_PREFIX, ModelRegistry, Pointer, version_name
 from training.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,7 @@ class _Challenger:
     validation: dict[str, Any]
     features: pd.DataFrame
     revenue: pd.Series
+    started: dict[str, Any]  # run.json
 
     @classmethod
     def load(cls, store: Store, run_id: str) -> _Challenger:
@@ -268,7 +269,13 @@ class _Challenger:
         features, revenue = _load_training_data(store, run_id)
         return cls(model.from_bytes(model_bytes), model_bytes,
                    _require_json(store, run_id, EVALUATION_FILE, "train_and_evaluate"),
-                   _require_json(store, run_id, VALIDATION_FILE, "validate_data"), features, revenue)
+                   _require_json(store, run_id, VALIDATION_FILE, "validate_data"), features, revenue,
+                   _require_json(store, run_id, RUN_FILE, "validate_data"))
+
+    @property
+    def created_at(self) -> datetime:
+        """Return the run's start time: version names stamped with it are the same when a stage is retried."""
+        return datetime.fromisoformat(self.started["started_at"])
 
     def judge(self, registry: ModelRegistry, champion: Pointer | None, config: GateConfig) -> gate.GateDecision:
         """Run the gate against `champion` (the current LATEST, or None)."""
@@ -283,12 +290,12 @@ class _Challenger:
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
 
-    def manifest(self, settings: Settings, run_id: str, status: str, created_at: datetime,
-                 summary: dict[str, Any], gate_block: dict[str, Any], refit: bool) -> dict[str, Any]:
+    def manifest(self, run_id: str, status: str, summary: dict[str, Any], gate_block: dict[str, Any],
+                 refit: bool) -> dict[str, Any]:
         """Return the manifest of a version built from this run (the refit model when `refit`)."""
         split = self.evaluation["split"]
         return {
-            "status": status, "created_at": created_at.isoformat(timespec="seconds"), "run_id": run_id,
+            "status": status, "created_at": self.created_at.isoformat(timespec="seconds"), "run_id": run_id,
             "channels": list(summary["coefficients"]), "intercept": summary["intercept"],
             "coefficients": summary["coefficients"], "algorithm": summary["algorithm"],
             "positive": summary["positive"], "hyperparameters": summary["hyperparameters"],
@@ -298,18 +305,13 @@ class _Challenger:
             "training": {"months": [str(m) for m in self.features.index] if refit else split["train_months"],
                          "holdout_months": split["holdout_months"], "refit_on_all_months": refit},
             "data": self.validation.get("data", {}),
-            "libraries": libraries(), "code_version": code_version(settings),
+            "libraries": libraries(), "code_version": self.started.get("code_version", "unknown"),
         }
 
     def extra_files(self, coefficients: dict[str, float]) -> dict[str, bytes]:
         """Return the validation report and charts stored beside the model."""
         predictions = pd.DataFrame(self.evaluation["predictions"]).set_index("month")
         return {VALIDATION_FILE: _dumps(self.validation["report"]), **plots.render_all(predictions, coefficients)}
-
-
-def _version_time(store: Store, run_id: str) -> datetime:
-    """Return the run's start time: version names stamped with it are the same when a stage is retried."""
-    return datetime.fromisoformat(_require_json(store, run_id, RUN_FILE, "validate_data")["started_at"])
 
 
 def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict[str, Any],
@@ -337,11 +339,10 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
     decision = challenger.judge(registry, champion, settings.gate)
     doc = {**decision.to_dict(), "latest_generation": champion.generation if champion else None, "version": None}
     if not decision.promote:
-        created_at = _version_time(store, run_id)
         summary = challenger.evaluation["model"]
-        manifest = challenger.manifest(settings, run_id, "rejected", created_at, summary, doc, refit=False)
+        manifest = challenger.manifest(run_id, "rejected", summary, doc, refit=False)
         doc["version"] = _publish_version(registry, challenger.model_bytes, manifest,
-                                          challenger.extra_files(summary["coefficients"]), created_at)
+                                          challenger.extra_files(summary["coefficients"]), challenger.created_at)
         log.warning("run %s: model %s rejected: %s", run_id, doc["version"], decision.reason,
                     extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"]})
     _write_json(store, run_id, GATE_FILE, doc)
@@ -363,10 +364,10 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
 
     challenger = _Challenger.load(store, run_id)
     estimator, summary = model.fit(challenger.features, challenger.revenue, settings.model)
-    model_bytes, created_at = model.to_bytes(estimator), _version_time(store, run_id)
-    manifest = challenger.manifest(settings, run_id, "promoted", created_at, summary.to_dict(), gate_doc, refit=True)
+    model_bytes = model.to_bytes(estimator)
+    manifest = challenger.manifest(run_id, "promoted", summary.to_dict(), gate_doc, refit=True)
     version = _publish_version(registry, model_bytes, manifest, challenger.extra_files(summary.coefficients),
-                               created_at)
+                               challenger.created_at)
 
     expected, reason = gate_doc["latest_generation"], gate_doc["reason"]
     for attempt in range(1, MAX_PROMOTE_ATTEMPTS + 1):
@@ -389,7 +390,7 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
                 return {"run_id": run_id, "version": version, "promoted": False}
             expected, reason = (champion.generation if champion else None), decision.reason
     else:
-        raise PreconditionFailed(registry.store.uri_for("models/LATEST"), expected)
+        raise PreconditionFailed(registry.store.uri_for(LATEST_KEY), expected)
     _write_json(store, run_id, PUBLISH_FILE, {
         "version": version, "promoted": True, "reason": reason, "attempts": attempt, "model": summary.to_dict(),
         "months": [str(m) for m in challenger.features.index], "pointer_generation": pointer.generation,
@@ -401,10 +402,11 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
 # ---- outcome --------------------------------------------------------------------------------------
 
 def _read_run(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """Return the staged files of a run by name; a store that cannot be read raises (never "nothing staged")."""
     names = (RUN_FILE, VALIDATION_FILE, EVALUATION_FILE, GATE_FILE, PUBLISH_FILE, ERROR_FILE)
     docs: dict[str, dict[str, Any]] = {}
     for name in names:
-        with contextlib.suppress(StorageError, ValueError):
+        with contextlib.suppress(ValueError):  # not JSON: described as if it were missing
             doc = _read_json(store, run_id, name)
             if doc is not None:
                 docs[name] = doc
@@ -464,21 +466,25 @@ def _run_record(run_id: str, docs: dict[str, dict[str, Any]], status: str, versi
     )
 
 
-def record_metrics(settings: Settings, run_id: str) -> dict[str, Any]:
-    """Write the run's row to the metrics table from whatever `runs/<run_id>/` holds (also after a failure)."""
-    check_run_id(run_id)
-    docs = _read_run(open_store(settings.store), run_id)
+def _record(settings: Settings, run_id: str, docs: dict[str, dict[str, Any]]) -> str:
+    """Write the run's row built from its staged files; return its status."""
     status, version, reason = _outcome(docs)
     open_metrics(settings.metrics).record(_run_record(run_id, docs, status, version, reason))
     level = logging.ERROR if status == "failed" else logging.INFO
     log.log(level, "run %s finished: %s%s (%s)", run_id, status, f" {version}" if version else "", reason,
             extra={"event": events.TRAINING_FINISHED, "run_id": run_id, "status": status, "model_version": version})
-    return {"run_id": run_id, "status": status}
+    return status
 
 
-def _result(settings: Settings, run_id: str, docs: dict[str, dict[str, Any]]) -> RunResult:
+def record_metrics(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Write the run's row to the metrics table from whatever `runs/<run_id>/` holds (also after a failure)."""
+    check_run_id(run_id)
+    docs = _read_run(open_store(settings.store), run_id)
+    return {"run_id": run_id, "status": _record(settings, run_id, docs)}
+
+
+def _result(settings: Settings, store: Store, run_id: str, docs: dict[str, dict[str, Any]]) -> RunResult:
     status, version, reason = _outcome(docs)
-    store = open_store(settings.store)
     validation = docs.get(VALIDATION_FILE, {})
     fitted = _model_block(docs)
     files = {"model": store.uri_for(f"{MODELS_PREFIX}/{version}")} if version else {}
@@ -490,7 +496,8 @@ def _result(settings: Settings, run_id: str, docs: dict[str, dict[str, Any]]) ->
         metrics=docs.get(EVALUATION_FILE, {}).get("metrics", {}), validation=validation.get("summary", {}),
         exit_code=EXIT_CODES[status], intercept=fitted.get("intercept"),
         coefficients=fitted.get("coefficients", {}),
-        holdout_months=docs.get(EVALUATION_FILE, {}).get("split", {}).get("holdout_months", []), warnings=validation.get("warnings", []), files=files,
+        holdout_months=docs.get(EVALUATION_FILE, {}).get("split", {}).get("holdout_months", []),
+        warnings=validation.get("warnings", []), files=files,
     )
 
 
@@ -509,15 +516,19 @@ def run(settings: Settings, run_id: str | None = None) -> RunResult:
         failure = exc
     metrics_error = None
     try:
-        record_metrics(settings, run_id)
-    except (AdroiError, OSError) as exc:
-        metrics_error = f"could not record the run in {settings.metrics}: {exc}"
-        log.error(metrics_error, extra={"event": events.TRAINING_FAILED, "run_id": run_id})
-    try:
-        docs = _read_run(open_store(settings.store), run_id)
-        result = _result(settings, run_id, docs)
-    except AdroiError as exc:
+        store = open_store(settings.store)
+        docs = _read_run(store, run_id)  # read once: for the metrics row and for the result
+    except AdroiError as exc:  # the store itself failed: nothing to describe the run with
+        metrics_error = f"the run was not recorded in {settings.metrics}"
         docs, result = {}, RunResult("failed", run_id, None, str(exc))
+    else:
+        result = _result(settings, store, run_id, docs)
+        try:
+            _record(settings, run_id, docs)
+        except (AdroiError, OSError) as exc:
+            metrics_error = f"could not record the run in {settings.metrics}: {exc}"
+    if metrics_error:
+        log.error(metrics_error, extra={"event": events.TRAINING_FAILED, "run_id": run_id})
     if result.status == "failed" and failure is not None and ERROR_FILE not in docs:
         result.reason = f"{type(failure).__name__}: {failure}"  # the stage could not stage its error.json
     if metrics_error:

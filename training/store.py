@@ -235,21 +235,25 @@ class GCSStore:
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
+        """Translate client errors into ours; `key` "" names the store itself (listing its root)."""
         from google.api_core import exceptions as gexc
 
         try:
             yield
         except gexc.NotFound as exc:
-            raise ObjectNotFound(self.uri_for(key)) from exc
+            raise ObjectNotFound(self._where(key)) from exc
         except gexc.PreconditionFailed as exc:
-            raise PreconditionFailed(self.uri_for(key), None) from exc
+            raise PreconditionFailed(self._where(key), None) from exc
         except (gexc.ServiceUnavailable, gexc.RetryError, gexc.DeadlineExceeded) as exc:
-            raise StorageUnavailable(f"{self.uri_for(key)}: {exc}") from exc
+            raise StorageUnavailable(f"{self._where(key)}: {exc}") from exc
         except gexc.GoogleAPICallError as exc:
-            raise StorageError(f"{self.uri_for(key)}: {exc}") from exc
+            raise StorageError(f"{self._where(key)}: {exc}") from exc
         except (ConnectionError, OSError) as exc:
             # requests' ConnectionError is an OSError; the emulator or the network is down.
-            raise StorageUnavailable(f"{self.uri_for(key)}: {exc}") from exc
+            raise StorageUnavailable(f"{self._where(key)}: {exc}") from exc
+
+    def _where(self, key: str) -> str:
+        return self.uri_for(key) if key.strip("/") else self.uri
 
     def read(self, key: str) -> bytes:
         """Return the whole object."""
@@ -320,7 +324,7 @@ class GCSStore:
     def list(self, prefix: str = "") -> list[str]:
         """Return the keys under `prefix`, sorted by name."""
         full = _join(self.prefix, prefix.strip("/"))
-        with self._errors(prefix or "."):
+        with self._errors(prefix):
             names = [b.name for b in self._client.list_blobs(self._bucket, prefix=full + "/" if full else None,
                                                              timeout=self.timeout, retry=self._retry)]
         strip = len(self.prefix) + 1 if self.prefix else 0

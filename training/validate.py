@@ -91,7 +91,7 @@ class ValidationReport:
 
     def summary(self) -> dict[str, Any]:
         """Return a small summary: passed, failed and warned rule names, spend rows."""
-        return {"passed": self.passed, "failed": [r.rule for r in self.results if r.status == "fail"],
+        return {"passed": self.passed, "failed": [r.rule for r in self.failed()],
                 "warned": [r.rule for r in self.results if r.status == "warn"], "rows": self.rows}
 
 

@@ -63,14 +63,17 @@ def test_hot_swap_under_load_drops_no_request(tmp_path, publish_model, run_gunic
     base = run_gunicorn([GUNICORN, "-c", str(CONF), "app:create_app()"], REPO_ROOT,
                         {"MODEL_STORE": store, "MODEL_POLL_SECONDS": str(poll_seconds), "WEB_CONCURRENCY": "2"})
     results: list[tuple[float, int, str | None]] = []
-    stop = threading.Event()
+    stop, first_served = threading.Event(), threading.Event()
 
     def client() -> None:
         with requests.Session() as session:
             while not stop.is_set():
                 try:
                     response = session.post(f"{base}/predict", json=SPEND, timeout=5)
-                    results.append((time.monotonic(), response.status_code, response.json().get("model_version")))
+                    version = response.json().get("model_version")
+                    results.append((time.monotonic(), response.status_code, version))
+                    if version == first.version:
+                        first_served.set()
                 except requests.RequestException as exc:
                     results.append((time.monotonic(), 0, repr(exc)))
 
@@ -78,8 +81,7 @@ def test_hot_swap_under_load_drops_no_request(tmp_path, publish_model, run_gunic
     for thread in clients:
         thread.start()
     try:
-        while not any(version == first.version for _, _, version in results):
-            time.sleep(0.01)
+        assert first_served.wait(timeout=30), f"no 200 from {first.version} within 30 s: {results[-3:]}"
         promoted_at = time.monotonic()
         second = publish_model(store, OTHER_COEFFICIENTS)
         deadline = promoted_at + 5

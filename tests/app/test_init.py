@@ -7,21 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app import create_app
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_factory_reads_overrides_and_exposes_the_follower(tmp_path, publish_model):
+def test_factory_reads_overrides_and_exposes_the_follower(tmp_path, publish_model, make_app):
     published = publish_model(str(tmp_path / "store"))
 
-    app = create_app({"MODEL_STORE": published.store_uri, "MAX_BODY_BYTES": 2048, "MODEL_POLL_SECONDS": 60})
+    app = make_app({"MODEL_STORE": published.store_uri, "MAX_BODY_BYTES": 2048, "MODEL_POLL_SECONDS": 60})
 
     follower = app.extensions["adroi_follower"]
     assert app.config["MAX_CONTENT_LENGTH"] == 2048
     assert follower.poll_seconds == 60
     assert follower.current.version == published.version  # loaded at start-up, before any request
-    follower.stop()
 
 
 def test_serving_imports_no_pandas_matplotlib_or_scikit_learn(tmp_path, publish_model):

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import create_app
 from app.schemas import ModelInfo, PredictResponse
 
 OLD_CLIENT_BODY = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742, "index": 0}
@@ -28,6 +27,14 @@ def test_old_client_body_gets_predictions_from_each_backend(client, published_st
     assert body.predictions == [pytest.approx(expected[0], rel=1e-9)]
     assert body.model_version == published_store.version
     assert body.roi[0] == pytest.approx(expected[0] / (522807 + 518987 + 519625 + 520742))
+
+
+@pytest.mark.parametrize("index", [0, "row-7", None, 3.5, [1, 2]])
+def test_old_clients_index_is_ignored_whatever_its_value(local_client, index):
+    response = local_client.post("/predict", json={**SPEND, "index": index})
+
+    assert response.status_code == 200
+    assert response.json["predictions"] == local_client.post("/predict", json=SPEND).json["predictions"]
 
 
 def test_batch_answers_in_input_order(local_client):
@@ -82,6 +89,17 @@ def test_bad_input_gets_a_named_4xx(local_client, kwargs, status, code, field):
     assert response.json["error"]["message"]
 
 
+@pytest.mark.parametrize(("body", "json_type"), [
+    (b"null", "null"), (b"[1]", "array"), (b'"x"', "string"), (b"3.5", "number"), (b"true", "boolean"),
+])
+def test_a_body_that_is_not_an_object_is_named_by_its_json_type(local_client, body, json_type):
+    response = local_client.post("/predict", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_body"
+    assert response.json["error"]["message"].startswith(f"body is a JSON {json_type}: expected an object")
+
+
 @pytest.mark.parametrize(("body", "status"), [
     (json.dumps({"spend": SPEND}).encode(), 200),
     (b'{"instances": [' + b"1," * 3000 + b"1]}", 413),
@@ -99,9 +117,9 @@ def test_unknown_path_and_wrong_method_use_the_error_format(local_client):
     assert local_client.get("/predict").json["error"]["code"] == "method_not_allowed"
 
 
-def test_no_model_answers_503_until_one_is_promoted(tmp_path, publish_model):
+def test_no_model_answers_503_until_one_is_promoted(tmp_path, publish_model, make_app):
     store = str(tmp_path / "empty")
-    app = create_app({"MODEL_STORE": store, "MODEL_POLL_SECONDS": 3600})
+    app = make_app({"MODEL_STORE": store, "MODEL_POLL_SECONDS": 3600})
     client = app.test_client()
 
     assert client.get("/healthz").status_code == 200

@@ -34,6 +34,9 @@ def test_environment_strings_are_converted_and_overrides_win():
 @pytest.mark.parametrize(("name", "value", "expected"), [
     ("MODEL_POLL_SECONDS", "soon", "a number"),
     ("MODEL_POLL_SECONDS", "0", "seconds > 0"),
+    ("MODEL_POLL_SECONDS", "nan", "finite number of seconds"),
+    ("MODEL_POLL_SECONDS", "inf", "finite number of seconds"),
+    ("STORE_TIMEOUT_SECONDS", "nan", "finite number of seconds"),
     ("MAX_INSTANCES", "1.5", "an integer"),
     ("MAX_BODY_BYTES", "0", "bytes >= 1"),
     ("LOG_REQUESTS", "maybe", "true or false"),

@@ -155,7 +155,8 @@ def test_deploy_is_private_probed_and_configured_like_the_contract_says():
     assert flag(deploy, "region") == "${_REGION}"
     assert flag(deploy, "service-account") == "${_API_SERVICE_ACCOUNT}"
     env = dict(item.split("=", 1) for item in flag(deploy, "set-env-vars").split(","))
-    assert env == {"MODEL_STORE": "${_MODEL_STORE}", "MODEL_POLL_SECONDS": "${_MODEL_POLL_SECONDS}"}
+    assert env == {"MODEL_STORE": "${_MODEL_STORE}", "MODEL_POLL_SECONDS": "${_MODEL_POLL_SECONDS}",
+                   "GOOGLE_CLOUD_PROJECT": "$PROJECT_ID"}
     probe = dict(item.split("=", 1) for item in flag(deploy, "startup-probe").split(","))
     assert probe["httpGet.path"] == "/readyz"
     assert int(probe["periodSeconds"]) * int(probe["failureThreshold"]) <= 240  # Cloud Run's startup limit

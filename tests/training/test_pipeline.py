@@ -12,7 +12,7 @@ import pytest
 
 from training import pipeline
 from training.config import load_settings
-from training.errors import DataInvalidError, StorageError
+from training.errors import DataInvalidError, StorageError, StorageUnavailable
 from training.metrics import open_metrics
 from training.registry import LATEST_KEY, ModelRegistry
 from training.sample import TRUE_ROI, write_sample
@@ -145,6 +145,30 @@ def test_failure_mid_publish_leaves_no_version_and_latest_untouched(good_data, s
     assert latest_version(store_uri) == first.version
     row = open_metrics(settings.metrics).get("broken")
     assert row["status"] == "failed" and "injected failure" in row["error"]
+
+
+class ReadsFail:
+    """A store that is unreachable for reads."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def read(self, key: str) -> bytes:
+        raise StorageUnavailable(f"injected outage reading {key}")
+
+
+def test_record_metrics_on_an_unreadable_store_raises_and_keeps_the_recorded_row(good_data, tmp_path, monkeypatch):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path)
+    assert pipeline.run(settings, "done").status == "promoted"
+    monkeypatch.setattr(pipeline, "open_store", lambda uri: ReadsFail(open_store(uri)))
+
+    with pytest.raises(StorageUnavailable, match="injected outage"):
+        pipeline.record_metrics(settings, "done")  # a retry of the task records it once the store answers
+
+    assert open_metrics(settings.metrics).get("done")["status"] == "promoted"
 
 
 def test_invalid_data_is_reported_recorded_and_promotes_nothing(tmp_path):

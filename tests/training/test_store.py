@@ -133,7 +133,9 @@ def test_open_store_rejects_unknown_scheme():
         open_store("s3://bucket/x")
 
 
-def test_unreachable_gcs_raises_storage_unavailable(fake_gcs, monkeypatch):
+@pytest.fixture
+def unreachable_gcs(fake_gcs, monkeypatch) -> GCSStore:
+    """A GCSStore whose endpoint has nothing listening."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -141,7 +143,14 @@ def test_unreachable_gcs_raises_storage_unavailable(fake_gcs, monkeypatch):
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
     client = storage.Client(project="p", credentials=AnonymousCredentials())
-    store = GCSStore("gs://bucket/x", client=client, timeout=1, retry_deadline=1)
+    return GCSStore("gs://bucket/x", client=client, timeout=1, retry_deadline=1)
 
+
+def test_unreachable_gcs_raises_storage_unavailable(unreachable_gcs):
     with pytest.raises(StorageUnavailable):
-        store.generation("models/LATEST")
+        unreachable_gcs.generation("models/LATEST")
+
+
+def test_unreachable_gcs_listing_the_root_names_the_store(unreachable_gcs):
+    with pytest.raises(StorageUnavailable, match="gs://bucket/x"):
+        unreachable_gcs.list()
