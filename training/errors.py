@@ -36,6 +36,15 @@ class ObjectNotFound(StorageError, KeyError):
         return f"no object at {self.uri}"
 
 
+class ObjectChanged(StorageError):
+    """An object was rewritten after the run listed it, so the data read would not match its fingerprint."""
+
+    def __init__(self, uri: str, listed: int, current: int | None):
+        self.uri, self.listed, self.current = uri, listed, current
+        now = "is gone" if current is None else f"is now at generation {current}"
+        super().__init__(f"{uri} changed while the run read it: listed at generation {listed}, {now}; run again")
+
+
 class PreconditionFailed(StorageError):
     """A conditional write lost the race: the object's generation was not the expected one."""
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from training.store import Store
+from training.store import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class _SpendScan:
             part.sums[(low + month, channel)] = part.sums.get((low + month, channel), 0.0) + float(sums[c])
         part.rows += batch.num_rows
 
-    def _read_file(self, store: Store, key: str, number: int, as_text: bool) -> _FilePart:
+    def _read_file(self, store: InputSnapshot, key: str, number: int, as_text: bool) -> _FilePart:
         part = _FilePart(key, number)
         with store.open_read(key) as fh:
             header = _read_header(fh)
@@ -354,7 +354,7 @@ class _SpendScan:
                 part.findings[UNPARSEABLE_VALUES].add(_example(key, None, {"error": str(exc)}))
         return part
 
-    def _read(self, store: Store, key: str, number: int) -> _FilePart:
+    def _read(self, store: InputSnapshot, key: str, number: int) -> _FilePart:
         """Read one spend file: fast path with typed DATE and TOTAL_COST, again as text if a value is bad."""
         try:
             return self._read_file(store, key, number, as_text=False)
@@ -362,7 +362,7 @@ class _SpendScan:
             log.info("reading %s again with DATE and TOTAL_COST as text to locate bad values: %s", key, exc)
             return self._read_file(store, key, number, as_text=True)
 
-    def scan_file(self, store: Store, key: str, number: int) -> _FilePart:
+    def scan_file(self, store: InputSnapshot, key: str, number: int) -> _FilePart:
         """Read one spend file and sort its row keys (in the reading thread, so files sort in parallel)."""
         part = self._read(store, key, number)
         if part.row_keys:
@@ -371,7 +371,7 @@ class _SpendScan:
             part.row_keys = []
         return part
 
-    def duplicates(self, store: Store, parts: list[_FilePart]) -> Finding:
+    def duplicates(self, store: InputSnapshot, parts: list[_FilePart]) -> Finding:
         """Count rows repeating an earlier (campaign, channel, date) over all files and locate a few.
 
         Only the sorted keys are kept while reading; in the rare case of duplicates, the files holding
@@ -429,7 +429,7 @@ def _revenue_frame(months: list[str], revenue: Any, key: str, lines: Any) -> pd.
                          "file": key, "line": np.asarray(lines, dtype=np.int64)})
 
 
-def _read_revenue(store: Store, key: str, findings: dict[str, Finding]) -> pd.DataFrame:
+def _read_revenue(store: InputSnapshot, key: str, findings: dict[str, Finding]) -> pd.DataFrame:
     """Read one (small) revenue file whole; return its parseable rows with file and line."""
     empty = _revenue_frame([], [], key, [])
     with store.open_read(key) as fh:
@@ -467,6 +467,19 @@ def _read_revenue(store: Store, key: str, findings: dict[str, Finding]) -> pd.Da
                           good["revenue"], key, good.index.to_numpy() + 2)
 
 
+class InputSnapshot:
+    """The input objects as listed when ingest started: each is read at the generation the fingerprint names,
+    so a file rewritten mid-run fails the run (`ObjectChanged`) instead of mixing old and new data."""
+
+    def __init__(self, store: Store, infos: list[ObjectInfo]):
+        self.store = store
+        self.generations = {info.key: info.generation for info in infos}
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open `key` at its listed generation."""
+        return self.store.open_read(key, generation=self.generations[key])
+
+
 def _csv_keys(store: Store, prefix: str) -> list[str]:
     return [k for k in store.list(prefix) if k.lower().endswith(".csv")]
 
@@ -478,15 +491,17 @@ def ingest(store: Store, channels: list[str] | None = None) -> RawData:
     infos = [store.info(k) for k in spend_keys + revenue_keys]
     objects = [{"key": i.key, "generation": i.generation, "checksum": i.checksum, "size": i.size} for i in infos]
 
+    snapshot = InputSnapshot(store, infos)
+
     scan = _SpendScan([c.lower() for c in channels] if channels else None)
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        parts = list(pool.map(scan.scan_file, [store] * len(spend_keys), spend_keys, range(len(spend_keys))))
+        parts = list(pool.map(scan.scan_file, [snapshot] * len(spend_keys), spend_keys, range(len(spend_keys))))
     for part in parts:
         for name, finding in part.findings.items():
             findings[name].merge(finding)
-    findings[DUPLICATE_ROWS] = scan.duplicates(store, parts)
+    findings[DUPLICATE_ROWS] = scan.duplicates(snapshot, parts)
 
-    revenue_parts = [_read_revenue(store, k, findings) for k in revenue_keys]
+    revenue_parts = [_read_revenue(snapshot, k, findings) for k in revenue_keys]
     revenue = pd.concat([p for p in revenue_parts if len(p)] or [_revenue_frame([], [], "", [])],
                         ignore_index=True)
     for month, rows in revenue[revenue["month"].duplicated(keep=False)].groupby("month", sort=True):

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from training.errors import ObjectNotFound, PreconditionFailed, StorageError, StorageUnavailable
+from training.errors import (
+    ObjectChanged,
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageError,
+    StorageUnavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Store(Protocol):
 
     def read(self, key: str) -> bytes: ...
     def read_with_generation(self, key: str) -> tuple[bytes, int]: ...
-    def open_read(self, key: str) -> IO[bytes]: ...
+    def open_read(self, key: str, generation: int | None = None) -> IO[bytes]: ...
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int: ...
     def write_if_generation(
         self, key: str, data: bytes, expected: int | None, content_type: str = "application/json"
@@ -143,12 +149,20 @@ class LocalStore:
             data = self.read(key)
             return data, self._current_generation(key) or 1
 
-    def open_read(self, key: str) -> IO[bytes]:
-        """Open the object for streaming reads."""
+    def open_read(self, key: str, generation: int | None = None) -> IO[bytes]:
+        """Open the object for streaming reads; with `generation`, only if it is still at that generation."""
+        # No lock: reading must not write a lock file into a data folder that may be read-only.
         try:
-            return open(self._path(key), "rb")
+            fh = open(self._path(key), "rb")
         except (FileNotFoundError, IsADirectoryError) as exc:
+            if generation is not None:
+                raise ObjectChanged(self.uri_for(key), generation, None) from exc
             raise ObjectNotFound(self.uri_for(key)) from exc
+        current = self._current_generation(key)
+        if generation is not None and current != generation:
+            fh.close()
+            raise ObjectChanged(self.uri_for(key), generation, current)
+        return fh
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
         """Write the whole object atomically and return its new generation."""
@@ -267,12 +281,16 @@ class GCSStore:
             data = blob.download_as_bytes(timeout=self.timeout, retry=self._retry)
             return data, int(blob.generation)
 
-    def open_read(self, key: str) -> IO[bytes]:
-        """Open the object for streaming reads (8 MiB chunks)."""
+    def open_read(self, key: str, generation: int | None = None) -> IO[bytes]:
+        """Open the object for streaming reads (8 MiB chunks); with `generation`, that generation only."""
         with self._errors(key):
-            blob = self._bucket.get_blob(self._name(key), timeout=self.timeout, retry=self._retry)
-            if blob is None:
-                raise ObjectNotFound(self.uri_for(key))
+            blob = self._bucket.get_blob(self._name(key), generation=generation, timeout=self.timeout,
+                                         retry=self._retry)
+        if blob is None and generation is not None:
+            raise ObjectChanged(self.uri_for(key), generation, self.generation(key))
+        if blob is None:
+            raise ObjectNotFound(self.uri_for(key))
+        with self._errors(key):
             return blob.open("rb", chunk_size=8 * 1024 * 1024)
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from training import ingest as ing
+from training.errors import ObjectChanged
 from training.sample import CHANNELS
 from training.store import open_store
 
@@ -42,6 +43,21 @@ def test_ingest_sums_each_month_and_channel_on_each_backend(sample_dir, store_ur
     assert [o["key"] for o in raw.objects] == raw.spend_files + raw.revenue_files
     assert all(o["generation"] and o["checksum"] and o["size"] for o in raw.objects)
     assert raw.bytes_read == sum(p.stat().st_size for p in sample_dir.rglob("*.csv"))
+
+
+@pytest.mark.parametrize("rewritten", ["spend/2025.csv", "revenue/2024.csv"])
+def test_a_file_rewritten_after_listing_fails_ingest_naming_it(sample_dir, store_uri, monkeypatch, rewritten):
+    store = upload(sample_dir, store_uri)
+    listed = ing.InputSnapshot.__init__
+
+    def listed_then_rewritten(self, store, infos):
+        listed(self, store, infos)
+        store.write(rewritten, store.read(rewritten))  # same bytes, new generation: another writer's upload
+
+    monkeypatch.setattr(ing.InputSnapshot, "__init__", listed_then_rewritten)
+
+    with pytest.raises(ObjectChanged, match=f"{rewritten} changed while the run read it"):
+        ing.ingest(store)
 
 
 def test_fingerprint_is_stable_and_follows_content(sample_dir, store_uri):

@@ -6,7 +6,13 @@ import threading
 
 import pytest
 
-from training.errors import ObjectNotFound, PreconditionFailed, StorageError, StorageUnavailable
+from training.errors import (
+    ObjectChanged,
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageError,
+    StorageUnavailable,
+)
 from training.store import GCSStore, LocalStore, open_store
 
 
@@ -95,6 +101,20 @@ def test_open_read_streams_the_object(store_uri):
 
     with store.open_read("big.bin") as fh:
         assert fh.read() == b"a" * 100_000
+
+
+def test_open_read_at_a_generation_refuses_a_rewritten_object(store_uri):
+    store = open_store(store_uri)
+    old = store.write("spend/a.csv", b"old")
+    new = store.write("spend/a.csv", b"new")
+
+    with pytest.raises(ObjectChanged) as exc:
+        store.open_read("spend/a.csv", generation=old)
+    with store.open_read("spend/a.csv", generation=new) as fh:
+        assert fh.read() == b"new"
+
+    assert (exc.value.listed, exc.value.current) == (old, new)
+    assert "spend/a.csv" in str(exc.value)
 
 
 def test_delete_is_idempotent(store_uri):
