@@ -201,6 +201,7 @@ def libraries() -> dict[str, str]:
 @_stage
 def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
     """Ingest and validate the input; stage the report and the monthly table. Raises DataInvalidError."""
+    validate.check_actions(settings.validation)  # a typo in a rule name fails before a long ingest
     run_date = settings.effective_run_date()
     log.info("training run %s started: data %s, run date %s", run_id, settings.data, run_date,
              extra={"event": events.TRAINING_STARTED, "run_id": run_id})
@@ -504,6 +505,7 @@ def _result(settings: Settings, store: Store, run_id: str, docs: dict[str, dict[
 def run(settings: Settings, run_id: str | None = None) -> RunResult:
     """Run every stage in order, record the run in the metrics table, and return what happened."""
     run_id = check_run_id(run_id or new_run_id())
+    validate.check_actions(settings.validation)  # a usage error (exit 2), before any run starts
     failure: Exception | None = None
     try:
         validate_data(settings, run_id)

@@ -108,17 +108,22 @@ def _month_examples(months: list[str], limit: int) -> list[dict[str, Any]]:
     return [{"file": None, "line": None, "values": {"month": m}} for m in months[:limit]]
 
 
+def check_actions(config: ValidationConfig) -> None:
+    """Raise ConfigError if `validation.actions` names an unknown rule or an unknown action."""
+    unknown = sorted(set(config.actions) - set(RULES))
+    if unknown:
+        raise ConfigError(f"validation.actions.{unknown[0]}", config.actions[unknown[0]],
+                          "a rule name: " + ", ".join(RULES))
+    for rule, action in config.actions.items():
+        if action not in ACTIONS:
+            raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")
+
+
 class _Rules:
     """Builds results with the configured actions and example limit."""
 
     def __init__(self, config: ValidationConfig):
-        unknown = sorted(set(config.actions) - set(RULES))
-        if unknown:
-            raise ConfigError(f"validation.actions.{unknown[0]}", config.actions[unknown[0]],
-                              "a rule name: " + ", ".join(RULES))
-        for rule, action in config.actions.items():
-            if action not in ACTIONS:
-                raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")
+        check_actions(config)
         self.config = config
         self.results: list[RuleResult] = []
 

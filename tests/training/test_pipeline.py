@@ -12,7 +12,7 @@ import pytest
 
 from training import pipeline
 from training.config import load_settings
-from training.errors import DataInvalidError, StorageError, StorageUnavailable
+from training.errors import ConfigError, DataInvalidError, StorageError, StorageUnavailable
 from training.metrics import open_metrics
 from training.registry import LATEST_KEY, ModelRegistry
 from training.sample import TRUE_ROI, write_sample
@@ -320,3 +320,16 @@ def test_each_failing_rule_stops_the_run_names_the_rule_and_moves_nothing(rule, 
     assert registry.versions() == versions
     assert registry.latest() == pointer
     assert open_metrics(f"sqlite:///{tmp_path / 'metrics.db'}").get("bad")["status"] == "data_invalid"
+
+
+def test_unknown_rule_in_actions_fails_before_reading_any_data(tmp_path, monkeypatch):
+    settings = make_settings(str(tmp_path / "no-data-needed"), str(tmp_path / "store"), tmp_path,
+                             **{"validation.actions": {"extreme_value": "fail"}})
+    monkeypatch.setattr(pipeline.ingest, "ingest", lambda *a, **k: pytest.fail("ingest ran"))
+
+    with pytest.raises(ConfigError, match="validation.actions.extreme_value") as run_error:
+        pipeline.run(settings, "typo")
+    with pytest.raises(ConfigError, match="validation.actions.extreme_value"):
+        pipeline.validate_data(settings, "typo")  # the DAG's first task refuses it too
+
+    assert "extreme_values" in run_error.value.expected
