@@ -46,7 +46,7 @@ from training.errors import (
     StorageError,
 )
 from training.metrics import RunRecord, open_metrics
-from training.registry import LATEST_KEY, MANIFEST_FILE, MODELS_PREFIX, ModelRegistry, Pointer, version_name
+from training.registry import LATEST_KEY, MODELS_PREFIX, ModelRegistry, Pointer, version_name
 from training.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -317,17 +317,9 @@ class _Challenger:
 
 def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict[str, Any],
                      extra_files: dict[str, bytes], created_at: datetime) -> str:
-    """Publish a complete version; if that fails, remove what was written so no half version is left."""
+    """Publish a complete version named after `created_at` and the model's hash; return its name."""
     version = version_name(created_at, model_bytes)
-    try:
-        registry.publish(version, model_bytes, manifest, extra_files)
-    except Exception:
-        store = registry.store
-        with contextlib.suppress(Exception):
-            if not store.exists(f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}"):
-                for key in store.list(f"{MODELS_PREFIX}/{version}"):
-                    store.delete(key)
-        raise
+    registry.publish(version, model_bytes, manifest, extra_files)
     return version
 
 
@@ -355,7 +347,7 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
     """Refit on all months, publish the version, and compare-and-swap LATEST (re-gating if it moved)."""
     registry = ModelRegistry(store)
     done = _read_json(store, run_id, PUBLISH_FILE)
-    if done and done.get("promoted") and done["version"] in registry.versions():
+    if done and done.get("promoted") and registry.has_version(done["version"]):
         return {"run_id": run_id, "version": done["version"], "promoted": True}  # a retry after success
     gate_doc = _require_json(store, run_id, GATE_FILE, "quality_gate")
     if gate_doc["decision"] != "promoted":

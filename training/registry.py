@@ -17,6 +17,7 @@ This module is the contract between training and serving: it must stay importabl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -87,6 +88,7 @@ class ModelRegistry:
     ) -> dict[str, Any]:
         """Write a complete version (extra files, model, then manifest) and return the final manifest.
 
+        If a write fails, the files already written are removed, so no half version is left behind.
         Re-publishing the same model bytes under the same version is a no-op (a retried task); a
         different model under an existing version raises `VersionExists`.
         """
@@ -105,11 +107,26 @@ class ModelRegistry:
             "size": len(model_bytes),
             "files": sorted([MODEL_FILE, MANIFEST_FILE, *(extra_files or {})]),
         }
-        for name, data in (extra_files or {}).items():
-            self.store.write(_key(version, name), data, content_type=_content_type(name))
-        self.store.write(_key(version, MODEL_FILE), model_bytes)
-        self.store.write(_key(version, MANIFEST_FILE), _dumps(final), content_type="application/json")
+        try:
+            for name, data in (extra_files or {}).items():
+                self.store.write(_key(version, name), data, content_type=_content_type(name))
+            self.store.write(_key(version, MODEL_FILE), model_bytes)
+            self.store.write(_key(version, MANIFEST_FILE), _dumps(final), content_type="application/json")
+        except Exception:
+            self._remove_incomplete(version)
+            raise
         return final
+
+    def _remove_incomplete(self, version: str) -> None:
+        """Delete what a failed publish wrote, unless its manifest made it (then the version is complete)."""
+        with contextlib.suppress(Exception):  # the store may be what failed; an incomplete version is ignored
+            if not self.store.exists(_key(version, MANIFEST_FILE)):
+                for key in self.store.list(f"{MODELS_PREFIX}/{version}"):
+                    self.store.delete(key)
+
+    def has_version(self, version: str) -> bool:
+        """Say whether `version` is complete (its manifest exists)."""
+        return self.store.exists(_key(version, MANIFEST_FILE))
 
     def promote(
         self, version: str, expected_generation: Any = _READ_CURRENT, reason: str = "", run_id: str | None = None

@@ -170,3 +170,20 @@ def test_unreadable_pointer_is_an_integrity_error(registry):
 
     with pytest.raises(ModelIntegrityError, match="unreadable pointer"):
         registry.latest()
+
+
+def test_failed_publish_removes_what_it_wrote(registry, monkeypatch):
+    write = registry.store.write
+
+    def manifest_write_fails(key, data, content_type="application/octet-stream"):
+        if key.endswith("/manifest.json"):
+            raise OSError("injected failure")
+        return write(key, data, content_type)
+
+    monkeypatch.setattr(registry.store, "write", manifest_write_fails)
+
+    with pytest.raises(OSError, match="injected"):
+        registry.publish("v1", _model_bytes(0), {"status": "promoted"}, {"validation.json": b"{}"})
+
+    assert registry.store.list("models") == []
+    assert not registry.has_version("v1")
