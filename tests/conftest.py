@@ -242,11 +242,7 @@ def published_store(store_uri, publish_model) -> PublishedModel:
 @pytest.fixture(scope="session")
 def sample_template(tmp_path_factory) -> Path:
     """A small generated data set (24 months ending 2026-10, 2 campaigns), written once per session."""
-    from training.sample import write_sample
-
-    path = tmp_path_factory.mktemp("sample-template")
-    write_sample(path, months=24, campaigns=2, seed=3)
-    return path
+    return generated_data(tmp_path_factory, "sample-template", months=24, campaigns=2, seed=3)
 
 
 @pytest.fixture
@@ -379,34 +375,25 @@ def no_adroi_env(monkeypatch):
         monkeypatch.delenv(key)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    """36 months of generated data (2 campaigns) for the CLI tests."""
+def generated_data(tmp_path_factory, name: str, **sample: Any) -> Path:
+    """Write a generated data set (`training.sample.write_sample` arguments) into a new folder."""
     from training.sample import write_sample
 
-    root = tmp_path_factory.mktemp("cli-data")
-    write_sample(root, months=36, campaigns=2, seed=21)
-    return str(root)
+    root = tmp_path_factory.mktemp(name)
+    write_sample(root, **sample)
+    return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def good_data(tmp_path_factory) -> str:
-    """36 months ending 2026-10: a model fitted on it clears the default gate."""
-    from training.sample import write_sample
-
-    root = tmp_path_factory.mktemp("good")
-    write_sample(root, months=36, campaigns=2, seed=11)
-    return str(root)
+    """36 months ending 2026-10 (read only): a model fitted on it clears the default gate."""
+    return str(generated_data(tmp_path_factory, "good", months=36, campaigns=2, seed=11))
 
 
 @pytest.fixture(scope="module")
 def older_data(tmp_path_factory) -> str:
     """30 months ending 2026-04: the champion of the champion/challenger test is fitted on this."""
-    from training.sample import write_sample
-
-    root = tmp_path_factory.mktemp("older")
-    write_sample(root, months=30, campaigns=2, seed=12, end_month="2026-04")
-    return str(root)
+    return str(generated_data(tmp_path_factory, "older", months=30, campaigns=2, seed=12, end_month="2026-04"))
 
 
 @pytest.fixture(scope="module")
@@ -415,10 +402,7 @@ def noisy_data(tmp_path_factory) -> str:
     import numpy as np
     import pandas as pd
 
-    from training.sample import write_sample
-
-    root = tmp_path_factory.mktemp("noisy")
-    write_sample(root, months=36, campaigns=2, seed=13)
+    root = generated_data(tmp_path_factory, "noisy", months=36, campaigns=2, seed=13)
     rng = np.random.default_rng(5)
     for path in sorted((root / "revenue").glob("*.csv")):
         frame = pd.read_csv(path)

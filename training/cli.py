@@ -117,13 +117,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     settings = _settings(args, store=args.store)
     registry = ModelRegistry(open_store(settings.store))
-    previous = registry.latest()
     try:
         pointer = registry.promote(args.version, reason=args.reason)
     except ModelIntegrityError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    log.warning("LATEST moved from %s to %s by hand: %s", previous.version if previous else None, pointer.version,
+    log.warning("LATEST moved from %s to %s by hand: %s", pointer.previous, pointer.version,
                 args.reason, extra={"event": events.MODEL_ROLLED_BACK, "model_version": pointer.version})
     print(f"LATEST -> {pointer.version} (was {pointer.previous or 'nothing'})")
     return EXIT_OK

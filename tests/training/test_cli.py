@@ -51,15 +51,15 @@ def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
 
 
 @pytest.mark.slow
-def test_exit_codes_for_rejected_invalid_and_bad_usage(data_dir, tmp_path):
+def test_exit_codes_for_rejected_invalid_and_bad_usage(good_data, tmp_path):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
     short = tmp_path / "short"
     write_sample(short, months=5, campaigns=1, seed=2)
 
-    rejected = run_cli("run", "--data", data_dir, "--store", store, "--metrics", metrics,
+    rejected = run_cli("run", "--data", good_data, "--store", store, "--metrics", metrics,
                        "--run-date", "2026-11-01", "--evaluation-threshold", "1.0")
     invalid = run_cli("run", "--data", str(short), "--store", store, "--metrics", metrics, "--run-date", "2026-11-01")
-    bad_threshold = run_cli("run", "--data", data_dir, "--store", store, "--evaluation-threshold", "2")
+    bad_threshold = run_cli("run", "--data", good_data, "--store", store, "--evaluation-threshold", "2")
 
     assert rejected.returncode == 3 and "REJECTED (exit 3)" in rejected.stdout
     assert "< threshold 1" in rejected.stdout
@@ -68,23 +68,23 @@ def test_exit_codes_for_rejected_invalid_and_bad_usage(data_dir, tmp_path):
     assert ModelRegistry(open_store(store)).latest() is None
 
 
-def test_cli_overrides_environment_which_overrides_defaults(data_dir, tmp_path, monkeypatch, no_adroi_env, capsys):
+def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path, monkeypatch, no_adroi_env, capsys):
     monkeypatch.setenv("ADROI_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("ADROI_METRICS", f"sqlite:///{tmp_path / 'metrics.db'}")
     monkeypatch.setenv("ADROI_RUN_DATE", "2026-11-01")
     monkeypatch.setenv("ADROI_GATE__EVALUATION_THRESHOLD", "1.0")
 
-    from_env = cli.main(["run", "--data", data_dir, "--run-id", "env"])
-    from_cli = cli.main(["run", "--data", data_dir, "--run-id", "cli", "--evaluation-threshold", "0.5", "--json"])
+    from_env = cli.main(["run", "--data", good_data, "--run-id", "env"])
+    from_cli = cli.main(["run", "--data", good_data, "--run-id", "cli", "--evaluation-threshold", "0.5", "--json"])
 
     assert from_env == 3
     assert from_cli == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["run_id"] == "cli"
 
 
-def test_versions_promote_rollback_and_refusal(data_dir, tmp_path, no_adroi_env, capsys):
+def test_versions_promote_rollback_and_refusal(good_data, tmp_path, no_adroi_env, capsys):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
-    common = ["--data", data_dir, "--store", store, "--metrics", metrics, "--run-date", "2026-11-01"]
+    common = ["--data", good_data, "--store", store, "--metrics", metrics, "--run-date", "2026-11-01"]
     assert cli.main(["run", *common, "--run-id", "first"]) == 0
     assert cli.main(["run", *common, "--run-id", "second", "--algorithm", "ridge"]) == 0
     registry = ModelRegistry(open_store(store))
@@ -107,9 +107,9 @@ def test_versions_promote_rollback_and_refusal(data_dir, tmp_path, no_adroi_env,
     assert registry.latest().version == first
 
 
-def test_history_lists_recorded_runs(data_dir, tmp_path, no_adroi_env, capsys):
+def test_history_lists_recorded_runs(good_data, tmp_path, no_adroi_env, capsys):
     metrics = f"sqlite:///{tmp_path / 'metrics.db'}"
-    cli.main(["run", "--data", data_dir, "--store", str(tmp_path / "s"), "--metrics", metrics,
+    cli.main(["run", "--data", good_data, "--store", str(tmp_path / "s"), "--metrics", metrics,
               "--run-date", "2026-11-01", "--run-id", "h1"])
     capsys.readouterr()
     assert cli.main(["history", "--metrics", metrics, "--json"]) == 0
