@@ -17,8 +17,8 @@ RUN pip install --no-cache-dir -r requirements.txt \
 
 COPY gunicorn.conf.py .
 COPY app/ app/
-COPY training/__init__.py training/store.py training/registry.py training/errors.py training/events.py \
-     training/logs.py training/
+COPY training/__init__.py training/
+COPY training/core/ training/core/
 # Byte-compile now: the image's files are read-only to the runtime user, and cold start counts.
 RUN python -m compileall -q app training
 

@@ -23,8 +23,8 @@ from flask import Flask
 from app.follower import ModelFollower
 from app.routes import register
 from app.settings import load_settings
-from training.registry import ModelRegistry
-from training.store import open_store
+from training.core.registry import ModelRegistry
+from training.core.store import open_store
 
 
 def _registry(uri: str, timeout: float) -> ModelRegistry:

@@ -13,8 +13,8 @@ import threading
 import time
 
 from app.model import ServedModel, load_served_model
-from training import events
-from training.registry import ModelRegistry
+from training.core import events
+from training.core.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 
 from flask import g, has_request_context, request
 
-from training.logs import configure_logging
+from training.core.logs import configure_logging
 
 TRACE_KEY = "logging.googleapis.com/trace"
 SPAN_KEY = "logging.googleapis.com/spanId"

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
 
-from training.errors import ModelIntegrityError
-from training.registry import ModelRegistry, Pointer
+from training.core.errors import ModelIntegrityError
+from training.core.registry import ModelRegistry, Pointer
 
 SUPPORTED_ESTIMATORS = {
     ("sklearn.linear_model._base", "LinearRegression"),

@@ -34,8 +34,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from training.registry import ModelRegistry, version_name  # noqa: E402
-from training.store import open_store  # noqa: E402
+from training.core.registry import ModelRegistry, version_name  # noqa: E402
+from training.core.store import open_store  # noqa: E402
 
 CONNECTIONS = 32
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))  # per round and endpoint

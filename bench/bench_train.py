@@ -50,7 +50,7 @@ def run_pipeline(root: Path) -> dict:
 
     from training.config import SAMPLE_RUN_DATE, ValidationConfig
     from training.ingest import ingest, training_data
-    from training.store import open_store
+    from training.core.store import open_store
     from training.validate import validate
 
     start = time.perf_counter()
@@ -81,7 +81,7 @@ def run_baseline(root: Path) -> dict:
 
 def run_raw(root: Path) -> dict:
     """Read every input byte through the store and do nothing with it."""
-    from training.store import open_store
+    from training.core.store import open_store
 
     start = time.perf_counter()
     store = open_store(root)

@@ -55,7 +55,7 @@ RETRIES = int(os.environ.get("ADROI_DAG_RETRIES", "3"))
 _AIRFLOW_MAJOR_MINOR = tuple(int(part) for part in airflow.__version__.split(".")[:2])
 EXPONENTIAL_BACKOFF: float | bool = 2.0 if _AIRFLOW_MAJOR_MINOR >= (3, 1) else True
 
-# JSON-schema patterns of the URIs training.store.open_store and training.metrics.open_metrics accept.
+# JSON-schema patterns of the URIs training.core.store.open_store and training.metrics.open_metrics accept.
 STORE_URI_PATTERN = r"^(gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?|file://.+|(?![A-Za-z][A-Za-z0-9+.-]*://).+)$"
 METRICS_URI_PATTERN = r"^(sqlite:///.+|bq://([a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]\.\w+\.[\w-]+)$"
 
@@ -141,7 +141,7 @@ def _settings_overrides(params: dict[str, Any], run_date: str) -> dict[str, Any]
 def run_stage(stage: str, context: dict[str, Any]) -> dict[str, Any]:
     """Call `training.pipeline.<stage>(settings, run_id)` for this run; bad input fails it without retry."""
     from training import config, pipeline
-    from training.errors import ConfigError, DataInvalidError
+    from training.core.errors import ConfigError, DataInvalidError
 
     run_id = pipeline_run_id(context["dag_run"].run_id)
     try:

@@ -24,7 +24,7 @@ import pytest
 if TYPE_CHECKING:
     import pandas as pd
 
-    from training.registry import ModelRegistry
+    from training.core.registry import ModelRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GCS_PROJECT = "adroi-test"
@@ -198,8 +198,8 @@ def publish_model():
     import pandas as pd
     from sklearn.linear_model import LinearRegression
 
-    from training.registry import ModelRegistry, version_name
-    from training.store import open_store
+    from training.core.registry import ModelRegistry, version_name
+    from training.core.store import open_store
 
     def publish(store_uri: str, coefficients: dict[str, float] | None = None, intercept: float = 1000.0,
                 promote: bool = True, **manifest: object) -> PublishedModel:
@@ -348,8 +348,8 @@ def store(tmp_path, publish_model) -> str:
 
 def open_registry(store_uri: str) -> ModelRegistry:
     """The model registry over the store at `store_uri`."""
-    from training.registry import ModelRegistry
-    from training.store import open_store
+    from training.core.registry import ModelRegistry
+    from training.core.store import open_store
 
     return ModelRegistry(open_store(store_uri))
 
@@ -502,7 +502,7 @@ class Scenario:
 def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken: bool = False) -> Scenario:
     """A bucket with the sample data (optionally a broken file) and a store (optionally with a champion)."""
     from training import config, pipeline, sample
-    from training.store import open_store
+    from training.core.store import open_store
 
     bucket = f"adroi-dag-{name}-{uuid.uuid4().hex[:8]}"
     fake_gcs.client().create_bucket(bucket)

@@ -21,10 +21,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from training import events
+from training.core import events
 from training.config import Settings, load_settings
-from training.errors import ConfigError, ModelIntegrityError
-from training.logs import configure_logging
+from training.core.errors import ConfigError, ModelIntegrityError
+from training.core.logs import configure_logging
 
 if TYPE_CHECKING:
     from training.pipeline import RunResult
@@ -95,8 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     """List the versions of a store, newest first."""
-    from training.registry import ModelRegistry
-    from training.store import open_store
+    from training.core.registry import ModelRegistry
+    from training.core.store import open_store
 
     settings = _settings(args, store=args.store)
     rows = ModelRegistry(open_store(settings.store)).list_versions()
@@ -112,8 +112,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Point LATEST at VERSION (a rollback), refusing a version whose files do not check out."""
-    from training.registry import ModelRegistry
-    from training.store import open_store
+    from training.core.registry import ModelRegistry
+    from training.core.store import open_store
 
     settings = _settings(args, store=args.store)
     registry = ModelRegistry(open_store(settings.store))

@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from training.errors import ConfigError
+from training.core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO_ROOT / "data" / "sample"

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from training.store import ObjectInfo, Store
+from training.core.store import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from training.config import REPO_ROOT
-from training.errors import ConfigError, MetricsError
+from training.core.errors import ConfigError, MetricsError
 
 if TYPE_CHECKING:
     from google.cloud import bigquery

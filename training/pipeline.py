@@ -34,9 +34,10 @@ from typing import Any
 
 import pandas as pd
 
-from training import evaluate, events, gate, ingest, model, plots, validate
+from training import evaluate, gate, ingest, model, plots, validate
+from training.core import events
 from training.config import REPO_ROOT, GateConfig, Settings
-from training.errors import (
+from training.core.errors import (
     AdroiError,
     ConfigError,
     DataInvalidError,
@@ -46,8 +47,8 @@ from training.errors import (
     StorageError,
 )
 from training.metrics import RunRecord, open_metrics
-from training.registry import LATEST_KEY, MODELS_PREFIX, ModelRegistry, Pointer, version_name
-from training.store import Store, open_store
+from training.core.registry import LATEST_KEY, MODELS_PREFIX, ModelRegistry, Pointer, version_name
+from training.core.store import Store, open_store
 
 log = logging.getLogger(__name__)
 

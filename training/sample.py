@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from training.store import Store, open_store
+from training.core.store import Store, open_store
 
 log = logging.getLogger(__name__)
 

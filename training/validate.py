@@ -19,7 +19,7 @@ import pandas as pd
 
 from training import ingest
 from training.config import ValidationConfig
-from training.errors import ConfigError
+from training.core.errors import ConfigError
 from training.ingest import RawData
 
 log = logging.getLogger(__name__)

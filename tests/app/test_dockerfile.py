@@ -69,7 +69,9 @@ def test_image_holds_only_serving_files(tmp_path):
     _copy_image_files(tmp_path)
 
     training = sorted(p.name for p in (tmp_path / "training").iterdir())
-    assert training == ["__init__.py", "errors.py", "events.py", "logs.py", "registry.py", "store.py"]
+    assert training == ["__init__.py", "core"]
+    core = sorted(p.name for p in (tmp_path / "training" / "core").iterdir())
+    assert core == sorted(p.name for p in (REPO_ROOT / "training" / "core").glob("*.py"))
     lines = (REPO_ROOT / "requirements.txt").read_text().lower().splitlines()
     packages = {line.split("==")[0].strip() for line in lines if line.strip() and not line.startswith("#")}
     assert {"flask", "gunicorn", "pydantic", "numpy", "joblib", "google-cloud-storage"} <= packages

@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from app.follower import ModelFollower
-from training import events
-from training.registry import LATEST_KEY, ModelRegistry
-from training.store import LocalStore, open_store
+from training.core import events
+from training.core.registry import LATEST_KEY, ModelRegistry
+from training.core.store import LocalStore, open_store
 
 OTHER_COEFFICIENTS = {"email": 1.0, "search_engine": 1.0, "social_media": 1.0, "video": 1.0}
 

@@ -12,9 +12,9 @@ import pytest
 from sklearn.linear_model import Lasso, Ridge
 
 from app.model import PickledEstimator, build_served_model, load_served_model, read_estimator_state
-from training.errors import ModelIntegrityError
-from training.registry import ModelRegistry
-from training.store import open_store
+from training.core.errors import ModelIntegrityError
+from training.core.registry import ModelRegistry
+from training.core.store import open_store
 
 
 def test_loads_the_promoted_version_from_each_backend(published_store):

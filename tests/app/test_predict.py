@@ -8,8 +8,8 @@ import pytest
 
 from app.model import load_served_model
 from app.predict import VECTORISE_FROM, PredictionInputError, predict, spend_rows
-from training.registry import ModelRegistry
-from training.store import open_store
+from training.core.registry import ModelRegistry
+from training.core.store import open_store
 
 
 @pytest.mark.parametrize("instances", [1, VECTORISE_FROM - 1, VECTORISE_FROM, 500])  # plain floats and numpy

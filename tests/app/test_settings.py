@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.settings import ApiSettings, load_settings
-from training.errors import ConfigError
+from training.core.errors import ConfigError
 
 
 def test_defaults_without_environment():

@@ -1,5 +1,5 @@
 """monitoring/: alert policies and the channel load into the client library's own types, and every event
-they match is a constant of `training.events` that the code really emits."""
+they match is a constant of `training.core.events` that the code really emits."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from google.cloud import monitoring_v3
 from google.protobuf.json_format import ParseError
 
-from training import events
+from training.core import events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICY_FILES = sorted((REPO_ROOT / "monitoring" / "policies").glob("*.json"))

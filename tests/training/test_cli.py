@@ -13,9 +13,9 @@ import pytest
 from training import cli
 from training.config import REPO_ROOT, SAMPLE_DATA
 from training.metrics import open_metrics
-from training.registry import ModelRegistry
+from training.core.registry import ModelRegistry
 from training.sample import CHANNELS, write_sample
-from training.store import open_store
+from training.core.store import open_store
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from training.config import SAMPLE_DATA, SAMPLE_RUN_DATE, Settings, load_settings
-from training.errors import ConfigError
+from training.core.errors import ConfigError
 
 
 def test_defaults_run_on_the_bundled_sample_into_local_folder():

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from training import ingest as ing
-from training.errors import ObjectChanged
+from training.core.errors import ObjectChanged
 from training.sample import CHANNELS
-from training.store import open_store
+from training.core.store import open_store
 
 
 def upload(source: Path, store_uri: str):

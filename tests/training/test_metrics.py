@@ -11,7 +11,7 @@ from typing import Any, get_type_hints
 import numpy as np
 import pytest
 
-from training.errors import ConfigError, MetricsError
+from training.core.errors import ConfigError, MetricsError
 from training.metrics import (
     METRICS_SCHEMA,
     RUN_STATUSES,

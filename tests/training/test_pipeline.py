@@ -12,11 +12,11 @@ import pytest
 
 from training import pipeline
 from training.config import load_settings
-from training.errors import ConfigError, DataInvalidError, StorageError, StorageUnavailable
+from training.core.errors import ConfigError, DataInvalidError, StorageError, StorageUnavailable
 from training.metrics import open_metrics
-from training.registry import LATEST_KEY, ModelRegistry
+from training.core.registry import LATEST_KEY, ModelRegistry
 from training.sample import TRUE_ROI, write_sample
-from training.store import open_store
+from training.core.store import open_store
 
 
 def make_settings(data: str, store: str, tmp_path: Path, run_date: str = "2026-11-15", **more: Any):

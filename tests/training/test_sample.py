@@ -11,7 +11,7 @@ from sklearn.metrics import r2_score
 from training.config import SAMPLE_DATA, SAMPLE_RUN_DATE, ValidationConfig
 from training.ingest import ingest, training_data
 from training.sample import CHANNELS, write_sample
-from training.store import open_store
+from training.core.store import open_store
 from training.validate import validate
 
 

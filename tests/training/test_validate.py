@@ -12,10 +12,10 @@ import pytest
 
 from training import validate as v
 from training.config import SAMPLE_RUN_DATE, ValidationConfig
-from training.errors import ConfigError
+from training.core.errors import ConfigError
 from training.ingest import ingest
 from training.sample import CHANNELS
-from training.store import open_store
+from training.core.store import open_store
 
 SPEND = "spend/2025.csv"
 REVENUE = "revenue/2025.csv"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from training.errors import ModelIntegrityError, PreconditionFailed
-from training.registry import LATEST_KEY, VersionExists, version_name
+from training.core.errors import ModelIntegrityError, PreconditionFailed
+from training.core.registry import LATEST_KEY, VersionExists, version_name
 
 
 def _model_bytes(seed: int = 0) -> bytes:

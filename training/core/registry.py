@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from training import events
-from training.errors import ModelIntegrityError, ObjectNotFound, PreconditionFailed
-from training.store import Store, sha256_hex
+from training.core import events
+from training.core.errors import ModelIntegrityError, ObjectNotFound, PreconditionFailed
+from training.core.store import Store, sha256_hex
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import io
 import json
 import logging
 
-from training import events
-from training.logs import configure_logging, on_gcp
+from training.core import events
+from training.core.logs import configure_logging, on_gcp
 
 
 def test_json_lines_carry_severity_message_and_extra_fields():
@@ -68,7 +68,7 @@ def test_cloud_handler_puts_event_fields_into_json_payload():
     from google.cloud import logging as cloud_logging
     from google.cloud.logging_v2.handlers.transports.base import Transport
 
-    from training.logs import cloud_logging_handler
+    from training.core.logs import cloud_logging_handler
 
     sent = []
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from training.errors import (
+from training.core.errors import (
     ObjectChanged,
     ObjectNotFound,
     PreconditionFailed,

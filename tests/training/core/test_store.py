@@ -6,14 +6,14 @@ import threading
 
 import pytest
 
-from training.errors import (
+from training.core.errors import (
     ObjectChanged,
     ObjectNotFound,
     PreconditionFailed,
     StorageError,
     StorageUnavailable,
 )
-from training.store import GCSStore, LocalStore, open_store
+from training.core.store import GCSStore, LocalStore, open_store
 
 
 def test_write_read_roundtrip_and_generation_changes(store_uri):
