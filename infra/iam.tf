@@ -2,7 +2,8 @@
 #   adroi-api       Cloud Run service: read objects under adroi/models/ of the models bucket, nothing else.
 #   adroi-training  Composer workers: read data, write models, write the metrics table (and run its MERGE).
 #   adroi-cloudbuild the build: push images, deploy this one Cloud Run service as adroi-api, invoke it for
-#                   the smoke test, write its logs, copy the DAG into the Composer bucket.
+#                   the smoke test and the canary's synthetic requests, read its metrics for the canary,
+#                   write its logs, copy the DAG into the Composer bucket.
 
 resource "google_service_account" "api" {
   account_id   = "adroi-api"
@@ -97,6 +98,14 @@ resource "google_service_account_iam_member" "cloudbuild_acts_as_api" {
   service_account_id = google_service_account.api.name
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.cloudbuild.member
+}
+
+# The canary step reads the new revision's request count and latency (project-level: metrics have no
+# narrower resource).
+resource "google_project_iam_member" "cloudbuild_reads_metrics" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = google_service_account.cloudbuild.member
 }
 
 # A build running as a user-specified service account writes its own logs (options.logging: CLOUD_LOGGING_ONLY).

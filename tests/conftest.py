@@ -6,8 +6,10 @@ bucket or dataset so tests stay independent of their order.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -592,3 +594,288 @@ def revision() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+# ---- delivery: the canary rollout's stand-ins (Cloud Run revision, Admin API v2, Cloud Monitoring) -------
+
+@dataclass
+class ServedRequest:
+    """One request a canary revision answered, as Cloud Monitoring would count it."""
+
+    revision: str
+    at: Any  # datetime (UTC)
+    status: int
+    latency_ms: float
+
+
+class CanaryLedger:
+    """What Cloud Run's request metrics would hold: every request each revision answered."""
+
+    def __init__(self) -> None:
+        self.requests: list[ServedRequest] = []
+        self.lock = threading.Lock()
+
+    def add(self, entry: ServedRequest) -> None:
+        """Record one answered request."""
+        with self.lock:
+            self.requests.append(entry)
+
+
+class CanaryRevisionHandler(BaseHTTPRequestHandler):
+    """The new revision behind its tag URL: answers /model and /predict and records each in the ledger."""
+
+    revision = "adroi-api-00002-new"
+    ledger: CanaryLedger
+    predict_status = 200
+    latency_ms = 120.0
+    seen: list[tuple[str, str, str]]
+
+    def _reply(self, status: int, body: dict) -> None:
+        from datetime import UTC, datetime
+
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.ledger.add(ServedRequest(self.revision, datetime.now(UTC), status, self.latency_ms))
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.seen.append(("GET", self.path, self.headers.get("Authorization", "")))
+        self._reply(200, {"version": "v1", "channels": ["email", "video"]})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        self.seen.append(("POST", self.path, body))
+        if self.predict_status == 200:
+            self._reply(200, {"predictions": [1234.5], "model_version": "v1"})
+        else:
+            self._reply(self.predict_status, {"error": {"code": "internal"}})
+
+    def log_message(self, *args: object) -> None:
+        """Keep the test output quiet."""
+
+
+# Cloud Run's request_latencies buckets: exponential, 100 finite buckets, growth 1.4, scale 1 ms.
+LATENCY_BUCKETS = {"num_finite_buckets": 100, "growth_factor": 1.4, "scale": 1.0}
+
+
+class MonitoringStub:
+    """google.monitoring.v3.MetricService/ListTimeSeries on a local gRPC server, answered from a ledger.
+
+    Requests and responses are the real `monitoring_v3` message types; it accepts only the query shape the
+    canary is documented to send (Cloud Run revision metrics, ALIGN_DELTA + REDUCE_SUM) and rejects others
+    with INVALID_ARGUMENT, as Cloud Monitoring does for a malformed filter.
+    """
+
+    FILTER = re.compile(r'^metric\.type = "(?P<metric>[^"]+)" AND resource\.type = "cloud_run_revision" '
+                        r'AND resource\.labels\.service_name = "(?P<service>[^"]+)" '
+                        r'AND resource\.labels\.revision_name = "(?P<revision>[^"]+)"$')
+
+    def __init__(self, ledger: CanaryLedger) -> None:
+        self.ledger = ledger
+        self.queries: list[Any] = []
+        self.fail_with: Any = None  # a grpc.StatusCode to answer with
+
+    def list_time_series(self, request: Any, context: Any) -> Any:
+        """Answer one ListTimeSeries from the ledger (request_count by code class, or request_latencies)."""
+        import grpc
+        from google.cloud import monitoring_v3
+
+        self.queries.append(request)
+        if self.fail_with is not None:
+            context.abort(self.fail_with, "stub told to fail")
+        match = self.FILTER.match(request.filter)
+        agg = request.aggregation
+        if (not match or not request.name.startswith("projects/")
+                or agg.per_series_aligner != monitoring_v3.Aggregation.Aligner.ALIGN_DELTA
+                or agg.cross_series_reducer != monitoring_v3.Aggregation.Reducer.REDUCE_SUM
+                or agg.alignment_period.total_seconds() < 60
+                or request.interval.end_time < request.interval.start_time):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected query: {request}")
+        start, end = request.interval.start_time, request.interval.end_time
+        with self.ledger.lock:
+            hits = [r for r in self.ledger.requests
+                    if r.revision == match["revision"] and start <= r.at <= end]
+        resource = {"type": "cloud_run_revision",
+                    "labels": {"service_name": match["service"], "revision_name": match["revision"]}}
+        interval = monitoring_v3.TimeInterval(start_time=start, end_time=end)
+        series = []
+        if match["metric"] == "run.googleapis.com/request_count":
+            if list(agg.group_by_fields) != ["metric.labels.response_code_class"]:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"group_by_fields {agg.group_by_fields}")
+            classes: dict[str, int] = {}
+            for r in hits:
+                classes[f"{r.status // 100}xx"] = classes.get(f"{r.status // 100}xx", 0) + 1
+            for code_class, count in sorted(classes.items()):
+                series.append(monitoring_v3.TimeSeries(
+                    metric={"type": match["metric"], "labels": {"response_code_class": code_class}},
+                    resource=resource, metric_kind="DELTA", value_type="INT64",
+                    points=[monitoring_v3.Point(interval=interval, value={"int64_value": count})]))
+        elif match["metric"] == "run.googleapis.com/request_latencies":
+            if hits:
+                bounds = [LATENCY_BUCKETS["scale"] * LATENCY_BUCKETS["growth_factor"] ** i
+                          for i in range(LATENCY_BUCKETS["num_finite_buckets"] + 1)]
+                counts = [0] * (len(bounds) + 1)
+                for r in hits:
+                    counts[bisect.bisect_right(bounds, r.latency_ms)] += 1
+                while counts and counts[-1] == 0:  # Cloud Monitoring omits trailing empty buckets
+                    counts.pop()
+                distribution = {"count": len(hits), "mean": sum(r.latency_ms for r in hits) / len(hits),
+                                "bucket_options": {"exponential_buckets": LATENCY_BUCKETS},
+                                "bucket_counts": counts}
+                series.append(monitoring_v3.TimeSeries(
+                    metric={"type": match["metric"]}, resource=resource, metric_kind="DELTA",
+                    value_type="DISTRIBUTION",
+                    points=[monitoring_v3.Point(interval=interval, value={"distribution_value": distribution})]))
+        else:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected metric {match['metric']}")
+        return monitoring_v3.ListTimeSeriesResponse(time_series=series)
+
+
+class CloudRunAdminStub(BaseHTTPRequestHandler):
+    """Cloud Run Admin API v2 services.get and services.patch for one service, checking each request body
+    against the documented Service.traffic / TrafficTarget shape and answering 400 like the API otherwise."""
+
+    service: dict[str, Any]
+    revisions: set[str]
+    patches: list[tuple[dict[str, str], dict[str, Any]]]
+    reconciling_reads = 0  # GETs left that still show the previous PATCH reconciling
+    revision_url = ""  # every tag's URL: the local stand-in of the tagged revision
+    TARGET_KEYS = {"type", "revision", "percent", "tag"}
+    TYPES = {"TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"}
+    TAG = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _path_ok(self) -> bool:
+        from urllib.parse import urlsplit
+
+        if urlsplit(self.path).path != f"/v2/{self.service['name']}":
+            self._reply(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": self.path}})
+            return False
+        return True
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._path_ok():
+            return
+        body = dict(self.service)
+        body["reconciling"] = type(self).reconciling_reads > 0
+        type(self).reconciling_reads = max(0, type(self).reconciling_reads - 1)
+        self._reply(200, body)
+
+    def traffic_problems(self, query: dict[str, str], body: dict[str, Any]) -> list[str]:
+        """Every way a PATCH departs from the documented request (empty when it is valid)."""
+        problems = []
+        if query.get("updateMask") != "traffic":
+            problems.append(f"updateMask {query.get('updateMask')!r}, expected 'traffic'")
+        if set(body) - {"traffic", "etag"}:
+            problems.append(f"body fields {sorted(set(body) - {'traffic', 'etag'})} outside the update mask")
+        if body.get("etag") != self.service["etag"]:
+            problems.append(f"etag {body.get('etag')!r} is stale, expected {self.service['etag']!r}")
+        traffic = body.get("traffic")
+        if not isinstance(traffic, list) or not traffic:
+            return [*problems, f"traffic {traffic!r}, expected a non-empty list of TrafficTarget"]
+        tags = [t.get("tag") for t in traffic if t.get("tag")]
+        for t in traffic:
+            if set(t) - self.TARGET_KEYS:
+                problems.append(f"TrafficTarget fields {sorted(set(t) - self.TARGET_KEYS)} unknown")
+            if t.get("type") not in self.TYPES:
+                problems.append(f"type {t.get('type')!r}, expected one of {sorted(self.TYPES)}")
+            if t.get("type") == "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION" and t.get("revision") not in self.revisions:
+                problems.append(f"revision {t.get('revision')!r} does not exist")
+            if not isinstance(t.get("percent", 0), int) or not 0 <= t.get("percent", 0) <= 100:
+                problems.append(f"percent {t.get('percent')!r}, expected an integer 0..100")
+            if t.get("tag") and not self.TAG.match(t["tag"]):
+                problems.append(f"tag {t['tag']!r} is not a valid DNS label")
+        if sum(t.get("percent", 0) for t in traffic) != 100:
+            problems.append(f"percents sum to {sum(t.get('percent', 0) for t in traffic)}, expected 100")
+        if len(tags) != len(set(tags)):
+            problems.append(f"tags {tags} repeat")
+        return problems
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        from urllib.parse import parse_qsl, urlsplit
+
+        if not self._path_ok():
+            return
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.patches.append((query, body))
+        problems = self.traffic_problems(query, body)
+        if problems:
+            status = 409 if any("etag" in p for p in problems) else 400
+            self._reply(status, {"error": {"code": status, "message": "; ".join(problems)}})
+            return
+        self.service["traffic"] = body["traffic"]
+        self.service["trafficStatuses"] = [{**t, **({"uri": self.revision_url} if t.get("tag") else {})}
+                                           for t in body["traffic"]]
+        self.service["etag"] = f"etag-{len(self.patches)}"
+        type(self).reconciling_reads = 1
+        self._reply(200, {"name": f"{self.service['name'].rsplit('/services/', 1)[0]}/operations/op-{len(self.patches)}",
+                          "metadata": {"@type": "type.googleapis.com/google.cloud.run.v2.Service",
+                                       "name": self.service["name"]},
+                          "done": False})
+
+    def log_message(self, *args: object) -> None:
+        """Keep the test output quiet."""
+
+
+@dataclass
+class CanaryWorld:
+    """The stand-ins a canary test drives: the tagged revision's URL, the Admin API and Monitoring."""
+
+    revision_url: str
+    run_url: str
+    monitoring_target: str
+    ledger: CanaryLedger
+    monitoring: MonitoringStub
+    admin: type[CloudRunAdminStub]
+    revision: type[CanaryRevisionHandler]
+
+
+@pytest.fixture
+def canary_world() -> Iterator[CanaryWorld]:
+    """A tagged revision, a Cloud Run Admin API and a Cloud Monitoring gRPC server, all local."""
+    from concurrent import futures
+
+    import grpc
+    from google.cloud import monitoring_v3
+
+    ledger = CanaryLedger()
+    revision = type("Revision", (CanaryRevisionHandler,), {"ledger": ledger, "seen": []})
+    admin = type("Admin", (CloudRunAdminStub,), {
+        "service": {"name": "projects/proj/locations/europe-west1/services/adroi-api", "etag": "etag-0",
+                    "traffic": [], "trafficStatuses": []},
+        "revisions": {"adroi-api-00001-old", "adroi-api-00002-new"}, "patches": []})
+    monitoring = MonitoringStub(ledger)
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    grpc_server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "google.monitoring.v3.MetricService",
+        {"ListTimeSeries": grpc.unary_unary_rpc_method_handler(
+            monitoring.list_time_series,
+            request_deserializer=monitoring_v3.ListTimeSeriesRequest.deserialize,
+            response_serializer=monitoring_v3.ListTimeSeriesResponse.serialize)})])
+    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
+    grpc_server.start()
+    http_servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for handler in (revision, admin)]
+    threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in http_servers]
+    for t in threads:
+        t.start()
+    admin.revision_url = f"http://127.0.0.1:{http_servers[0].server_address[1]}"
+    yield CanaryWorld(
+        revision_url=f"http://127.0.0.1:{http_servers[0].server_address[1]}",
+        run_url=f"http://127.0.0.1:{http_servers[1].server_address[1]}",
+        monitoring_target=f"127.0.0.1:{grpc_port}", ledger=ledger, monitoring=monitoring, admin=admin,
+        revision=revision)
+    for s in http_servers:
+        s.shutdown()
+        s.server_close()
+    grpc_server.stop(grace=None).wait()

@@ -166,7 +166,7 @@ def test_deploy_is_private_probed_and_configured_like_the_contract_says():
 def test_steps_run_in_a_safe_order():
     assert {"test", "build", "push"} <= dependencies("deploy")
     assert "deploy" in dependencies("smoke-test")
-    assert "smoke-test" in dependencies("route-traffic")
+    assert "smoke-test" in dependencies("canary")
     assert "test" in dependencies("ship-dags")
 
 
@@ -246,9 +246,70 @@ def test_smoke_test_fails_the_build_when_predict_does_not_answer(tmp_path, revis
     assert ("POST", "/predict") in [r[:2] for r in FakeRevision.requests]
 
 
-def test_route_traffic_moves_users_to_the_tested_revision_only_after_the_smoke_test():
-    script = STEPS["route-traffic"]["args"][-1]
-    commands = [shlex.split(line) for line in script.strip().splitlines()]
-    assert commands[0][:5] == ["gcloud", "run", "services", "update-traffic", "${_SERVICE}"]
-    assert "--to-latest" in commands[0]
-    assert "--remove-tags=sha-$SHORT_SHA" in commands[1]
+# ---- the canary step -----------------------------------------------------------------------------------
+
+def canary_command(values: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """The canary step's pip install line and its `python -m delivery.canary` argv (after substitution)."""
+    script = STEPS["canary"]["args"][-1]
+    if values is not None:
+        script = substitute(script, values)
+    lines = [shlex.split(line) for line in script.replace("\\\n", " ").strip().splitlines()]
+    assert len(lines) == 2, lines
+    return lines[0], lines[1]
+
+
+def test_the_canary_runs_after_the_smoke_test_and_is_the_only_step_that_moves_traffic():
+    ids = [s["id"] for s in BUILD["steps"]]
+    assert ids.index("canary") == ids.index("smoke-test") + 1
+    assert STEPS["canary"]["waitFor"] == ["smoke-test"]
+    assert {"deploy", "smoke-test", "push", "test"} <= dependencies("canary")
+    movers = [s["id"] for s in BUILD["steps"] if "update-traffic" in json.dumps(s) or "delivery.canary" in json.dumps(s)]
+    assert movers == ["canary"]
+
+
+def test_the_canary_image_installs_what_the_script_imports_at_the_pinned_version():
+    pip, _ = canary_command()
+    assert STEPS["canary"]["name"] == "python:3.11"
+    assert pip[:2] == ["pip", "install"]
+    pinned = {line.split("==")[0]: line for line in (REPO_ROOT / "requirements-dev.txt").read_text().splitlines()
+              if "==" in line}
+    installed = [a for a in pip[2:] if not a.startswith("-")]
+    assert installed == [pinned["google-cloud-monitoring"]]
+    # Everything delivery/ imports comes with python:3.11 or with google-cloud-monitoring (google-auth,
+    # requests, google-api-core, googleapis-common-protos): no import of training or app.
+    source = (REPO_ROOT / "delivery" / "canary.py").read_text()
+    imported = set(re.findall(r"^\s*(?:from|import) ([a-z_][a-z0-9_.]*)", source, re.MULTILINE))
+    third_party = {m.split(".")[0] for m in imported} - set(__import__("sys").stdlib_module_names) - {"__future__"}
+    assert third_party <= {"google", "requests", "delivery"}, third_party
+    assert not {m for m in imported if m.startswith(("training", "app"))}
+
+
+def test_the_canary_command_line_parses_with_the_script_and_carries_every_canary_substitution():
+    from delivery.canary import parse_args
+
+    _, argv = canary_command(resolved_defaults({"PROJECT_ID": "proj", "SHORT_SHA": "abc1234"}))
+    assert argv[:3] == ["python", "-m", "delivery.canary"]
+    args = parse_args(argv[3:])
+    assert (args.project, args.service, args.tag, args.audience) == ("proj", "adroi-api", "sha-abc1234", "adroi-api")
+    assert (args.canary_percent, args.watch_seconds, args.min_requests) == (10, 600, 50)
+    _, raw = canary_command()
+    canary_substitutions = {n for n in BUILD["substitutions"] if n.startswith("_CANARY_")}
+    assert canary_substitutions and canary_substitutions <= substitutions_used(raw)
+
+
+def test_canary_thresholds_default_to_the_alert_policies_thresholds():
+    policies = REPO_ROOT / "monitoring" / "policies"
+    ratio = json.loads((policies / "api-5xx-ratio.json").read_text())["conditions"][0]["conditionThreshold"]
+    p99 = json.loads((policies / "api-p99-latency.json").read_text())["conditions"][0]["conditionThreshold"]
+    assert float(BUILD["substitutions"]["_CANARY_MAX_5XX_RATIO"]) == ratio["thresholdValue"]
+    assert float(BUILD["substitutions"]["_CANARY_MAX_P99_MS"]) == p99["thresholdValue"]
+
+
+def test_the_canary_step_and_the_build_outlast_the_longest_watch_so_a_rollback_always_runs():
+    from delivery.canary import MAX_WATCH_SECONDS
+
+    seconds = {s["id"]: float(s["timeout"][:-1]) for s in BUILD["steps"]}
+    assert seconds["canary"] >= MAX_WATCH_SECONDS + 600
+    assert float(BUILD["substitutions"]["_CANARY_WATCH_SECONDS"]) <= MAX_WATCH_SECONDS
+    critical_path = ["test", "push", "deploy", "smoke-test", "canary"]
+    assert sum(seconds[s] for s in critical_path) <= float(BUILD["timeout"][:-1])

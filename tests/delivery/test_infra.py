@@ -126,6 +126,7 @@ def test_training_and_cloud_build_identities_get_only_their_jobs_roles():
     assert roles_of("training") == {"roles/storage.objectViewer", "roles/storage.objectUser",
                                     "roles/bigquery.dataEditor", "roles/bigquery.jobUser", "roles/composer.worker"}
     assert roles_of("cloudbuild") == {"roles/artifactregistry.writer", "roles/run.admin", "roles/run.invoker",
+                                      "roles/monitoring.viewer",
                                       "roles/iam.serviceAccountUser", "roles/logging.logWriter",
                                       "roles/storage.objectUser"}
     deploys = resources("google_cloud_run_v2_service_iam_member")["cloudbuild_deploys_api"]
