@@ -5,6 +5,7 @@ resource "google_project_service" "required" {
     "cloudbuild.googleapis.com",
     "composer.googleapis.com",
     "iam.googleapis.com",
+    "iamcredentials.googleapis.com", # identity tokens for --impersonate-service-account (README step 7)
     "logging.googleapis.com",
     "monitoring.googleapis.com",
     "run.googleapis.com",

@@ -10,6 +10,10 @@ resource "google_composer_environment" "adroi" {
     software_config {
       image_version = var.composer_image_version
       pypi_packages = var.composer_pypi_packages
+      # Airflow creates DAGs paused by default; the daily DAG should run as soon as Cloud Build ships it.
+      airflow_config_overrides = {
+        "core-dags_are_paused_at_creation" = "False"
+      }
       env_variables = {
         ADROI_DATA    = "gs://${google_storage_bucket.data.name}"
         ADROI_STORE   = local.model_store

@@ -44,9 +44,10 @@ variable "composer_image_version" {
 }
 
 variable "composer_pypi_packages" {
-  description = "Extra PyPI packages for the Composer workers (the training package's dependencies)."
+  description = "Extra PyPI packages for the Composer workers (the training package's dependencies). numpy is pinned to the API's version (requirements.txt): the API refuses a model pickled under another numpy major."
   type        = map(string)
   default = {
+    "numpy"        = "==2.4.6"
     "scikit-learn" = "==1.9.1"
     "joblib"       = "==1.6.0"
     "matplotlib"   = "==3.11.2"

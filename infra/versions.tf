@@ -1,6 +1,10 @@
 terraform {
   required_version = ">= 1.6"
 
+  # State lives in a versioned GCS bucket created once by hand (README.md, "Deploy to Google Cloud", step 3):
+  #   terraform -chdir=infra init -backend-config="bucket=<project>-tfstate" -backend-config="prefix=adroi"
+  backend "gcs" {}
+
   required_providers {
     google = {
       source  = "hashicorp/google"

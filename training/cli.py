@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from training.core import events
@@ -149,9 +150,22 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     from training.sample import write_sample
 
     configure_logging(args.log_format)
-    truth = write_sample(args.out, months=args.months, campaigns=args.campaigns, seed=args.seed)
+    extra = {"end_month": args.end_month} if args.end_month else {}
+    truth = write_sample(args.out, months=args.months, campaigns=args.campaigns, seed=args.seed, **extra)
     print(f"wrote {len(truth['months'])} months, {truth['spend_rows']} spend rows to {args.out}")
     return EXIT_OK
+
+
+def end_month(value: str, today: date | None = None) -> str:
+    """`--end-month`: "YYYY-MM", or "last" for the calendar month before today (a sample that is fresh now)."""
+    if value == "last":
+        first = (today or date.today()).replace(day=1)
+        return f"{first.year - (first.month == 1)}-{(first.month - 2) % 12 + 1:02d}"
+    try:
+        datetime.strptime(value, "%Y-%m")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected YYYY-MM or 'last'") from exc
+    return value
 
 
 def cmd_export_schema(args: argparse.Namespace) -> int:
@@ -209,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--months", type=int, default=36)
     sample.add_argument("--campaigns", type=int, default=6)
     sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--end-month", type=end_month,
+                        help="newest month, YYYY-MM, or 'last' for the month before today "
+                             "(default: 2026-10, the bundled sample's)")
     sample.set_defaults(func=cmd_sample_data)
 
     schema = commands.add_parser("export-schema", parents=[common], help="write the metrics table JSON schema")

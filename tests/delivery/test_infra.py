@@ -202,3 +202,134 @@ def test_checkov_passes():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"Failed checks: 0\b", result.stdout), result.stdout
+
+
+# ---- the deploy guide (README.md, "Deploy to Google Cloud") agrees with infra/ --------------------------
+
+README = (REPO_ROOT / "README.md").read_text()
+DEPLOY_GUIDE = README[README.index("## Deploy to Google Cloud"):README.index("\n## ", README.index("## Deploy to Google Cloud") + 5)]
+SHELL_BLOCKS = re.findall(r"```sh\n(.*?)```", DEPLOY_GUIDE, re.DOTALL)
+
+
+def shell_commands() -> list[str]:
+    """Every command of the guide's sh blocks, continuation lines joined, comments dropped."""
+    text = "\n".join(SHELL_BLOCKS).replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in text.splitlines() if line.strip()]
+
+
+def commands_of(prefix: str) -> list[list[str]]:
+    """The argv after `prefix` of every guide command starting with it."""
+    import shlex
+
+    return [shlex.split(c[len(prefix):].replace("<VERSION>", "v1")) for c in shell_commands() if c.startswith(prefix)]
+
+
+def requirement_pins(*names: str) -> dict[str, str]:
+    """`package -> ==version` of the given requirements files."""
+    pins = {}
+    for name in names:
+        for line in (REPO_ROOT / name).read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                package, version = line.split("==")
+                pins[package.strip().lower()] = f"=={version.strip()}"
+    return pins
+
+
+def test_state_lives_in_a_gcs_backend_that_the_guide_creates_and_initialises():
+    (terraform,) = [b for cfg in CONFIG.values() for b in cfg.get("terraform", [])]
+    (backend,) = terraform["backend"]
+    assert list(backend) == ["gcs"]  # partial configuration: bucket and prefix come from `init`
+    commands = shell_commands()
+    create = next(c for c in commands if c.startswith("gcloud storage buckets create gs://$PROJECT_ID-tfstate"))
+    assert "--uniform-bucket-level-access" in create and "--public-access-prevention" in create
+    assert "gcloud storage buckets update gs://$PROJECT_ID-tfstate --versioning" in commands
+    init = commands.index('terraform -chdir=infra init -backend-config="bucket=$PROJECT_ID-tfstate" '
+                          '-backend-config="prefix=adroi"')
+    assert commands.index(create) < init < next(i for i, c in enumerate(commands) if "terraform -chdir=infra apply" in c)
+
+
+def test_the_guide_runs_every_command_from_the_repository_root():
+    commands = shell_commands()
+    assert not [c for c in commands if c.startswith("cd ") or " cd " in c]
+    assert all("-chdir=infra" in c for c in commands if c.startswith("terraform"))
+    assert "terraform output" not in DEPLOY_GUIDE
+    for path in re.findall(r"(?<![\w/.$-])((?:monitoring|infra|composer_dags|data)/[\w./-]*\w)", DEPLOY_GUIDE):
+        if "<" not in path:
+            assert (REPO_ROOT / path).exists(), f"the guide names {path}, which does not exist"
+
+
+def test_every_training_command_of_the_guide_parses_with_the_cli():
+    from training.cli import build_parser
+
+    runs = commands_of(".venv/bin/python -m training ")
+    assert {c[0] for c in runs} >= {"run", "sample-data", "versions", "promote"}
+    for argv in runs:
+        build_parser().parse_args(argv)  # exits 2 on an unknown option
+
+
+def test_the_guide_enables_every_api_terraform_enables_and_the_one_impersonation_needs():
+    enable = next(c for c in shell_commands() if c.startswith("gcloud services enable "))
+    enabled = set(enable.split()[3:])
+    (apis,) = [body for name, body in resources("google_project_service").items() if name == "required"]
+    terraform_apis = set(re.findall(r"[a-z]+\.googleapis\.com", str(apis["for_each"])))
+    assert "iamcredentials.googleapis.com" in terraform_apis
+    assert terraform_apis <= enabled, terraform_apis - enabled
+    assert "--impersonate-service-account" in DEPLOY_GUIDE and "roles/iam.serviceAccountTokenCreator" in DEPLOY_GUIDE
+
+
+@pytest.mark.parametrize("variable", sorted({name for cfg in CONFIG.values() for block in cfg.get("variable", [])
+                                             for name in block}))
+def test_every_terraform_variable_has_a_row_in_the_guide(variable):
+    assert re.search(rf"^\|\s*`{variable}`\s*\|", DEPLOY_GUIDE, re.MULTILINE), f"{variable} is not documented"
+
+
+# The predefined role that grants creating each resource type (Cloud IAM roles reference). A new resource
+# type in infra/ must be added here, and its role to the guide's table of what the deploying person needs.
+CREATOR_ROLE = {
+    "google_project_service": "roles/serviceusage.serviceUsageAdmin",
+    "google_storage_bucket": "roles/storage.admin",
+    "google_storage_bucket_iam_member": "roles/storage.admin",
+    "google_bigquery_dataset": "roles/bigquery.admin",
+    "google_bigquery_table": "roles/bigquery.admin",
+    "google_bigquery_table_iam_member": "roles/bigquery.admin",
+    "google_artifact_registry_repository": "roles/artifactregistry.admin",
+    "google_artifact_registry_repository_iam_member": "roles/artifactregistry.admin",
+    "google_service_account": "roles/iam.serviceAccountAdmin",
+    "google_service_account_iam_member": "roles/iam.serviceAccountAdmin",
+    "google_project_iam_member": "roles/resourcemanager.projectIamAdmin",
+    "google_cloud_run_v2_service": "roles/run.admin",
+    "google_cloud_run_v2_service_iam_member": "roles/run.admin",
+    "google_cloudbuild_trigger": "roles/cloudbuild.builds.editor",
+    "google_monitoring_notification_channel": "roles/monitoring.editor",
+    "google_monitoring_alert_policy": "roles/monitoring.editor",
+    "google_logging_metric": "roles/logging.configWriter",
+    "google_composer_environment": "roles/composer.admin",
+}
+
+
+def test_the_guide_lists_a_role_for_every_resource_type_terraform_creates():
+    types = {kind for cfg in CONFIG.values() for blk in cfg.get("resource", []) for kind in blk}
+    assert types <= set(CREATOR_ROLE), f"add the creating role of {types - set(CREATOR_ROLE)}"
+    listed = set(re.findall(r"^\|\s*`(roles/[\w.]+)`\s*\|", DEPLOY_GUIDE, re.MULTILINE))
+    assert {CREATOR_ROLE[t] for t in types} | {"roles/iam.serviceAccountUser"} <= listed
+    # Attaching a service account to Cloud Run, Composer or a trigger needs actAs on it.
+    assert any("service_account" in str(body) for body in resources("google_cloud_run_v2_service").values())
+
+
+def test_composer_pins_numpy_and_every_package_to_the_versions_the_api_and_training_use():
+    (variables,) = [b["composer_pypi_packages"] for cfg in CONFIG.values() for b in cfg.get("variable", [])
+                    if "composer_pypi_packages" in b]
+    composer = {k.lower(): v for k, v in variables["default"].items()}
+    serving = requirement_pins("requirements.txt")
+    assert composer["numpy"] == serving["numpy"]  # the API refuses a model from another numpy major
+    training = requirement_pins("requirements-train.txt", "requirements.txt")
+    assert {k: training.get(k) for k in composer} == composer
+    composer_env = resources("google_composer_environment")["adroi"]
+    software = block(block(composer_env, "config"), "software_config")
+    assert software["pypi_packages"] == "${var.composer_pypi_packages}"
+
+
+def test_composer_creates_the_dag_unpaused():
+    software = block(block(resources("google_composer_environment")["adroi"], "config"), "software_config")
+    assert software["airflow_config_overrides"] == {"core-dags_are_paused_at_creation": "False"}
+    assert "dags_are_paused_at_creation" in DEPLOY_GUIDE and "dags unpause" in DEPLOY_GUIDE

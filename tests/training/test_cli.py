@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,26 @@ def test_sample_data_and_export_schema(tmp_path, no_adroi_env, capsys):
     assert sorted(p.name for p in (tmp_path / "data" / "revenue").iterdir()) == ["2025.csv", "2026.csv"]
     schema = json.loads((tmp_path / "schema.json").read_text())
     assert {"run_id", "status", "holdout_r2"} <= {c["name"] for c in schema}
+
+
+@pytest.mark.parametrize(("today", "expected"), [(date(2027, 3, 9), "2027-02"), (date(2027, 1, 31), "2026-12")])
+def test_sample_data_end_month_last_is_the_month_before_today(today, expected):
+    assert cli.end_month("last", today=today) == expected
+    assert cli.end_month("2025-07") == "2025-07"
+
+
+def test_sample_data_end_month_last_writes_a_sample_fresh_today(tmp_path, no_adroi_env):
+    assert cli.main(["sample-data", str(tmp_path / "data"), "--months", "14", "--campaigns", "2",
+                     "--end-month", "last"]) == 0
+    truth = json.loads((tmp_path / "data" / "TRUTH.json").read_text())
+    assert truth["months"][-1] == cli.end_month("last")
+
+
+def test_sample_data_rejects_a_malformed_end_month(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sample-data", str(tmp_path), "--end-month", "2026-13"])
+    assert info.value.code == 2
+    assert "'2026-13': expected YYYY-MM or 'last'" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(tmp_path):
