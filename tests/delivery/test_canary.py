@@ -290,3 +290,16 @@ def test_command_line_defaults_match_the_alert_policies():
     args = parse_args(["--project", "p", "--region", "r", "--service", "s", "--tag", "t", "--audience", "a"])
 
     assert (args.canary_percent, args.max_5xx_ratio, args.max_p99_ms) == (10, 0.01, 500.0)
+
+
+def test_synthetic_requests_carry_the_token_and_survive_an_unreachable_revision(canary_world, caplog):
+    from tests.conftest import free_port
+
+    sent = SyntheticTraffic(canary_world.revision_url, lambda: "token-123").send(3)
+    lost = SyntheticTraffic(f"http://127.0.0.1:{free_port()}", lambda: "token-123").send(2)
+
+    assert sent == 3 and lost == 0
+    assert [r[:2] for r in canary_world.revision.seen] == [("GET", "/model")] + [("POST", "/predict")] * 3
+    assert canary_world.revision.seen[0][2] == "Bearer token-123"
+    assert all('"spend": {"email": 1000.0, "video": 1000.0}' in r[2] for r in canary_world.revision.seen[1:])
+    assert len([r for r in caplog.records if "synthetic request" in r.getMessage()]) == 2
