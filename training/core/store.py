@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from training.core.errors import (
+    ConfigError,
     ObjectChanged,
     ObjectNotFound,
     PreconditionFailed,
@@ -455,6 +457,19 @@ def _gcs_client() -> object:
         return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "adroi-local"),
                               credentials=AnonymousCredentials())
     return storage.Client()
+
+
+def check_store_uri(uri: str | os.PathLike[str], field: str = "store") -> str:
+    """Return `uri` if `open_store` accepts it (syntax only, nothing is contacted), else raise ConfigError."""
+    text = str(uri)
+    if text.startswith("gs://"):
+        bucket = text.removeprefix("gs://").partition("/")[0]
+        if re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+            return text
+        raise ConfigError(field, text, "gs://bucket[/prefix] with a valid bucket name")
+    if not text.strip() or ("://" in text and not text.startswith("file://")):
+        raise ConfigError(field, text, "a local folder or gs://bucket[/prefix]")
+    return text
 
 
 def open_store(uri: str | os.PathLike[str], **kwargs: object) -> Store:
