@@ -197,11 +197,15 @@ class ModelRegistry:
     def manifest(self, version: str) -> dict[str, Any]:
         """Return the manifest of `version`."""
         try:
-            return json.loads(self.store.read(_key(version, MANIFEST_FILE)))
+            manifest = json.loads(self.store.read(_key(version, MANIFEST_FILE)))
         except ObjectNotFound as exc:
             raise ModelIntegrityError(version, "no manifest.json (missing or incomplete version)") from exc
         except ValueError as exc:
             raise ModelIntegrityError(version, f"manifest.json is not valid JSON: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise ModelIntegrityError(version, f"manifest.json holds a JSON {type(manifest).__name__}: expected an "
+                                               "object")
+        return manifest
 
     def load(self, version: str, expected_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return the manifest and model spec of `version` after the one verification everything uses.
@@ -264,13 +268,13 @@ class ModelRegistry:
             else:
                 try:
                     m = self.manifest(version)
-                    if not isinstance(m, dict):
-                        raise ModelIntegrityError(version, "manifest.json is not a JSON object")
                     row |= {"status": m.get("status"), "created_at": m.get("created_at"),
                             "metrics": (m.get("metrics") or {}).get("holdout", {}),
                             "gate_reason": (m.get("gate") or {}).get("reason")}
-                except (ModelIntegrityError, AttributeError) as exc:
-                    row |= {"status": "broken", "problem": getattr(exc, "reason", str(exc))}
+                except ModelIntegrityError as exc:
+                    row |= {"status": "broken", "problem": exc.reason}
+                except AttributeError:  # a field of the wrong JSON type
+                    row |= {"status": "broken", "problem": "manifest.json has metrics or gate of the wrong type"}
             rows.append(row)
         return rows
 

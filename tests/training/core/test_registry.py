@@ -266,12 +266,17 @@ def test_unreadable_pointer_is_an_integrity_error_that_promote_replaces(registry
 def test_one_broken_manifest_is_marked_and_the_others_listed(registry):
     _publish(registry, V1, 0)
     _publish(registry, V2, 1)
+    _publish(registry, _version(3), 3)
     registry.store.write(f"models/{V1}/manifest.json", b"{broken")
+    registry.store.write(f"models/{_version(3)}/manifest.json", b"[1, 2]")
 
     rows = {r["version"]: r for r in registry.list_versions()}
 
     assert rows[V2]["status"] == "promoted" and rows[V2]["problem"] is None
     assert rows[V1]["status"] == "broken" and "not valid JSON" in rows[V1]["problem"]
+    assert rows[_version(3)]["status"] == "broken" and "JSON list: expected an object" in rows[_version(3)]["problem"]
+    with pytest.raises(ModelIntegrityError, match="JSON list"):
+        registry.promote(_version(3))
 
 
 def test_gc_removes_incomplete_versions_and_never_a_complete_one(registry):
