@@ -17,6 +17,7 @@ numpy major version, and the algorithm's own checks from `CONSISTENCY_CHECKS`).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import pickle
@@ -104,6 +105,7 @@ class _BoundedReader:
             raise _BudgetExceeded(f"allocating an array of {n} bytes after {self.used}")
 
 
+@functools.cache
 def _unpickler_class() -> type:
     """Build the restricted unpickler (joblib is imported only when a model is loaded)."""
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
@@ -142,15 +144,9 @@ def _unpickler_class() -> type:
     return SpecUnpickler
 
 
-_UNPICKLER: type | None = None
-
-
 def _unpickle(version: str, model_bytes: bytes, limit: int) -> Any:
-    global _UNPICKLER  # noqa: PLW0603 (built once per process, on first use)
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
-    if _UNPICKLER is None:
-        _UNPICKLER = _unpickler_class()
     if len(model_bytes) > limit:
         raise ModelIntegrityError(version, f"model.joblib is {len(model_bytes)} bytes, more than the "
                                            f"{limit}-byte limit a model may have (MAX_MODEL_BYTES)")
@@ -159,7 +155,7 @@ def _unpickle(version: str, model_bytes: bytes, limit: int) -> Any:
             if isinstance(fobj, str):  # joblib < 0.10 layout: arrays in side files, never written here
                 raise pickle.UnpicklingError("written by joblib < 0.10: expected a single-file model")
             bounded = _BoundedReader(fobj, limit)
-            return _UNPICKLER("model.joblib", bounded, ensure_native_byte_order=True).load()
+            return _unpickler_class()("model.joblib", bounded, ensure_native_byte_order=True).load()
     except _BudgetExceeded as exc:
         raise ModelIntegrityError(version, f"model.joblib expands beyond the {limit}-byte limit a model may "
                                            f"decompress and allocate (MAX_MODEL_BYTES): refused when {exc}") from exc
