@@ -189,7 +189,8 @@ def publish_model():
     """Return `publish(store_uri, coefficients, intercept=..., promote=True, **manifest)` → PublishedModel.
 
     Fits a LinearRegression on synthetic spend (DataFrame with channel-named columns) whose revenue follows
-    `coefficients` exactly, publishes it with the manifest shape of contracts.md and, by default, promotes it.
+    `coefficients` exactly, publishes its linear model spec (`legacy=True`: the pickled estimator, as
+    versions before the spec) with the manifest shape of contracts.md and, by default, promotes it.
     """
     import io
     from datetime import UTC, datetime
@@ -200,11 +201,12 @@ def publish_model():
     import pandas as pd
     from sklearn.linear_model import LinearRegression
 
+    from training.core.artifact import dump_spec, linear_spec
     from training.core.registry import ModelRegistry, version_name
     from training.core.store import open_store
 
     def publish(store_uri: str, coefficients: dict[str, float] | None = None, intercept: float = 1000.0,
-                promote: bool = True, **manifest: object) -> PublishedModel:
+                promote: bool = True, legacy: bool = False, **manifest: object) -> PublishedModel:
         coefficients = coefficients or {"email": 3.1, "search_engine": 2.4, "social_media": 1.7, "video": 0.9}
         channels = list(coefficients)
         rng = np.random.default_rng(len(channels))
@@ -213,7 +215,8 @@ def publish_model():
         estimator = LinearRegression().fit(features, revenue)
         buffer = io.BytesIO()
         joblib.dump(estimator, buffer)
-        model_bytes = buffer.getvalue()
+        model_bytes = buffer.getvalue() if legacy else dump_spec(
+            linear_spec("ols", channels, float(estimator.intercept_), estimator.coef_))
         created_at = datetime.now(UTC)
         body = {
             "status": "promoted", "created_at": created_at.isoformat(timespec="seconds"), "run_id": "test-run",

@@ -2,8 +2,10 @@
 
     run            ingest → validate → fit → evaluate → gate → publish → record (exit 0 promoted,
                    3 rejected by the gate, 2 invalid data or usage, 1 unexpected failure)
-    versions       list the model versions in a store, marking the one LATEST points at
-    promote        point LATEST at an earlier version (rollback) after checking its files and hash
+    versions       list the model versions in a store, marking the one LATEST points at (and broken or
+                   incomplete ones)
+    promote        point LATEST at an earlier version (rollback) after the verification the API runs
+    gc             remove incomplete versions and partial writes a killed run left (never a complete version)
     history        show the newest runs recorded in the metrics table
     sample-data    write a synthetic data set in the users' file layout
     export-schema  write the metrics table schema as bq/Terraform JSON
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -94,30 +97,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _pointer_problem(registry: Any) -> str | None:
+    """Return why `LATEST` cannot be read, or None when it can (or does not exist)."""
+    try:
+        registry.latest()
+    except ModelIntegrityError as exc:
+        return exc.reason
+    return None
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
-    """List the versions of a store, newest first."""
+    """List the versions of a store, newest first (broken and incomplete ones marked)."""
     from training.core.registry import ModelRegistry
     from training.core.store import open_store
 
     settings = _settings(args, store=args.store)
-    rows = ModelRegistry(open_store(settings.store)).list_versions()
+    registry = ModelRegistry(open_store(settings.store))
+    rows = registry.list_versions()
+    problem = _pointer_problem(registry)
+    if problem:
+        print(f"warning: models/LATEST is unreadable ({problem}); `python -m training promote VERSION` "
+              "replaces it", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, sort_keys=True, default=str))
         return EXIT_OK
     flat = [{**r, "latest": "*" if r["latest"] else "", "r2": _num(r["metrics"].get("r2"), ".3f"),
-             "rmse": _num(r["metrics"].get("rmse"), ",.1f")} for r in rows]
+             "rmse": _num(r["metrics"].get("rmse"), ",.1f"),
+             "gate_reason": r["problem"] or r["gate_reason"]} for r in rows]
     print(_table(flat, ["latest", "version", "status", "created_at", "r2", "rmse", "gate_reason"])
           if rows else f"no versions in {settings.store}")
     return EXIT_OK
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    """Point LATEST at VERSION (a rollback), refusing a version whose files do not check out."""
+    """Point LATEST at VERSION (a rollback), refusing a version that does not pass the API's verification."""
     from training.core.registry import ModelRegistry
     from training.core.store import open_store
 
     settings = _settings(args, store=args.store)
     registry = ModelRegistry(open_store(settings.store))
+    problem = _pointer_problem(registry)
     try:
         pointer = registry.promote(args.version, reason=args.reason)
     except ModelIntegrityError as exc:
@@ -125,7 +144,36 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     log.warning("LATEST moved from %s to %s by hand: %s", pointer.previous, pointer.version,
                 args.reason, extra={"event": events.MODEL_ROLLED_BACK, "model_version": pointer.version})
+    if problem:
+        print(f"LATEST was unreadable ({problem}): replaced")
     print(f"LATEST -> {pointer.version} (was {pointer.previous or 'nothing'})")
+    return EXIT_OK
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Return the seconds of `24h`, `30m`, `7d`, `90s` or `0`; raise ConfigError otherwise."""
+    match = _DURATION.fullmatch(str(text).strip().lower())
+    if match is None:
+        raise ConfigError("--older-than", text, "a duration such as 24h, 30m, 7d or 0")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove incomplete versions and partial writes older than --older-than (or list them with --dry-run)."""
+    from training.core.registry import ModelRegistry
+    from training.core.store import open_store
+
+    older_than = parse_duration(args.older_than)
+    settings = _settings(args, store=args.store)
+    removed = ModelRegistry(open_store(settings.store)).gc(older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for key in removed:
+        print(f"{verb} {key}")
+    print(f"{verb} {len(removed)} object(s) older than {args.older_than} from {settings.store}")
     return EXIT_OK
 
 
@@ -211,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--store")
     promote.add_argument("--reason", default="rollback from the command line")
     promote.set_defaults(func=cmd_promote)
+
+    gc = commands.add_parser("gc", parents=[common],
+                             help="remove incomplete versions and partial writes left by killed runs")
+    gc.add_argument("--store")
+    gc.add_argument("--older-than", default="24h",
+                    help="only what was last written longer ago than this (default 24h; 0 = everything)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    gc.set_defaults(func=cmd_gc)
 
     history = commands.add_parser("history", parents=[common], help="show recorded runs, newest first")
     history.add_argument("--metrics")

@@ -212,6 +212,31 @@ def load_settings(
 
 
 def _check(s: Settings) -> None:
+    """Refuse every URI and setting that cannot work, before a run reads or writes anything."""
+    from training.core.store import check_store_uri
+    from training.metrics import check_metrics_uri  # imported here: training.metrics imports this module
+
+    check_store_uri(s.data, "data")
+    check_store_uri(s.store, "store")
+    check_metrics_uri(s.metrics)
+    if s.channels is not None and len(set(s.channels)) != len(s.channels):
+        raise ConfigError("channels", s.channels, "distinct channel names")
+    v = s.validation
+    for name, value, low in (("min_months", v.min_months, 1), ("min_months_per_parameter", v.min_months_per_parameter, 1),
+                             ("max_revenue_age_months", v.max_revenue_age_months, 0),
+                             ("max_examples", v.max_examples, 0)):
+        if value < low:
+            raise ConfigError(f"validation.{name}", value, f"an integer >= {low}")
+    if not 0.0 <= v.duplicate_fail_rate <= 1.0:
+        raise ConfigError("validation.duplicate_fail_rate", v.duplicate_fail_rate, "a number from 0 to 1")
+    if not v.extreme_z > 0:
+        raise ConfigError("validation.extreme_z", v.extreme_z, "a number > 0")
+    if not s.model.ridge_alphas or any(not a > 0 for a in s.model.ridge_alphas):
+        raise ConfigError("model.ridge_alphas", s.model.ridge_alphas, "one or more numbers > 0")
+    if s.model.cv_splits < 2:
+        raise ConfigError("model.cv_splits", s.model.cv_splits, "an integer >= 2")
+    if s.evaluation.min_holdout_months < 1:
+        raise ConfigError("evaluation.min_holdout_months", s.evaluation.min_holdout_months, "an integer >= 1")
     if not 0.0 <= s.gate.evaluation_threshold <= 1.0:
         raise ConfigError("gate.evaluation_threshold", s.gate.evaluation_threshold, "a number from 0 to 1")
     if s.gate.rmse_tolerance < 0:

@@ -64,9 +64,9 @@ class GateDecision:
 
 def compare_with_champion(
     version: str,
-    champion: model.LinearModel,
+    champion: dict[str, Any],
     champion_training_months: list[str],
-    challenger: model.LinearModel,
+    challenger: model.LinearModel | dict[str, Any],
     features: pd.DataFrame,
     revenue: pd.Series,
     holdout_months: list[str],

@@ -403,6 +403,14 @@ class BigQueryMetrics:
         return rows[0] if rows else None
 
 
+def check_metrics_uri(uri: str) -> str:
+    """Return `uri` if it names a metrics table this module can open (syntax only), else raise ConfigError."""
+    text = str(uri)
+    if (text.startswith("sqlite:///") and text.removeprefix("sqlite:///").strip()) or _BQ_URI.fullmatch(text):
+        return text
+    raise ConfigError("metrics", uri, ACCEPTED_URIS)
+
+
 def open_metrics(uri: str) -> MetricsSink:
     """The metrics backend for `uri`: `sqlite:///path` or `bq://project.dataset.table`."""
     if uri.startswith("sqlite:///"):

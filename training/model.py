@@ -3,21 +3,22 @@
 Coefficients stay in original units (no scaling, no polynomial features), so each one is the marginal ROI
 of its channel: the revenue one more unit of spend on that channel brings. `ModelConfig.algorithm` picks
 ordinary least squares (`LinearRegression`) or ridge with its alpha chosen by time-series cross-validation.
+What is stored (`model.joblib`) is not the estimator but its plain linear spec (`training.core.artifact`):
+intercept, coefficient array and channels, which every reader loads without running code.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
 
 from training.config import ModelConfig
+from training.core import artifact
 
 LinearModel = LinearRegression | Ridge
 
@@ -107,21 +108,32 @@ def summarize(estimator: LinearModel, algorithm: str, hyperparameters: dict[str,
     )
 
 
-def predict(estimator: LinearModel, features: pd.DataFrame) -> pd.Series:
-    """Predict revenue for each month of `features`; channels the model knows but `features` lacks spent 0."""
-    channels = list(estimator.feature_names_in_)
+def predict(fitted: LinearModel | dict[str, Any], features: pd.DataFrame) -> pd.Series:
+    """Predict revenue for each month of `features` with an estimator or a linear spec; channels the model
+    knows but `features` lacks spent 0."""
+    if isinstance(fitted, dict):
+        X = features.reindex(columns=list(fitted["channels"]), fill_value=0.0).astype(float)
+        return pd.Series(artifact.predict_linear(fitted, X.to_numpy()), index=features.index, name="predicted")
+    channels = list(fitted.feature_names_in_)
     X = features.reindex(columns=channels, fill_value=0.0).astype(float)
-    return pd.Series(estimator.predict(X), index=features.index, name="predicted")
+    return pd.Series(fitted.predict(X), index=features.index, name="predicted")
 
 
-def to_bytes(estimator: LinearModel) -> bytes:
-    """Serialise the estimator with joblib (what `model.joblib` holds)."""
-    buffer = io.BytesIO()
-    joblib.dump(estimator, buffer)
-    return buffer.getvalue()
+def to_spec(estimator: LinearModel, algorithm: str) -> dict[str, Any]:
+    """Return the plain linear spec of a fitted estimator (what `model.joblib` holds)."""
+    return artifact.linear_spec(algorithm, [str(c) for c in estimator.feature_names_in_],
+                                float(estimator.intercept_), np.ravel(estimator.coef_))
 
 
-def from_bytes(data: bytes) -> LinearModel:
-    """Load an estimator written by `to_bytes`."""
-    return joblib.load(io.BytesIO(data))
+def to_bytes(estimator: LinearModel | dict[str, Any], algorithm: str | None = None) -> bytes:
+    """Serialise a fitted estimator's linear spec (or a spec) as `model.joblib`."""
+    if isinstance(estimator, dict):
+        return artifact.dump_spec(estimator)
+    if algorithm is None:
+        algorithm = "ridge" if isinstance(estimator, Ridge) else "ols"
+    return artifact.dump_spec(to_spec(estimator, algorithm))
 
+
+def from_bytes(data: bytes) -> dict[str, Any]:
+    """Load a spec written by `to_bytes` through the restricted loader (never plain unpickling)."""
+    return artifact.load_spec("candidate", data)

@@ -8,7 +8,7 @@ can describe a run whatever point it reached:
     runs/<run_id>/run.json             when and how the run started (settings, code version)
     runs/<run_id>/validation.json      validation report, summary and input description
     runs/<run_id>/training_data.json   the monthly table every later stage uses
-    runs/<run_id>/candidate.joblib     the challenger fitted on the training months
+    runs/<run_id>/candidate.joblib     the challenger fitted on the training months (its plain model spec)
     runs/<run_id>/evaluation.json      its holdout/train/CV scores and predictions
     runs/<run_id>/gate.json            the gate's decision and the LATEST generation it saw
     runs/<run_id>/publish.json         the published version and whether LATEST moved
@@ -241,7 +241,7 @@ def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[st
     features, revenue = _load_training_data(store, run_id)
     estimator, result = evaluate.evaluate(features, revenue, settings.model, settings.evaluation)
     candidate_key = staging_key(run_id, CANDIDATE_FILE)
-    store.write(candidate_key, model.to_bytes(estimator))
+    store.write(candidate_key, model.to_bytes(estimator, settings.model.algorithm))
     predictions = result.predictions.rename_axis("month").reset_index()
     _write_json(store, run_id, EVALUATION_FILE, {
         "model": result.summary.to_dict(), "metrics": result.metrics(), "split": asdict(result.split),
@@ -257,7 +257,7 @@ def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[st
 class _Challenger:
     """The staged candidate and everything the gate and the manifest need about it."""
 
-    estimator: model.LinearModel
+    estimator: dict[str, Any]  # the candidate's linear spec
     model_bytes: bytes
     evaluation: dict[str, Any]
     validation: dict[str, Any]
@@ -358,7 +358,7 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
 
     challenger = _Challenger.load(store, run_id)
     estimator, summary = model.fit(challenger.features, challenger.revenue, settings.model)
-    model_bytes = model.to_bytes(estimator)
+    model_bytes = model.to_bytes(estimator, settings.model.algorithm)
     manifest = challenger.manifest(run_id, "promoted", summary.to_dict(), gate_doc, refit=True)
     version = _publish_version(registry, model_bytes, manifest, challenger.extra_files(summary.coefficients),
                                challenger.created_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -100,6 +101,26 @@ def test_pointer_to_a_missing_version_keeps_serving_then_recovers(tmp_path, publ
     third = publish_model(uri, OTHER_COEFFICIENTS)
     assert follower.poll_once() is True
     assert follower.current.version == third.version
+
+
+def test_latest_rewritten_by_hand_is_followed(tmp_path, publish_model):
+    uri = str(tmp_path / "store")
+    first = publish_model(uri, promote=False)
+    second = publish_model(uri, OTHER_COEFFICIENTS)
+    follower = _follower(uri)
+    follower.poll_once()
+    assert follower.current.version == second.version
+    latest = tmp_path / "store" / "models" / "LATEST"
+    stamp = latest.stat()
+    pointer = json.loads(latest.read_text())
+    sha = json.loads((tmp_path / "store" / "models" / first.version / "manifest.json").read_text())["sha256"]
+
+    # An operator's editor: the same file rewritten in place, even with its old timestamp put back.
+    latest.write_text(json.dumps(pointer | {"version": first.version, "sha256": sha}))
+    os.utime(latest, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+    assert follower.poll_once() is True
+    assert follower.current.version == first.version
 
 
 def test_store_stopped_mid_run_keeps_serving(fake_gcs, gcs_bucket, publish_model, caplog):

@@ -108,6 +108,56 @@ def test_versions_promote_rollback_and_refusal(good_data, tmp_path, no_adroi_env
     assert registry.latest().version == first
 
 
+def test_a_bad_metrics_uri_is_a_usage_error_before_any_work(tmp_path, no_adroi_env, capsys):
+    store = tmp_path / "store"
+
+    code = cli.main(["run", "--data", str(tmp_path / "no-such-data"), "--store", str(store),
+                     "--metrics", "mysql://x"])
+
+    assert code == 2
+    assert "metrics='mysql://x': expected 'sqlite:///path/to/metrics.db' or" in capsys.readouterr().err
+    assert not store.exists()  # nothing staged, nothing published
+
+
+def test_store_repairs_broken_pointer_manifest_name_and_killed_publishes(tmp_path, publish_model, no_adroi_env,
+                                                                          capsys):
+    store = str(tmp_path / "store")
+    first, second = publish_model(store), publish_model(store, {"email": 1.0, "video": 2.0})
+    root = tmp_path / "store" / "models"
+    (root / "LATEST").write_text("{not json")
+    (root / first.version / "manifest.json").write_text("{broken")
+    killed = "20260101T000000Z-0000abcd"
+    (root / killed).mkdir()
+    (root / killed / "model.joblib").write_bytes(b"half")
+    (root / killed / ".manifest.json.x1.tmp").write_bytes(b"{")
+    capsys.readouterr()
+
+    assert cli.main(["versions", "--store", store]) == 0
+    listed = capsys.readouterr()
+    assert cli.main(["gc", "--store", store, "--dry-run"]) == 0  # default age limit: all of it is too new
+    too_new = capsys.readouterr().out
+    assert cli.main(["gc", "--store", store, "--older-than", "0", "--dry-run"]) == 0
+    planned = capsys.readouterr().out
+    assert cli.main(["gc", "--store", store, "--older-than", "0"]) == 0
+    capsys.readouterr()
+    long_name = cli.main(["promote", "x" * 300, "--store", store])
+    long_err = capsys.readouterr().err
+    repaired = cli.main(["promote", second.version, "--store", store])
+    repair_out = capsys.readouterr().out
+
+    rows = {line.split()[0]: line for line in listed.out.splitlines()[1:]}
+    assert "unreadable" in listed.err and "promote VERSION" in listed.err
+    assert "broken" in rows[first.version] and "not valid JSON" in rows[first.version]
+    assert "incomplete" in rows[killed] and "promoted" in rows[second.version]
+    assert "would remove 0 object(s)" in too_new
+    assert f"would remove models/{killed}/model.joblib" in planned and "would remove 2 object(s)" in planned
+    assert not (root / killed).exists() and (root / second.version / "manifest.json").exists()
+    assert long_name == 2 and "invalid version name: expected YYYYmmddTHHMMSSZ-" in long_err
+    assert "Traceback" not in long_err and "x" * 100 not in long_err
+    assert repaired == 0 and "LATEST was unreadable" in repair_out and "replaced" in repair_out
+    assert ModelRegistry(open_store(store)).latest().version == second.version
+
+
 def test_history_lists_recorded_runs(good_data, tmp_path, no_adroi_env, capsys):
     metrics = f"sqlite:///{tmp_path / 'metrics.db'}"
     cli.main(["run", "--data", good_data, "--store", str(tmp_path / "s"), "--metrics", metrics,

@@ -65,6 +65,15 @@ def test_environment_values_are_coerced_to_declared_types():
     ({"bogus": 1}, "bogus", "one of"),
     ({"validation.actions": {"nulls": "ignore"}}, "validation.actions.nulls", "'fail', 'warn' or 'off'"),
     ({"log_format": "xml"}, "log_format", "'text', 'json' or 'cloud'"),
+    ({"metrics": "mysql://x"}, "metrics", "'sqlite:///path/to/metrics.db' or 'bq://project.dataset.table'"),
+    ({"metrics": "bq://project"}, "metrics", "bq://project.dataset.table"),
+    ({"store": "s3://bucket/models"}, "store", "a local folder or gs://bucket[/prefix]"),
+    ({"data": "gs://"}, "data", "gs://bucket[/prefix] with a valid bucket name"),
+    ({"model.ridge_alphas": "0,1"}, "model.ridge_alphas", "numbers > 0"),
+    ({"model.cv_splits": 1}, "model.cv_splits", ">= 2"),
+    ({"validation.min_months": 0}, "validation.min_months", ">= 1"),
+    ({"validation.duplicate_fail_rate": 2}, "validation.duplicate_fail_rate", "from 0 to 1"),
+    ({"channels": "email,EMAIL"}, "channels", "distinct"),
 ])
 def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
     with pytest.raises(ConfigError) as exc:

@@ -60,6 +60,37 @@ def test_a_file_rewritten_after_listing_fails_ingest_naming_it(sample_dir, store
         ing.ingest(store)
 
 
+@pytest.mark.parametrize("when", ["after listing", "while reading"])
+def test_a_local_file_rewritten_in_place_by_hand_fails_ingest(sample_dir, when, monkeypatch):
+    store = open_store(str(sample_dir))
+    path = sample_dir / "spend" / "2025.csv"
+    text = path.read_bytes()
+    snapshot_init, snapshot_open = ing.InputSnapshot.__init__, ing.InputSnapshot.open_read
+
+    def rewrite() -> None:
+        with open(path, "r+b") as fh:  # in place: same file, same inode, only the first half of the rows
+            fh.truncate(0)
+            fh.write(text[: len(text) // 2])
+
+    def listed_then_rewritten(self, store, infos):
+        snapshot_init(self, store, infos)
+        rewrite()
+
+    def opened_then_rewritten(self, key):
+        fh = snapshot_open(self, key)
+        if key == "spend/2025.csv":
+            rewrite()
+        return fh
+
+    if when == "after listing":
+        monkeypatch.setattr(ing.InputSnapshot, "__init__", listed_then_rewritten)
+    else:
+        monkeypatch.setattr(ing.InputSnapshot, "open_read", opened_then_rewritten)
+
+    with pytest.raises(ObjectChanged, match="spend/2025.csv changed while the run read it"):
+        ing.ingest(store)
+
+
 def test_fingerprint_is_stable_and_follows_content(sample_dir, store_uri):
     store = upload(sample_dir, store_uri)
     first = ing.ingest(store).fingerprint

@@ -39,9 +39,11 @@ def test_run_promotes_first_model_publishes_manifest_and_records_it(good_data, s
     assert (result.status, result.exit_code) == ("promoted", 0), result.reason
     registry = ModelRegistry(open_store(store_uri))
     assert latest_version(store_uri) == result.version
-    manifest, estimator = registry.load(result.version)
+    manifest, spec = registry.load(result.version)
     assert manifest["status"] == "promoted" and manifest["run_id"] == "run-1"
-    assert manifest["channels"] == list(estimator.feature_names_in_)
+    assert spec["format"] == "adroi-model/2" and spec["algorithm"] == manifest["algorithm"] == "ols"
+    assert manifest["channels"] == spec["channels"]
+    assert spec["coefficients"].tolist() == [manifest["coefficients"][c] for c in spec["channels"]]
     for channel, roi in TRUE_ROI.items():
         assert manifest["coefficients"][channel] == pytest.approx(roi, rel=0.15)
     assert manifest["training"]["refit_on_all_months"] is True
@@ -145,6 +147,45 @@ def test_failure_mid_publish_leaves_no_version_and_latest_untouched(good_data, s
     assert latest_version(store_uri) == first.version
     row = open_metrics(settings.metrics).get("broken")
     assert row["status"] == "failed" and "injected failure" in row["error"]
+
+
+class _MakesFolder:
+    """Pickled, this calls os.mkdir(path) when loaded by an unrestricted unpickler."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+def test_a_crafted_champion_runs_no_code_in_the_training_job(good_data, tmp_path):
+    import joblib
+
+    from training.core.store import sha256_hex
+
+    store_uri = str(tmp_path / "store")
+    first = pipeline.run(make_settings(good_data, store_uri, tmp_path), "first")
+    marker = tmp_path / "owned"
+    store = open_store(store_uri)
+    buffer = io.BytesIO()
+    joblib.dump(_MakesFolder(str(marker)), buffer)
+    crafted = buffer.getvalue()
+    # Anyone with write access to the bucket: replace the model, update manifest hash/size and the pointer.
+    manifest = json.loads(store.read(f"models/{first.version}/manifest.json"))
+    manifest |= {"sha256": sha256_hex(crafted), "size": len(crafted)}
+    store.write(f"models/{first.version}/model.joblib", crafted)
+    store.write(f"models/{first.version}/manifest.json", json.dumps(manifest).encode())
+    pointer = json.loads(store.read(LATEST_KEY)) | {"sha256": manifest["sha256"]}
+    store.write(LATEST_KEY, json.dumps(pointer).encode())
+
+    result = pipeline.run(make_settings(good_data, store_uri, tmp_path, **{"model.algorithm": "ridge"}), "second")
+
+    assert not marker.exists()
+    assert result.status == "promoted", result.reason
+    assert "cannot be loaded" in result.reason and "posix.mkdir" in result.reason
 
 
 class ReadsFail:

@@ -2,15 +2,16 @@
 
 Layout under the store root:
 
-    models/<version>/model.joblib    the fitted scikit-learn estimator
+    models/<version>/model.joblib    the model spec (plain data and numpy arrays; see `training.core.artifact`)
     models/<version>/manifest.json   what a person or the API needs to trust it (sha256, channels, ROI, ...)
     models/<version>/...             plots, validation report (written before the manifest)
     models/LATEST                    {"version", "sha256", "promoted_at", "previous", "reason"}
 
-`<version>` is `YYYYmmddTHHMMSSZ-<first 8 hex of sha256>` so names sort by time. The manifest is written
-last: a version without one is incomplete and ignored. A version folder is never modified once its
-manifest exists. `LATEST` only moves through `promote`, which verifies the version's files first and then
-writes the pointer with a generation precondition, so two concurrent publishers cannot both win.
+`<version>` is `YYYYmmddTHHMMSSZ-<first 8 hex of sha256>` so names sort by time; any other name is refused.
+The manifest is written last: a version without one is incomplete (`list_versions` shows it, `gc` removes
+it). A version folder is never modified once its manifest exists. `LATEST` only moves through `promote`,
+which runs the same verification as the API (`load`: sha256, restricted load, spec against manifest) and
+then writes the pointer with a generation precondition, so two concurrent publishers cannot both win.
 
 This module is the contract between training and serving: it must stay importable without pandas.
 """
@@ -18,16 +19,18 @@ This module is the contract between training and serving: it must stay importabl
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from training.core import events
+from training.core.artifact import verify_model
 from training.core.errors import ModelIntegrityError, ObjectNotFound, PreconditionFailed
-from training.core.store import Store, sha256_hex
+from training.core.store import ObjectInfo, Store, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ LATEST_KEY = f"{MODELS_PREFIX}/LATEST"
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
+VERSION_PATTERN = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
+VERSION_FORMAT = "YYYYmmddTHHMMSSZ-<8 hex digits>"
 
 _READ_CURRENT = object()
 
@@ -62,10 +67,18 @@ def version_name(created_at: datetime, model_bytes: bytes) -> str:
     return f"{stamp}-{sha256_hex(model_bytes)[:8]}"
 
 
+def check_version_name(version: str) -> str:
+    """Return `version` if it has the shape `version_name` gives, else raise ModelIntegrityError."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+        shown = version if not isinstance(version, str) or len(version) <= 60 else \
+            f"{version[:40]}... ({len(version)} characters)"
+        raise ModelIntegrityError(repr(shown), f"invalid version name: expected {VERSION_FORMAT}, "
+                                               "as `versions` lists them")
+    return version
+
+
 def _key(version: str, name: str) -> str:
-    if not version or "/" in version or version.startswith("."):
-        raise ModelIntegrityError(str(version), "invalid version name")
-    return f"{MODELS_PREFIX}/{version}/{name}"
+    return f"{MODELS_PREFIX}/{check_version_name(version)}/{name}"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -133,12 +146,21 @@ class ModelRegistry:
     ) -> Pointer:
         """Verify `version` and point `LATEST` at it, only if `LATEST` is still at `expected_generation`.
 
-        Without `expected_generation` the current pointer is read first (a rollback by a person). A
+        Without `expected_generation` the current pointer is read first (a rollback by a person); a pointer
+        that is not readable is replaced (logged), since it names no version anyone could serve. A
         pipeline passes the generation it gated against, so a concurrent promotion makes this raise
         `PreconditionFailed` instead of silently replacing a newer champion.
         """
-        manifest, _ = self.verify(version)
-        current = self.latest()
+        manifest, _ = self.load(version)
+        try:
+            current = self.latest()
+        except ModelIntegrityError as exc:
+            if expected_generation is not _READ_CURRENT:
+                raise
+            current = None
+            expected_generation = self.pointer_generation()
+            log.warning("replacing unreadable %s (%s) with a pointer to %s", LATEST_KEY, exc.reason, version,
+                        extra={"run_id": run_id, "model_version": version})
         if expected_generation is _READ_CURRENT:
             expected_generation = current.generation if current else None
         body = {
@@ -175,61 +197,115 @@ class ModelRegistry:
     def manifest(self, version: str) -> dict[str, Any]:
         """Return the manifest of `version`."""
         try:
-            return json.loads(self.store.read(_key(version, MANIFEST_FILE)))
+            manifest = json.loads(self.store.read(_key(version, MANIFEST_FILE)))
         except ObjectNotFound as exc:
             raise ModelIntegrityError(version, "no manifest.json (missing or incomplete version)") from exc
         except ValueError as exc:
             raise ModelIntegrityError(version, f"manifest.json is not valid JSON: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise ModelIntegrityError(version, f"manifest.json holds a JSON {type(manifest).__name__}: expected an "
+                                               "object")
+        return manifest
 
-    def verify(self, version: str, expected_sha256: str | None = None) -> tuple[dict[str, Any], bytes]:
-        """Return the manifest and model bytes of `version` after checking size and sha256."""
+    def load(self, version: str, expected_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return the manifest and model spec of `version` after the one verification everything uses.
+
+        Size and sha256 against the manifest (and `expected_sha256`, LATEST's), a load that runs no code
+        from the file and allocates at most `artifact.MAX_MODEL_BYTES`, then the spec against the manifest
+        (`artifact.verify_model`). Training's gate, `promote` and the API all call this.
+        """
         manifest = self.manifest(version)
         try:
             model_bytes = self.store.read(_key(version, MODEL_FILE))
         except ObjectNotFound as exc:
             raise ModelIntegrityError(version, "model.joblib is missing") from exc
-        digest = sha256_hex(model_bytes)
-        if digest != manifest.get("sha256"):
-            raise ModelIntegrityError(
-                version, f"sha256 of model.joblib is {digest}, manifest says {manifest.get('sha256')}")
-        if expected_sha256 and digest != expected_sha256:
-            raise ModelIntegrityError(version, f"sha256 of model.joblib is {digest}, LATEST says {expected_sha256}")
-        if manifest.get("size") not in (None, len(model_bytes)):
-            raise ModelIntegrityError(version, f"model.joblib is {len(model_bytes)} bytes, manifest says "
-                                               f"{manifest.get('size')}")
-        return manifest, model_bytes
+        return manifest, verify_model(version, manifest, model_bytes, expected_sha256)
 
-    def load(self, version: str, expected_sha256: str | None = None) -> tuple[dict[str, Any], Any]:
-        """Verify `version`, then unpickle its model (never before the hash checks out)."""
-        import joblib  # deferred: only needed once a verified model is in hand
-
-        manifest, model_bytes = self.verify(version, expected_sha256)
-        try:
-            model = joblib.load(io.BytesIO(model_bytes))
-        except Exception as exc:  # any unpickling failure means the version cannot be served
-            raise ModelIntegrityError(version, f"model.joblib does not load: {exc}") from exc
-        return manifest, model
+    verify = load  # one verification: the name promote and the API used before
 
     def versions(self) -> list[str]:
         """Return the names of all complete versions (with a manifest), oldest first."""
         keys = self.store.list(MODELS_PREFIX)
         return sorted(k.split("/")[1] for k in keys if k.count("/") == 2 and k.endswith("/" + MANIFEST_FILE))
 
+    def _folders(self) -> dict[str, list[ObjectInfo]]:
+        """Return every folder under `models/` with the objects in it, partial writes included."""
+        folders: dict[str, list[ObjectInfo]] = {}
+        for info in [*self._objects(), *self.store.temporary(MODELS_PREFIX)]:
+            parts = info.key.split("/")
+            if len(parts) >= 3:
+                folders.setdefault(parts[1], []).append(info)
+        return folders
+
+    def _objects(self) -> list[ObjectInfo]:
+        infos = []
+        for key in self.store.list(MODELS_PREFIX):
+            if key.count("/") >= 2:
+                with contextlib.suppress(ObjectNotFound):  # removed since the listing
+                    infos.append(self.store.info(key))
+        return infos
+
     def list_versions(self) -> list[dict[str, Any]]:
-        """Return one summary per version, newest first, marking the one `LATEST` points at."""
-        latest = self.latest()
+        """Return one row per version folder, newest first: complete ones with their summary, broken and
+        incomplete ones marked (`status` "broken" / "incomplete", `problem` says why)."""
+        try:
+            latest = self.latest()
+        except ModelIntegrityError:
+            latest = None  # an unreadable pointer must not hide the versions (`promote` replaces it)
         rows = []
-        for version in reversed(self.versions()):
-            m = self.manifest(version)
-            rows.append({
-                "version": version,
-                "status": m.get("status"),
-                "created_at": m.get("created_at"),
-                "latest": bool(latest and latest.version == version),
-                "metrics": m.get("metrics", {}).get("holdout", {}),
-                "gate_reason": m.get("gate", {}).get("reason"),
-            })
+        for version, objects in sorted(self._folders().items(), reverse=True):
+            row: dict[str, Any] = {"version": version, "status": None, "created_at": None,
+                                   "latest": bool(latest and latest.version == version), "metrics": {},
+                                   "gate_reason": None, "problem": None}
+            names = {o.key.split("/", 2)[2] for o in objects}
+            if not VERSION_PATTERN.fullmatch(version):
+                row |= {"status": "broken", "problem": f"not a version name (expected {VERSION_FORMAT})"}
+            elif MANIFEST_FILE not in names:
+                newest = max((o.updated for o in objects if o.updated is not None), default=None)
+                row |= {"status": "incomplete", "problem": "no manifest.json (a publish that did not finish)",
+                        "created_at": None if newest is None else
+                        datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds")}
+            else:
+                try:
+                    m = self.manifest(version)
+                    row |= {"status": m.get("status"), "created_at": m.get("created_at"),
+                            "metrics": (m.get("metrics") or {}).get("holdout", {}),
+                            "gate_reason": (m.get("gate") or {}).get("reason")}
+                except ModelIntegrityError as exc:
+                    row |= {"status": "broken", "problem": exc.reason}
+                except AttributeError:  # a field of the wrong JSON type
+                    row |= {"status": "broken", "problem": "manifest.json has metrics or gate of the wrong type"}
+            rows.append(row)
         return rows
+
+    def gc(self, older_than_seconds: float, dry_run: bool = False) -> list[str]:
+        """Remove incomplete version folders and partial writes untouched for `older_than_seconds`.
+
+        A complete version (one with its manifest) is never touched; neither is anything newer than the
+        limit, which may be a publish still running. Returns the keys removed (or that would be).
+        """
+        cutoff = time.time() - older_than_seconds
+
+        def stale(objects: list[ObjectInfo]) -> bool:
+            return all(o.updated is not None and o.updated < cutoff for o in objects)
+
+        removed: list[str] = []
+        for version, objects in sorted(self._folders().items()):
+            complete = any(o.key.split("/", 2)[2] == MANIFEST_FILE for o in objects)
+            if complete or not objects or not stale(objects):
+                continue
+            # Checked again just before deleting: a publish may have finished since the listing.
+            if self.store.exists(f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}"):
+                continue
+            removed += [o.key for o in objects]
+        temporary = [o for o in self.store.temporary("") if o.key not in removed and stale([o])]
+        removed += [o.key for o in temporary]
+        if not dry_run:
+            for key in removed:
+                self.store.delete(key)
+        log.info("gc %s %d object(s) in %s", "would remove" if dry_run else "removed", len(removed),
+                 self.store.uri)
+        return removed
 
 
 def _content_type(name: str) -> str:
@@ -247,6 +323,8 @@ __all__ = [
     "ModelRegistry",
     "Pointer",
     "PreconditionFailed",
+    "VERSION_PATTERN",
     "VersionExists",
+    "check_version_name",
     "version_name",
 ]

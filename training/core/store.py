@@ -5,9 +5,13 @@ Keys are relative, `/`-separated paths (`models/LATEST`, `spend/2024-01.csv`). B
 guarantees:
 
 - `write` is all-or-nothing: a reader sees the old object, the new one, or none, never half of one.
-- every object has an integer `generation` that changes on each write (GCS: the object generation;
-  local: a counter kept beside the file), and `write_if_generation` is a compare-and-swap on it
-  (`expected=None` means "only if absent"). This is what moves the `LATEST` pointer safely.
+- every object has an integer `generation` that changes whenever its content does (GCS: the object
+  generation; local: derived from the file's inode, size and modification time, and for small files such
+  as `LATEST` its bytes, so a file rewritten by hand or in place gets a new one), and `write_if_generation`
+  is a compare-and-swap on it (`expected=None` means "only if absent"). This is what moves the `LATEST`
+  pointer safely, and what lets a reader pin the version of an input it listed.
+- reading needs no write access (a read-only folder or an objectViewer role is enough); local files are
+  created with the permissions the umask allows, like any other file the user writes.
 
 No pandas, no scikit-learn here: the API imports this module.
 """
@@ -17,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from training.core.errors import (
+    ConfigError,
     ObjectChanged,
     ObjectNotFound,
     PreconditionFailed,
@@ -41,6 +48,7 @@ class ObjectInfo:
     size: int
     generation: int
     checksum: str  # GCS: base64 md5 (or crc32c); local: "size:mtime_ns"
+    updated: float | None = None  # last write, seconds since the epoch
 
 
 class Store(Protocol):
@@ -59,6 +67,7 @@ class Store(Protocol):
     def info(self, key: str) -> ObjectInfo: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
+    def temporary(self, prefix: str = "") -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def uri_for(self, key: str) -> str: ...
 
@@ -74,10 +83,54 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
 
 
+# Files up to this size get their bytes in the generation: a hand edit of `LATEST` within the
+# filesystem's timestamp granularity, with the same length, still changes it.
+CONTENT_GENERATION_BYTES = 64 * 1024
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """Return the process umask without changing it (Linux reports it in /proc; elsewhere set and restore)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _generation_of(st: os.stat_result, head: bytes | None) -> int:
+    """Return a positive 63-bit generation for a file's identity, size, mtime and (small files) content."""
+    digest = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:".encode())
+    if head is not None:
+        digest.update(head)
+    return (int.from_bytes(digest.digest()[:8], "big") >> 1) or 1
+
+
+class _PinnedFile(io.BufferedReader):
+    """A local file opened at a generation: closing it fails if the file changed while it was read."""
+
+    def __init__(self, raw: io.FileIO, uri: str, generation: int, st: os.stat_result):
+        super().__init__(raw)
+        self._uri, self._generation, self._stat = uri, generation, st
+
+    def close(self) -> None:
+        """Close, raising ObjectChanged if the file was rewritten in place during the read."""
+        if self.closed:
+            return
+        try:
+            now = os.fstat(self.fileno())
+        finally:
+            super().close()
+        if (now.st_size, now.st_mtime_ns) != (self._stat.st_size, self._stat.st_mtime_ns):
+            raise ObjectChanged(self._uri, self._generation, None)
+
+
 class LocalStore:
     """A folder on local disk standing in for a bucket (the embedded default)."""
 
-    _GEN_DIR = ".generations"
+    _LOCK_DIR = ".generations"  # holds only the writers' lock (older versions kept counters here)
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()
@@ -89,17 +142,14 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / _clean_key(key)
 
-    def _gen_path(self, key: str) -> Path:
-        return self.root / self._GEN_DIR / (_clean_key(key) + ".gen")
-
     def uri_for(self, key: str) -> str:
         """Return the path of `key` as a person would type it."""
         return str(self._path(key))
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """Serialise writers across threads and processes of this machine."""
-        lock_path = self.root / self._GEN_DIR / ".lock"
+        """Serialise writers across threads and processes of this machine (readers never take it)."""
+        lock_path = self.root / self._LOCK_DIR / ".lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -108,33 +158,46 @@ class LocalStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _current_generation(self, key: str) -> int | None:
-        if not self._path(key).is_file():
-            return None
-        try:
-            return int(self._gen_path(key).read_text() or 0) or 1
-        except (FileNotFoundError, ValueError):
-            return 1  # a file placed by hand, outside this class
+    @staticmethod
+    def _generation_of_open(fh: IO[bytes]) -> tuple[int, os.stat_result]:
+        """Return the generation of an open file (its own inode, whatever replaced the path since)."""
+        st = os.fstat(fh.fileno())
+        head = None
+        if st.st_size <= CONTENT_GENERATION_BYTES:
+            head = os.pread(fh.fileno(), CONTENT_GENERATION_BYTES + 1, 0)
+        return _generation_of(st, head), st
 
-    def _atomic_write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    def _current_generation(self, key: str) -> int | None:
         try:
+            with open(self._path(key), "rb") as fh:
+                return self._generation_of_open(fh)[0]
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def _atomic_write(self, path: Path, data: bytes, previous: int | None) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a store file is as readable as any other
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
+                generation, st = self._generation_of_open(fh)
+                if generation == previous:
+                    # Same inode number reused, same size and timestamp tick: move the mtime on so the
+                    # generation changes with every write, as GCS's does.
+                    os.utime(fh.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+                    generation = self._generation_of_open(fh)[0]
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        return generation
 
     def _write_locked(self, key: str, data: bytes) -> int:
-        new_gen = (self._current_generation(key) or 0) + 1
-        self._atomic_write(self._path(key), data)
-        self._atomic_write(self._gen_path(key), str(new_gen).encode())
-        return new_gen
+        return self._atomic_write(self._path(key), data, self._current_generation(key))
 
     def read(self, key: str) -> bytes:
         """Return the whole object."""
@@ -144,25 +207,34 @@ class LocalStore:
             raise ObjectNotFound(self.uri_for(key)) from exc
 
     def read_with_generation(self, key: str) -> tuple[bytes, int]:
-        """Return the object and the generation it was read at."""
-        with self._lock():
-            data = self.read(key)
-            return data, self._current_generation(key) or 1
+        """Return the object and the generation it was read at (no lock: a reader needs no write access)."""
+        try:
+            with open(self._path(key), "rb") as fh:
+                data = fh.read()
+                # Stat after reading: a write that replaced the path left this inode alone; one in place
+                # since the read gives a generation matching neither version, so a CAS on it fails safely.
+                st = os.fstat(fh.fileno())
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(self.uri_for(key)) from exc
+        head = data if st.st_size <= CONTENT_GENERATION_BYTES else None
+        return data, _generation_of(st, head)
 
     def open_read(self, key: str, generation: int | None = None) -> IO[bytes]:
-        """Open the object for streaming reads; with `generation`, only if it is still at that generation."""
-        # No lock: reading must not write a lock file into a data folder that may be read-only.
+        """Open the object for streaming reads; with `generation`, only if it is still at that generation
+        (and closing the file raises ObjectChanged if it was rewritten in place while being read)."""
         try:
-            fh = open(self._path(key), "rb")
-        except (FileNotFoundError, IsADirectoryError) as exc:
+            raw = io.FileIO(self._path(key), "r")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             if generation is not None:
                 raise ObjectChanged(self.uri_for(key), generation, None) from exc
             raise ObjectNotFound(self.uri_for(key)) from exc
-        current = self._current_generation(key)
-        if generation is not None and current != generation:
-            fh.close()
+        if generation is None:
+            return io.BufferedReader(raw)
+        current, st = self._generation_of_open(raw)
+        if current != generation:
+            raw.close()
             raise ObjectChanged(self.uri_for(key), generation, current)
-        return fh
+        return _PinnedFile(raw, self.uri_for(key), generation, st)
 
     def write(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
         """Write the whole object atomically and return its new generation."""
@@ -184,37 +256,54 @@ class LocalStore:
         return self._current_generation(key)
 
     def info(self, key: str) -> ObjectInfo:
-        """Return size, generation and a cheap checksum without reading the content."""
-        path = self._path(key)
+        """Return size, generation and a cheap checksum without reading the content (small files: read)."""
         try:
-            st = path.stat()
-        except FileNotFoundError as exc:
+            with open(self._path(key), "rb") as fh:
+                generation, st = self._generation_of_open(fh)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(self.uri_for(key)) from exc
-        return ObjectInfo(_clean_key(key), st.st_size, self._current_generation(key) or 1,
-                          f"{st.st_size}:{st.st_mtime_ns}")
+        return ObjectInfo(_clean_key(key), st.st_size, generation, f"{st.st_size}:{st.st_mtime_ns}",
+                          st.st_mtime)
 
     def exists(self, key: str) -> bool:
         """Say whether the object exists."""
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "") -> list[str]:
-        """Return the keys under `prefix`, sorted by name."""
+    def _files(self, prefix: str) -> Iterator[tuple[str, Path]]:
         base = self.root / _clean_key(prefix) if prefix.strip("/") else self.root
         if not base.is_dir():
-            return []
-        keys = []
+            return
         for path in base.rglob("*"):
             rel = path.relative_to(self.root).as_posix()
-            if path.is_file() and not rel.startswith(self._GEN_DIR) and not path.name.endswith(".tmp"):
-                keys.append(rel)
-        return sorted(keys)
+            if path.is_file() and not rel.startswith(self._LOCK_DIR + "/"):
+                yield rel, path
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Return the keys under `prefix`, sorted by name (partial writes left out)."""
+        return sorted(rel for rel, path in self._files(prefix) if not path.name.endswith(TEMPORARY_SUFFIX))
+
+    def temporary(self, prefix: str = "") -> list[ObjectInfo]:
+        """Return the partial writes (`.tmp` files) a killed writer left under `prefix`."""
+        infos = []
+        for rel, path in self._files(prefix):
+            if path.name.endswith(TEMPORARY_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    st = path.stat()
+                    infos.append(ObjectInfo(rel, st.st_size, 0, f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime))
+        return sorted(infos, key=lambda i: i.key)
 
     def delete(self, key: str) -> None:
         """Remove the object (no error if it is already gone)."""
         with self._lock():
-            for path in (self._path(key), self._gen_path(key)):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            path = self._path(key)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            legacy = self.root / self._LOCK_DIR / (_clean_key(key) + ".gen")  # counter of older versions
+            with contextlib.suppress(FileNotFoundError):
+                legacy.unlink()
+            with contextlib.suppress(OSError):  # an emptied version folder goes too (rmdir refuses non-empty)
+                if path.parent != self.root:
+                    path.parent.rmdir()
 
 
 class GCSStore:
@@ -333,7 +422,7 @@ class GCSStore:
         if blob is None:
             raise ObjectNotFound(self.uri_for(key))
         return ObjectInfo(_clean_key(key), int(blob.size or 0), int(blob.generation),
-                          blob.md5_hash or blob.crc32c or "")
+                          blob.md5_hash or blob.crc32c or "", blob.updated.timestamp() if blob.updated else None)
 
     def exists(self, key: str) -> bool:
         """Say whether the object exists."""
@@ -347,6 +436,10 @@ class GCSStore:
                                                              timeout=self.timeout, retry=self._retry)]
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(n[strip:] for n in names if not n.endswith("/"))
+
+    def temporary(self, prefix: str = "") -> list[ObjectInfo]:
+        """Return partial writes under `prefix`: none, an upload becomes visible whole or not at all."""
+        return []
 
     def delete(self, key: str) -> None:
         """Remove the object (no error if it is already gone)."""
@@ -364,6 +457,19 @@ def _gcs_client() -> object:
         return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "adroi-local"),
                               credentials=AnonymousCredentials())
     return storage.Client()
+
+
+def check_store_uri(uri: str | os.PathLike[str], field: str = "store") -> str:
+    """Return `uri` if `open_store` accepts it (syntax only, nothing is contacted), else raise ConfigError."""
+    text = str(uri)
+    if text.startswith("gs://"):
+        bucket = text.removeprefix("gs://").partition("/")[0]
+        if re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+            return text
+        raise ConfigError(field, text, "gs://bucket[/prefix] with a valid bucket name")
+    if not text.strip() or ("://" in text and not text.startswith("file://")):
+        raise ConfigError(field, text, "a local folder or gs://bucket[/prefix]")
+    return text
 
 
 def open_store(uri: str | os.PathLike[str], **kwargs: object) -> Store:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import sys
 import threading
 
 import pytest
@@ -140,6 +144,92 @@ def test_local_write_leaves_no_temp_files(tmp_path):
     store.write("models/v/model.joblib", b"x" * 10)
 
     assert store.list() == ["models/v/model.joblib"]
+
+
+@pytest.mark.parametrize("size", [3, 200_000])
+def test_a_local_file_rewritten_by_hand_gets_a_new_generation(tmp_path, size):
+    store = LocalStore(tmp_path)
+    store.write("spend/a.csv", b"x" * size)
+    before = store.info("spend/a.csv").generation
+    path = tmp_path / "spend" / "a.csv"
+    stat = path.stat()
+
+    with open(path, "r+b") as fh:  # in place, same length, and the old timestamp put back
+        fh.write(b"y")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    if size > 100_000:  # a large file's generation follows its timestamp, not its bytes
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+
+    assert store.info("spend/a.csv").generation != before
+    assert store.generation("spend/a.csv") == store.info("spend/a.csv").generation
+    with pytest.raises(ObjectChanged):
+        store.open_read("spend/a.csv", generation=before)
+
+
+def test_writing_the_same_bytes_twice_still_changes_the_local_generation(tmp_path):
+    store = LocalStore(tmp_path)
+    generations = [store.write("models/LATEST", b"same") for _ in range(20)]
+
+    assert len(set(generations)) == 20
+
+
+def test_reading_a_local_store_writes_nothing(tmp_path, publish_model):
+    """What the API does (pointer, generation, manifest, model) must work on a read-only folder: as root,
+    permissions are not enforced, so record every write attempt instead (and chmod the folder as well)."""
+    from app.model import load_served_model
+    from training.core.registry import ModelRegistry
+
+    uri = str(tmp_path / "store")
+    publish_model(uri)
+    shutil.rmtree(tmp_path / "store" / ".generations")  # as a store copied without it would be
+    writes: list[tuple] = []
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], str | bytes | os.PathLike) and str(args[0]).startswith(uri):
+            mode, flags = args[1], args[2]
+            if (mode and any(c in mode for c in "wax+")) or (flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+                writes.append((event, args))
+        elif event in ("os.mkdir", "os.rename", "os.remove", "os.chmod") and str(args[0]).startswith(uri):
+            writes.append((event, args))
+
+    modes = _make_read_only(tmp_path / "store")
+    _AUDIT["hook"] = audit
+    try:
+        registry = ModelRegistry(LocalStore(uri))
+        model = load_served_model(registry, registry.latest())
+        registry.pointer_generation()
+        registry.list_versions()
+    finally:
+        _AUDIT["hook"] = None
+        for path, mode in modes:
+            path.chmod(mode)
+
+    assert model.channels and writes == []
+
+
+_AUDIT: dict = {"hook": None}
+sys.addaudithook(lambda event, args: _AUDIT["hook"] and _AUDIT["hook"](event, args))
+
+
+def _make_read_only(root) -> list:
+    modes = [(p, p.stat().st_mode) for p in [root, *root.rglob("*")]]
+    for path, mode in modes:
+        path.chmod(mode & ~0o222)
+    return modes
+
+
+def test_local_files_are_written_with_the_umask(tmp_path):
+    store = LocalStore(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        store.write("models/v/model.joblib", b"x")
+        os.umask(0o027)
+        store.write("models/v/manifest.json", b"{}")
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE((tmp_path / "models/v/model.joblib").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "models/v/manifest.json").stat().st_mode) == 0o640
 
 
 @pytest.mark.parametrize("uri, kind", [("gs://bucket/prefix", GCSStore), ("some/folder", LocalStore),

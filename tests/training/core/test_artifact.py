@@ -1,0 +1,174 @@
+"""The one model loader: plain specs and legacy estimators in, code and decompression bombs refused."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import tracemalloc
+import zlib
+from importlib import metadata
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso, LinearRegression, Ridge
+
+from training.core import artifact
+from training.core.artifact import dump_spec, linear_spec, load_spec, predict_linear, verify_model
+from training.core.errors import ModelIntegrityError
+from training.core.store import sha256_hex
+
+
+def _joblib_bytes(obj: object, compress: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, compress=compress)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_a_linear_spec_round_trips(compress):
+    spec = linear_spec("ridge", ["email", "video"], 12.5, [3.1, 0.9])
+
+    loaded = load_spec("v1", dump_spec(spec, compress=compress))
+
+    assert loaded["algorithm"] == "ridge" and loaded["channels"] == ["email", "video"]
+    assert loaded["coefficients"].dtype == np.float64
+    np.testing.assert_array_equal(predict_linear(loaded, [[1.0, 2.0], [0.0, 0.0]]), [12.5 + 3.1 + 1.8, 12.5])
+
+
+@pytest.mark.parametrize(("estimator", "algorithm"), [(LinearRegression(), "ols"), (Ridge(alpha=0.5), "ridge")])
+@pytest.mark.parametrize("compress", [0, 3])
+def test_legacy_estimators_convert_to_the_linear_spec(estimator, algorithm, compress):
+    import pandas as pd
+
+    x = pd.DataFrame(np.arange(12.0).reshape(6, 2) ** 1.5, columns=["email", "video"])
+    estimator.fit(x, np.arange(6.0))
+
+    spec = load_spec("v1", _joblib_bytes(estimator, compress))
+
+    assert spec["algorithm"] == algorithm and spec["channels"] == ["email", "video"]
+    np.testing.assert_array_equal(spec["coefficients"], estimator.coef_)
+    assert spec["intercept"] == pytest.approx(estimator.intercept_)
+    assert spec["legacy"]["class"].endswith(type(estimator).__name__)
+
+
+@pytest.mark.parametrize(("obj", "found"), [
+    (Lasso().fit([[1.0], [2.0]], [1.0, 2.0]), "sklearn.linear_model._coordinate_descent.Lasso"),
+    ([1, 2], "holds a list"),
+    ({"format": "adroi-model/1"}, "format is 'adroi-model/1'"),
+    ({"format": "adroi-model/2", "x": np.array(["a"])}, "array of dtype <U1"),
+    ({"format": "adroi-model/2", "x": np.array([1.0], dtype=np.float32)}, "array of float32"),
+])
+def test_anything_else_is_refused_naming_what_was_found(obj, found):
+    with pytest.raises(ModelIntegrityError, match=found.replace(".", r"\.").replace("[", r"\[")):
+        load_spec("v1", _joblib_bytes(obj))
+
+
+def test_a_pickle_calling_arbitrary_code_is_refused():
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    with pytest.raises(ModelIntegrityError, match="builtins.print"):
+        load_spec("v1", pickle.dumps(Exploit()))
+
+
+def test_code_hidden_in_an_object_array_is_refused():
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    data = _joblib_bytes({"format": "adroi-model/2", "x": np.array([Exploit()], dtype=object)})
+
+    with pytest.raises(ModelIntegrityError, match="builtins.print"):
+        load_spec("v1", data)
+
+
+def test_garbage_bytes_are_refused():
+    with pytest.raises(ModelIntegrityError, match="does not load"):
+        load_spec("v1", b"not a pickle at all")
+
+
+def test_dump_refuses_what_is_not_plain_data():
+    with pytest.raises(ModelIntegrityError, match=r"model\.estimator is a LinearRegression"):
+        dump_spec({"format": "adroi-model/2", "estimator": LinearRegression()})
+
+
+def _zlib_bomb(payload_bytes: int) -> bytes:
+    """A joblib-zlib file whose pickle is one BINBYTES8 of `payload_bytes` zeros, compressed in a stream."""
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(b"\x80\x04" + b"\x8e" + struct.pack("<Q", payload_bytes))]
+    chunk = bytes(1 << 20)
+    for _ in range(payload_bytes >> 20):
+        parts.append(compressor.compress(chunk))
+    parts.append(compressor.compress(b"."))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def test_a_zlib_bomb_is_refused_before_it_is_expanded():
+    bomb = _zlib_bomb(1 << 30)  # 1 GiB of zeros in about 1 MB
+    assert len(bomb) < 2 << 20
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelIntegrityError, match=f"{artifact.MAX_MODEL_BYTES}-byte limit"):
+            load_spec("v1", bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 4 * artifact.MAX_MODEL_BYTES, f"peak {peak} bytes while refusing"
+
+
+def test_an_array_larger_than_the_limit_is_refused_before_allocation():
+    data = dump_spec({"format": "adroi-model/2", "big": np.zeros(1 << 22)}, compress=3)  # 32 MiB, in KB
+    assert len(data) < 256 * 1024
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelIntegrityError, match="1048576-byte limit"):
+            load_spec("v1", data, limit=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # What remains is zlib's own output for one 8 KiB input chunk (at most about 8 MiB), not the array.
+    assert peak < 12 << 20, f"peak {peak} bytes while refusing"
+    assert load_spec("v1", data, limit=40 << 20)["big"].shape == (1 << 22,)
+
+
+def _manifest(spec: dict, model_bytes: bytes, **changes: object) -> dict:
+    return {"channels": list(spec["channels"]), "algorithm": spec["algorithm"], "intercept": spec["intercept"],
+            "coefficients": dict(zip(spec["channels"], spec["coefficients"].tolist(), strict=True)),
+            "libraries": {"numpy": metadata.version("numpy")}, "sha256": sha256_hex(model_bytes),
+            "size": len(model_bytes)} | changes
+
+
+def test_verify_model_checks_hash_size_and_manifest():
+    spec = linear_spec("ols", ["email", "video"], 10.0, [2.0, 3.0])
+    data = dump_spec(spec)
+
+    assert verify_model("v1", _manifest(spec, data), data)["intercept"] == 10.0
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        verify_model("v1", _manifest(spec, data), data + b"\0")
+    with pytest.raises(ModelIntegrityError, match="LATEST says"):
+        verify_model("v1", _manifest(spec, data), data, expected_sha256="0" * 64)
+    with pytest.raises(ModelIntegrityError, match="manifest says 'ridge'"):
+        verify_model("v1", _manifest(spec, data, algorithm="ridge"), data)
+
+
+def test_an_algorithm_without_a_consistency_check_is_refused_and_one_can_be_added(monkeypatch):
+    spec = {"format": "adroi-model/2", "algorithm": "mmm", "channels": ["email"], "curve": np.array([1.0])}
+    data = dump_spec(spec)
+    manifest = {"channels": ["email"], "algorithm": "mmm", "libraries": {"numpy": metadata.version("numpy")},
+                "sha256": sha256_hex(data), "size": len(data)}
+    with pytest.raises(ModelIntegrityError, match="model algorithm 'mmm': expected one of ols, ridge"):
+        verify_model("v1", manifest, data)
+
+    seen = []
+    monkeypatch.setitem(artifact.CONSISTENCY_CHECKS, "mmm", lambda version, m, s: seen.append(s["curve"][0]))
+
+    verify_model("v1", manifest, data)
+    assert seen == [1.0]
