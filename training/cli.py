@@ -177,6 +177,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def realised_text(row: dict[str, Any]) -> str:
+    """Describe a run's realised performance of the served model: `RMSE 1.2e+05/2 (MAPE 3.1%) ≤ 1.5e+05`."""
+    periods = row.get("realised_periods")
+    if periods is None:
+        return ""
+    if not periods or row.get("realised_rmse") is None:
+        return "0 new"
+    text = f"RMSE {_num(row['realised_rmse'], ',.4g')}/{periods} (MAPE {_num(row.get('realised_mape'), '.1%')})"
+    limit = row.get("realised_rmse_limit")
+    if limit is not None:
+        text += f" {'> ' if row.get('model_degraded') or row['realised_rmse'] > limit else '≤ '}{limit:,.4g}"
+    return text + (" DEGRADED" if row.get("model_degraded") else "")
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Show the newest runs of the metrics table."""
     from training.metrics import open_metrics
@@ -187,8 +201,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps(rows, sort_keys=True, default=str))
     else:
         flat = [{**r, "started_at": f"{r['started_at']:%Y-%m-%d %H:%M:%S}", "r2": _num(r["holdout_r2"], ".3f"),
-                 "rmse": _num(r["holdout_rmse"], ",.1f"), "reason": r["gate_reason"] or r["error"]} for r in rows]
-        print(_table(flat, ["started_at", "run_id", "status", "model_version", "r2", "rmse", "reason"])
+                 "rmse": _num(r["holdout_rmse"], ",.1f"), "realised": realised_text(r),
+                 "reason": r["gate_reason"] or r["error"]} for r in rows]
+        print(_table(flat, ["started_at", "run_id", "status", "model_version", "r2", "rmse", "realised", "reason"])
               if rows else f"no runs in {settings.metrics}")
     return EXIT_OK
 

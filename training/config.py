@@ -38,6 +38,9 @@ class ValidationConfig:
     max_revenue_age_months: int = 3  # newest revenue month must be at most this old at the run date
     extreme_z: float = 5.0  # robust z-score above which a month's channel spend is flagged
     max_examples: int = 5
+    # drift: new periods (after the champion's training window) vs that window, per channel, revenue, control
+    drift_max_outside_share: float = 0.5  # warn above this share of new periods outside the trained range
+    drift_max_shift: float = 3.0  # warn when the new periods' mean moved more training std deviations
     # rule name -> "fail" | "warn" | "off", overriding each rule's default action
     actions: dict[str, str] = field(default_factory=dict)
 
@@ -66,6 +69,16 @@ class GateConfig:
 
     evaluation_threshold: float = 0.8  # minimum holdout R²
     rmse_tolerance: float = 0.05  # challenger RMSE may be at most this much worse than the champion's
+    min_compare_periods: int = 3  # fewer unseen periods to score the champion on: compare by backtest
+
+
+@dataclass
+class MonitoringConfig:
+    """When the served model's realised error counts as degraded (`model_degraded`)."""
+
+    degraded_rmse_factor: float = 1.5  # realised RMSE > factor × its CV RMSE ...
+    degraded_rmse_sigmas: float = 2.0  # ... and > CV RMSE + sigmas × the CV folds' standard deviation
+    min_realised_periods: int = 2  # never judged on fewer unseen periods
 
 
 @dataclass
@@ -83,6 +96,7 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     def effective_run_date(self) -> date:
         """Return the run date: the one set, the pinned date of the bundled sample, or today."""
@@ -247,6 +261,19 @@ def _check(s: Settings) -> None:
         raise ConfigError("evaluation.holdout_fraction", s.evaluation.holdout_fraction, "a number between 0 and 1")
     if s.log_format not in (None, "text", "json", "cloud"):
         raise ConfigError("log_format", s.log_format, "'text', 'json' or 'cloud'")
+    if not 0.0 <= v.drift_max_outside_share <= 1.0:
+        raise ConfigError("validation.drift_max_outside_share", v.drift_max_outside_share, "a number from 0 to 1")
+    if not v.drift_max_shift > 0:
+        raise ConfigError("validation.drift_max_shift", v.drift_max_shift, "a number > 0")
+    if s.gate.min_compare_periods < 1:
+        raise ConfigError("gate.min_compare_periods", s.gate.min_compare_periods, "an integer >= 1")
+    m = s.monitoring
+    if not m.degraded_rmse_factor >= 1.0:
+        raise ConfigError("monitoring.degraded_rmse_factor", m.degraded_rmse_factor, "a number >= 1")
+    if not m.degraded_rmse_sigmas >= 0.0:
+        raise ConfigError("monitoring.degraded_rmse_sigmas", m.degraded_rmse_sigmas, "a number >= 0")
+    if m.min_realised_periods < 1:
+        raise ConfigError("monitoring.min_realised_periods", m.min_realised_periods, "an integer >= 1")
     for rule, action in s.validation.actions.items():
         if action not in ("fail", "warn", "off"):
             raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")

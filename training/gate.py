@@ -2,8 +2,13 @@
 
 The challenger must reach `gate.evaluation_threshold` holdout R². When a champion is promoted, the
 challenger's RMSE must also be no worse than the champion's by more than `gate.rmse_tolerance` (relative),
-both scored on months neither model was fitted on: the challenger's holdout months that are not in the
-champion's training months. When there are none, the reason says so and the threshold alone decides.
+both scored on months neither model was fitted on:
+- `unseen_periods`: the challenger's holdout months that are not in the champion's training months, when
+  there are at least `gate.min_compare_periods` of them;
+- `backtest` otherwise (a champion refitted yesterday has seen all but the newest month): the champion's
+  settings (algorithm, positive, hyperparameters from its manifest) and the challenger's are both fitted on
+  the challenger's training months and scored on its holdout months, so both face the same periods.
+When the champion cannot be loaded or refitted, the reason says so and the threshold alone decides.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from training import model
-from training.config import GateConfig
+from training.config import GateConfig, ModelConfig
 from training.evaluate import regression_scores
 
 
@@ -27,6 +32,8 @@ class ChampionComparison:
     champion_rmse: float | None = None
     challenger_rmse: float | None = None
     note: str = ""  # why there is no comparison, when there is none
+    method: str = "unseen_periods"  # "unseen_periods" | "backtest": which comparison decided
+    fitted_on: list[str] | None = None  # backtest: the months both models were refitted on
 
 
 @dataclass
@@ -59,6 +66,7 @@ class GateDecision:
             "champion": None if c is None else {"version": c.version, "rmse": c.champion_rmse,
                                                 "challenger_rmse": c.challenger_rmse},
             "compared_on_months": [] if c is None else list(c.months),
+            "comparison": None if c is None or not c.months else c.method,
         }
 
 
@@ -85,6 +93,53 @@ def compare_with_champion(
     )
 
 
+def champion_model_config(manifest: dict[str, Any], fallback: ModelConfig) -> ModelConfig:
+    """Return the settings the champion was fitted with (its manifest), for a backtest refit."""
+    algorithm = str(manifest.get("algorithm") or "ols")
+    hyper = manifest.get("hyperparameters") or {}
+    config = ModelConfig(algorithm=algorithm, positive=bool(manifest.get("positive", False)),
+                         ridge_alphas=list(fallback.ridge_alphas), cv_splits=fallback.cv_splits)
+    if algorithm == "ridge" and hyper.get("alpha") is not None:
+        config.ridge_alphas = [float(hyper["alpha"])]  # its chosen alpha, not a new search
+        config.cv_splits = int(hyper.get("cv_splits") or fallback.cv_splits)
+    return config
+
+
+def backtest_with_champion(
+    version: str,
+    manifest: dict[str, Any],
+    challenger: model.LinearModel | dict[str, Any],
+    features: pd.DataFrame,
+    revenue: pd.Series,
+    train_months: list[str],
+    holdout_months: list[str],
+    fallback: ModelConfig,
+) -> ChampionComparison:
+    """Refit the champion's settings on the challenger's training months; score both on its holdout months.
+
+    `challenger` is already fitted on `train_months` with the run's settings.
+    """
+    config = champion_model_config(manifest, fallback)
+    if config.algorithm not in ("ols", "ridge"):
+        return ChampionComparison(version, [], note=f"its algorithm {config.algorithm!r} cannot be refitted for a "
+                                  "backtest", method="backtest")
+    channels = [str(c) for c in manifest.get("channels") or features.columns]
+    train_X = features.loc[train_months].reindex(columns=channels, fill_value=0.0)
+    try:
+        refitted, _ = model.fit(train_X, revenue.loc[train_months], config)
+    except ValueError as exc:
+        return ChampionComparison(version, [], note=f"its settings cannot be refitted ({exc})", method="backtest")
+    X, y = features.loc[holdout_months], revenue.loc[holdout_months]
+    return ChampionComparison(
+        version,
+        list(holdout_months),
+        champion_rmse=regression_scores(y, model.predict(refitted, X))["rmse"],
+        challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+        method="backtest",
+        fitted_on=list(train_months),
+    )
+
+
 def fmt(value: float | None) -> str:
     """Format a score with 4 significant digits (n/a when missing)."""
     return "n/a" if value is None else f"{value:.4g}"
@@ -107,6 +162,11 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
     else:
         limit = comparison.champion_rmse * (1 + config.rmse_tolerance)
         where = f"on {len(comparison.months)} month(s) {comparison.months[0]}..{comparison.months[-1]}"
+        if comparison.method == "backtest" and comparison.fitted_on:
+            where = (f"by backtest (the champion's settings refitted on the same {len(comparison.fitted_on)} "
+                     f"months {comparison.fitted_on[0]}..{comparison.fitted_on[-1]}, both scored {where})")
+        else:
+            where = f"{where} the champion never saw"
         text = (f"challenger RMSE {fmt(comparison.challenger_rmse)} vs champion {comparison.version} RMSE "
                 f"{fmt(comparison.champion_rmse)} {where} (limit {fmt(limit)} with tolerance "
                 f"{config.rmse_tolerance:.0%})")

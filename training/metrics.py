@@ -87,6 +87,20 @@ class RunRecord:
     data_fingerprint: str | None = _column("STRING", "sha256 over the input objects' keys, generations, checksums.")
     code_version: str | None = _column("STRING", "Git commit of the training code, or unknown.")
     error: str | None = _column("STRING", "Error message of a failed or data_invalid run.")
+    realised_version: str | None = _column("STRING", "Champion scored on the periods after its training window.")
+    realised_periods: int | None = _column("INTEGER", "Periods after the champion's training window it was scored "
+                                           "on (0: none yet; empty: no champion).")
+    realised_rmse: float | None = _column("FLOAT", "Champion RMSE on those periods (realised performance).")
+    realised_mape: float | None = _column("FLOAT", "Champion MAPE on those periods, as a fraction.")
+    realised_bias: float | None = _column("FLOAT", "Champion mean(predicted - actual) on those periods; > 0 over-predicts.")
+    realised_rmse_limit: float | None = _column("FLOAT", "RMSE above which the champion counts as degraded: "
+                                                "max(1.5 x CV RMSE, CV RMSE + 2 x CV std) by default.")
+    model_degraded: bool | None = _column("BOOLEAN", "Realised RMSE above the limit over enough periods "
+                                          "(event model_degraded).")
+    gate_comparison: str | None = _column("STRING", "How the gate compared with the champion: unseen_periods or "
+                                          "backtest.")
+    drift: Any = _column("JSON", "New periods vs the champion's training window per channel, revenue and control: "
+                         "share outside the trained range, mean shift in training sd.")
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -148,6 +162,8 @@ def _column_value(column: Column, value: Any) -> Any:
         return float(value)
     if column.type == "INTEGER":
         return int(value)
+    if column.type == "BOOLEAN":
+        return bool(value)
     return value
 
 
@@ -166,7 +182,8 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit={limit!r}: expected a positive integer")
 
 
-_SQLITE_TYPES = {"STRING": "TEXT", "TIMESTAMP": "TEXT", "FLOAT": "REAL", "INTEGER": "INTEGER", "JSON": "TEXT"}
+_SQLITE_TYPES = {"STRING": "TEXT", "TIMESTAMP": "TEXT", "FLOAT": "REAL", "INTEGER": "INTEGER", "JSON": "TEXT",
+                 "BOOLEAN": "INTEGER"}
 
 
 class SqliteMetrics:
@@ -183,6 +200,11 @@ class SqliteMetrics:
             with self._connect() as conn:
                 conn.execute(_sqlite_create_table())
                 conn.execute("CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at)")
+                existing = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+                for c in METRICS_SCHEMA:  # a table an older version created: add the new (nullable) columns
+                    if c.name not in existing:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {c.name} {_SQLITE_TYPES[c.type]}")
+                        logger.info("metrics table %s: added column %s", uri, c.name)
         except (OSError, sqlite3.Error) as exc:
             raise MetricsError(f"cannot open metrics table {uri}: {exc}") from exc
 
@@ -257,11 +279,13 @@ def _from_sqlite(column: Column, value: Any) -> Any:
         return json.loads(value)
     if column.type == "TIMESTAMP":
         return datetime.fromisoformat(value)
+    if column.type == "BOOLEAN":
+        return bool(value)
     return value
 
 
 # Query parameters use Standard SQL names; JSON values travel as text through PARSE_JSON.
-_PARAM_TYPES = {"FLOAT": "FLOAT64", "INTEGER": "INT64", "JSON": "STRING"}
+_PARAM_TYPES = {"FLOAT": "FLOAT64", "INTEGER": "INT64", "JSON": "STRING", "BOOLEAN": "BOOL"}
 # A project id may be domain-scoped ("example.com:project").
 _BQ_URI = re.compile(r"bq://(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9])\.(?P<dataset>\w+)\.(?P<table>[\w-]+)")
 
@@ -341,10 +365,18 @@ class BigQueryMetrics:
         from google.cloud import bigquery
 
         try:
-            self._client.get_table(self.table_id, retry=self._retry, timeout=self._timeout)
-            return
+            table = self._client.get_table(self.table_id, retry=self._retry, timeout=self._timeout)
         except NotFound:
             pass
+        else:  # a table an older version (or Terraform) created: add the new nullable columns
+            names = {f.name for f in table.schema}
+            missing = [c for c in METRICS_SCHEMA if c.name not in names]
+            for c in missing:  # DDL, one column each: what BigQuery (and the emulator) apply to the stored table
+                self._query(f"ALTER TABLE `{self.table_id}` ADD COLUMN IF NOT EXISTS {c.name} "
+                            f"{_PARAM_TYPES.get(c.type, c.type) if c.type != 'JSON' else 'JSON'}", [])
+            if missing:
+                logger.info("metrics table %s: added columns %s", self.table_id, ", ".join(c.name for c in missing))
+            return
         # Checked first so that a writer allowed only on an existing table (made by Terraform) never
         # needs the permission to create datasets.
         self._client.create_dataset(self.table_id.rsplit(".", 1)[0], exists_ok=True, retry=self._retry,

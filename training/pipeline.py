@@ -8,6 +8,7 @@ can describe a run whatever point it reached:
     runs/<run_id>/run.json             when and how the run started (settings, code version)
     runs/<run_id>/validation.json      validation report, summary and input description
     runs/<run_id>/training_data.json   the monthly table every later stage uses
+    runs/<run_id>/performance.json     the champion scored on the periods after its training window
     runs/<run_id>/candidate.joblib     the challenger fitted on the training months (its plain model spec)
     runs/<run_id>/evaluation.json      its holdout/train/CV scores and predictions
     runs/<run_id>/gate.json            the gate's decision and the LATEST generation it saw
@@ -34,9 +35,9 @@ from typing import Any
 
 import pandas as pd
 
-from training import evaluate, gate, ingest, model, plots, validate
+from training import evaluate, gate, ingest, model, monitor, plots, validate
 from training.core import events
-from training.config import REPO_ROOT, GateConfig, Settings
+from training.config import REPO_ROOT, GateConfig, ModelConfig, Settings
 from training.core.errors import (
     AdroiError,
     ConfigError,
@@ -57,6 +58,7 @@ RUN_FILE = "run.json"
 VALIDATION_FILE = "validation.json"
 TRAINING_DATA_FILE = "training_data.json"
 CANDIDATE_FILE = "candidate.joblib"
+PERFORMANCE_FILE = "performance.json"
 EVALUATION_FILE = "evaluation.json"
 GATE_FILE = "gate.json"
 PUBLISH_FILE = "publish.json"
@@ -64,7 +66,7 @@ ERROR_FILE = "error.json"
 # What each stage writes, in stage order; a stage that (re)starts removes what later stages wrote.
 STAGE_FILES = {
     "validate_data": (RUN_FILE, VALIDATION_FILE, TRAINING_DATA_FILE),
-    "train_and_evaluate": (CANDIDATE_FILE, EVALUATION_FILE),
+    "train_and_evaluate": (PERFORMANCE_FILE, CANDIDATE_FILE, EVALUATION_FILE),
     "quality_gate": (GATE_FILE,),
     "publish_model": (PUBLISH_FILE,),
 }
@@ -197,6 +199,54 @@ def libraries() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: metadata.version(name) for name in LIBRARIES}}
 
 
+# ---- monitoring -----------------------------------------------------------------------------------
+
+def _champion_manifest(registry: ModelRegistry) -> tuple[str | None, dict[str, Any] | None, str]:
+    """Return (version, manifest, problem) of the version LATEST points at (manifest only, no model load)."""
+    try:
+        pointer = registry.latest()
+        if pointer is None:
+            return None, None, "no champion yet"
+        return pointer.version, registry.manifest(pointer.version), ""
+    except ModelIntegrityError as exc:
+        return None, None, f"the champion cannot be read ({exc.reason})"
+
+
+def _drift(store: Store, features: pd.DataFrame, revenue: pd.Series,
+           controls: pd.DataFrame | None = None) -> monitor.Drift:
+    """Compare the periods after the champion's training window with that window."""
+    version, manifest, problem = _champion_manifest(ModelRegistry(store))
+    if manifest is None:
+        return monitor.Drift(version, note=problem)
+    months = [str(m) for m in (manifest.get("training") or {}).get("months") or []]
+    return monitor.drift(version, months, features, revenue, controls)
+
+
+def _realised_performance(settings: Settings, store: Store, run_id: str, features: pd.DataFrame,
+                          revenue: pd.Series) -> monitor.RealisedPerformance:
+    """Score the champion (verified load) on the periods it never saw; log `model_performance` / `model_degraded`."""
+    registry = ModelRegistry(store)
+    try:
+        pointer = registry.latest()
+        if pointer is None:
+            return monitor.RealisedPerformance(None, note="no champion yet")
+        manifest, spec = registry.load(pointer.version, pointer.sha256)
+        found = monitor.realised_performance(pointer.version, manifest, spec, features, revenue, settings.monitoring)
+    except ModelIntegrityError as exc:
+        return monitor.RealisedPerformance(exc.version, note=f"it cannot be loaded ({exc.reason})")
+    except ValueError as exc:  # an algorithm this code cannot predict with
+        return monitor.RealisedPerformance(pointer.version, note=f"it cannot be scored ({exc})")
+    if found.periods:
+        fields = {"run_id": run_id, "model_version": found.version, "realised_periods": len(found.periods),
+                  "realised_rmse": found.rmse, "realised_mape": found.mape, "realised_bias": found.bias,
+                  "rmse_limit": found.band.limit if found.band else None}
+        log.info("run %s: %s", run_id, found.summary(), extra={"event": events.MODEL_PERFORMANCE, **fields})
+        if found.degraded:
+            log.warning("run %s: served model degraded: %s", run_id, found.summary(),
+                        extra={"event": events.MODEL_DEGRADED, **fields})
+    return found
+
+
 # ---- stages ---------------------------------------------------------------------------------------
 
 @_stage
@@ -211,13 +261,19 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
                                           "settings": settings.to_dict()})
     raw = ingest.ingest(open_store(settings.data), settings.channels)
     report = validate.validate(raw, settings.validation, run_date)
+    data = ingest.training_data(raw) if report.passed else None
+    drift = None
+    if data is not None:  # drift needs the monthly table; it is a rule like the others (warn by default)
+        drift = _drift(store, data.features, data.revenue)
+        validate.add_drift_rule(report, drift, settings.validation)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
         "warnings": [r.message for r in report.results if r.status == "warn"],
         "errors": [r.message for r in report.results if r.status == "fail"], "report": report.to_dict(),
     }
-    if report.passed:
-        data = ingest.training_data(raw)
+    if drift is not None:
+        doc["drift"] = drift.to_dict()
+    if report.passed and data is not None:
         _write_json(store, run_id, TRAINING_DATA_FILE, {
             "months": [str(m) for m in data.features.index], "channels": list(data.channels),
             "spend": data.features.to_numpy(dtype=float).tolist(), "revenue": data.revenue.astype(float).tolist(),
@@ -239,6 +295,8 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
 def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
     """Fit the challenger on the older months, score it on the newest, stage model and scores."""
     features, revenue = _load_training_data(store, run_id)
+    performance = _realised_performance(settings, store, run_id, features, revenue)  # before fitting
+    _write_json(store, run_id, PERFORMANCE_FILE, performance.to_dict())
     estimator, result = evaluate.evaluate(features, revenue, settings.model, settings.evaluation)
     candidate_key = staging_key(run_id, CANDIDATE_FILE)
     store.write(candidate_key, model.to_bytes(estimator, settings.model.algorithm))
@@ -264,6 +322,7 @@ class _Challenger:
     features: pd.DataFrame
     revenue: pd.Series
     started: dict[str, Any]  # run.json
+    performance: dict[str, Any]  # performance.json: the champion's realised performance
 
     @classmethod
     def load(cls, store: Store, run_id: str) -> _Challenger:
@@ -272,22 +331,30 @@ class _Challenger:
         return cls(model.from_bytes(model_bytes), model_bytes,
                    _require_json(store, run_id, EVALUATION_FILE, "train_and_evaluate"),
                    _require_json(store, run_id, VALIDATION_FILE, "validate_data"), features, revenue,
-                   _require_json(store, run_id, RUN_FILE, "validate_data"))
+                   _require_json(store, run_id, RUN_FILE, "validate_data"),
+                   _read_json(store, run_id, PERFORMANCE_FILE) or {})
 
     @property
     def created_at(self) -> datetime:
         """Return the run's start time: version names stamped with it are the same when a stage is retried."""
         return datetime.fromisoformat(self.started["started_at"])
 
-    def judge(self, registry: ModelRegistry, champion: Pointer | None, config: GateConfig) -> gate.GateDecision:
-        """Run the gate against `champion` (the current LATEST, or None)."""
+    def judge(self, registry: ModelRegistry, champion: Pointer | None, config: GateConfig,
+              model_config: ModelConfig) -> gate.GateDecision:
+        """Run the gate against `champion` (the current LATEST, or None): on the holdout months it never saw
+        when there are `min_compare_periods` of them, else by backtest."""
         comparison = None
         if champion is not None:
+            split = self.evaluation["split"]
             try:
                 manifest, champion_model = registry.load(champion.version, champion.sha256)
                 comparison = gate.compare_with_champion(
                     champion.version, champion_model, manifest.get("training", {}).get("months", []),
-                    self.estimator, self.features, self.revenue, self.evaluation["split"]["holdout_months"])
+                    self.estimator, self.features, self.revenue, split["holdout_months"])
+                if len(comparison.months) < config.min_compare_periods:
+                    comparison = gate.backtest_with_champion(
+                        champion.version, manifest, self.estimator, self.features, self.revenue,
+                        split["train_months"], split["holdout_months"], model_config)
             except ModelIntegrityError as exc:  # a broken champion must not block its replacement
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
@@ -303,17 +370,22 @@ class _Challenger:
             "positive": summary["positive"], "hyperparameters": summary["hyperparameters"],
             "metrics": self.evaluation["metrics"],
             "gate": {k: gate_block.get(k) for k in ("decision", "reason", "evaluation_threshold", "rmse_tolerance",
-                                                    "champion", "compared_on_months")},
+                                                    "champion", "compared_on_months", "comparison")},
             "training": {"months": [str(m) for m in self.features.index] if refit else split["train_months"],
                          "holdout_months": split["holdout_months"], "refit_on_all_months": refit},
             "data": self.validation.get("data", {}),
+            "realised_performance": self.performance or None,
+            "drift": self.validation.get("drift"),
             "libraries": libraries(), "code_version": self.started.get("code_version", "unknown"),
         }
 
     def extra_files(self, coefficients: dict[str, float]) -> dict[str, bytes]:
         """Return the validation report and charts stored beside the model."""
         predictions = pd.DataFrame(self.evaluation["predictions"]).set_index("month")
-        return {VALIDATION_FILE: _dumps(self.validation["report"]), **plots.render_all(predictions, coefficients)}
+        files = {VALIDATION_FILE: _dumps(self.validation["report"]), **plots.render_all(predictions, coefficients)}
+        if self.performance.get("periods"):
+            files[plots.REALISED_FILE] = plots.realised_performance(monitor.RealisedPerformance.from_dict(self.performance))
+        return files
 
 
 def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict[str, Any],
@@ -330,7 +402,7 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
     challenger = _Challenger.load(store, run_id)
     registry = ModelRegistry(store)
     champion = registry.latest()
-    decision = challenger.judge(registry, champion, settings.gate)
+    decision = challenger.judge(registry, champion, settings.gate, settings.model)
     doc = {**decision.to_dict(), "latest_generation": champion.generation if champion else None, "version": None}
     if not decision.promote:
         summary = challenger.evaluation["model"]
@@ -371,7 +443,7 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
             break
         except PreconditionFailed:
             champion = registry.latest()
-            decision = challenger.judge(registry, champion, settings.gate)
+            decision = challenger.judge(registry, champion, settings.gate, settings.model)
             log.info("run %s: LATEST moved to %s while promoting (attempt %d); gate again: %s", run_id,
                      champion.version if champion else None, attempt, decision.reason, extra={"run_id": run_id})
             if not decision.promote:
@@ -397,7 +469,7 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
 
 def _read_run(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
     """Return the staged files of a run by name; a store that cannot be read raises (never "nothing staged")."""
-    names = (RUN_FILE, VALIDATION_FILE, EVALUATION_FILE, GATE_FILE, PUBLISH_FILE, ERROR_FILE)
+    names = (RUN_FILE, VALIDATION_FILE, PERFORMANCE_FILE, EVALUATION_FILE, GATE_FILE, PUBLISH_FILE, ERROR_FILE)
     docs: dict[str, dict[str, Any]] = {}
     for name in names:
         with contextlib.suppress(ValueError):  # not JSON: described as if it were missing
@@ -439,6 +511,8 @@ def _run_record(run_id: str, docs: dict[str, dict[str, Any]], status: str, versi
     fitted = _model_block(docs)
     months = published.get("months") or evaluation.get("split", {}).get("train_months") or []
     champion = (published.get("gate") or gated).get("champion") or {}
+    realised = docs.get(PERFORMANCE_FILE, {})
+    band = realised.get("band") or {}
     now = datetime.now(UTC)
     return RunRecord(
         run_id=run_id,
@@ -456,6 +530,10 @@ def _run_record(run_id: str, docs: dict[str, dict[str, Any]], status: str, versi
         rows_used=validation.get("data", {}).get("spend_rows") or validation.get("summary", {}).get("rows"),
         validation_summary=validation.get("summary"), data_fingerprint=validation.get("data", {}).get("fingerprint"),
         code_version=started.get("code_version"),
+        realised_version=realised.get("version"), realised_periods=len(realised.get("periods") or []) if realised.get("version") else None,
+        realised_rmse=realised.get("rmse"), realised_mape=realised.get("mape"), realised_bias=realised.get("bias"),
+        realised_rmse_limit=band.get("limit"), model_degraded=realised.get("degraded") if realised else None,
+        gate_comparison=(published.get("gate") or gated).get("comparison"), drift=validation.get("drift"),
         error=reason if status in ("failed", "data_invalid") else None,
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 PLOT_FILES = ("predicted_vs_actual.png", "marginal_roi.png", "residuals.png")
+REALISED_FILE = "realised_performance.png"  # stored only when the champion could be scored
 
 
 def _figure(width: float = 8.0, height: float = 4.0) -> Any:
@@ -76,6 +77,30 @@ def residuals(predictions: pd.DataFrame) -> bytes:
     ax.axhline(0, color="black", linewidth=0.8)
     _month_ticks(ax, months)
     ax.set(title="Residuals (actual − predicted)", ylabel="revenue")
+    return _png(fig)
+
+
+def realised_performance(performance: Any) -> bytes:
+    """Plot the champion on periods it never saw: actual vs predicted, and each error against its promised band."""
+    fig = _figure(8.0, 6.0)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    periods = list(performance.periods)
+    x = range(len(periods))
+    top.plot(x, performance.actual, marker="o", label="actual")
+    top.plot(x, performance.predicted, marker="x", linestyle="--", label=f"predicted by {performance.version}")
+    top.set(title="Served model on periods it never saw", ylabel="revenue")
+    top.legend()
+    errors = [p - a for p, a in zip(performance.predicted, performance.actual, strict=True)]
+    bottom.bar(x, [abs(e) for e in errors], color=["tab:red" if e > 0 else "tab:blue" for e in errors])
+    bottom.axhline(performance.rmse, color="black", linewidth=1, label=f"realised RMSE {performance.rmse:,.4g}")
+    if performance.band is not None:
+        bottom.axhline(performance.band.rmse, color="tab:green", linestyle=":",
+                       label=f"promised ({performance.band.basis}) {performance.band.rmse:,.4g}")
+        bottom.axhline(performance.band.limit, color="tab:red", linestyle="--",
+                       label=f"degraded above {performance.band.limit:,.4g}")
+    bottom.set(ylabel="|predicted − actual| (red: over)")
+    bottom.legend(fontsize="small")
+    _month_ticks(bottom, periods)
     return _png(fig)
 
 

@@ -31,6 +31,7 @@ EXTREME_VALUES = "extreme_values"
 REVENUE_GAPS = "revenue_gaps"
 MONTHS_WITHOUT_REVENUE = "months_without_revenue"
 REVENUE_WITHOUT_SPEND = "revenue_without_spend"
+DRIFT = "drift"
 
 # Rule name -> default action, in the order the report lists them.
 RULES: dict[str, str] = {
@@ -48,6 +49,7 @@ RULES: dict[str, str] = {
     REVENUE_GAPS: "warn",
     MONTHS_WITHOUT_REVENUE: "warn",
     REVENUE_WITHOUT_SPEND: "warn",
+    DRIFT: "warn",
 }
 ACTIONS = ("fail", "warn", "off")
 MAD_SCALE = 0.6745  # makes the median absolute deviation comparable to a standard deviation
@@ -187,6 +189,31 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date) -> Validati
     log.info("validation %s: failed %s, warned %s", "passed" if report.passed else "failed",
              summary["failed"] or "none", summary["warned"] or "none")
     return report
+
+
+def add_drift_rule(report: ValidationReport, drift: Any, config: ValidationConfig) -> RuleResult:
+    """Append the `drift` rule's result for a `monitor.Drift` to `report` (and return it).
+
+    It fires when a channel's spend, the revenue or a control has more than `drift_max_outside_share` of the
+    new periods (after the champion's training window) outside the trained range, or a mean shifted by more
+    than `drift_max_shift` training standard deviations.
+    """
+    rules = _Rules(config)
+    flagged = drift.flagged(config.drift_max_outside_share, config.drift_max_shift)
+    thresholds = {"drift_max_outside_share": config.drift_max_outside_share,
+                  "drift_max_shift": config.drift_max_shift}
+    examples = [{"file": None, "line": None, "values": {
+        "series": s.name, "kind": s.kind, "outside_share": round(s.outside_share, 4),
+        "shift": None if s.shift is None else round(s.shift, 3), "train_range": [s.train_min, s.train_max],
+        "new_mean": s.new_mean}} for s in flagged]
+    where = (f"{len(drift.new_periods)} new period(s) {drift.new_periods[0]}..{drift.new_periods[-1]} vs the "
+             f"{len(drift.train_periods)} training periods of champion {drift.reference}") if drift.new_periods else ""
+    rules.add(DRIFT, bool(flagged), len(flagged), thresholds,
+              f"{len(flagged)} series drifted in {where}: " + "; ".join(s.text() for s in flagged)
+              + f"; expected at most {config.drift_max_outside_share:.0%} of new periods outside the trained "
+              f"range and a mean shift of at most {config.drift_max_shift:g} sd", examples)
+    report.results.append(rules.results[0])
+    return rules.results[0]
 
 
 def _month_rules(rules: _Rules, raw: RawData, config: ValidationConfig, run_date: date) -> None:

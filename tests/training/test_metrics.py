@@ -45,6 +45,11 @@ def promoted_run(run_id: str = "scheduled__2026-11-22", started_at: datetime = S
         intercept=52000.0, months_used=36, first_month="2023-11", last_month="2026-10", rows_used=43800,
         validation_summary={"passed": True, "failed": [], "warned": ["extreme_spend"], "rows": 43800},
         data_fingerprint="a" * 64, code_version="0123abc", error=None,
+        realised_version="20261115T040000Z-0b1c2d3e", realised_periods=2, realised_rmse=2500.0,
+        realised_mape=0.042, realised_bias=-800.5, realised_rmse_limit=2100.0, model_degraded=True,
+        gate_comparison="backtest",
+        drift={"reference": "20261115T040000Z-0b1c2d3e", "new_periods": ["2026-10"],
+               "series": {"email": {"outside_share": 1.0, "shift": 3.5}}},
     )
 
 
@@ -59,7 +64,7 @@ def as_row(run: RunRecord) -> dict[str, Any]:
 
 # -- the schema, defined once ---------------------------------------------------------------------------
 
-PYTHON_TYPES = {"STRING": str, "TIMESTAMP": datetime, "FLOAT": float, "INTEGER": int, "JSON": Any}
+PYTHON_TYPES = {"STRING": str, "TIMESTAMP": datetime, "FLOAT": float, "INTEGER": int, "JSON": Any, "BOOLEAN": bool}
 
 
 def test_schema_columns_are_the_run_record_fields_with_matching_types():
@@ -73,7 +78,7 @@ def test_schema_columns_are_the_run_record_fields_with_matching_types():
         assert column.description, column.name
     assert {c.name for c in METRICS_SCHEMA if c.mode == "REQUIRED"} == {"run_id", "started_at", "status"}
     assert {c.name for c in METRICS_SCHEMA if c.type == "JSON"} == {
-        "hyperparameters", "cv_scores", "channels", "coefficients", "validation_summary"}
+        "hyperparameters", "cv_scores", "channels", "coefficients", "validation_summary", "drift"}
 
 
 def test_committed_schema_file_is_what_the_code_generates(tmp_path):
@@ -86,7 +91,7 @@ def test_committed_schema_file_is_what_the_code_generates(tmp_path):
     entries = json.loads(schema_json())
     assert entries[0] == {"name": "run_id", "type": "STRING", "mode": "REQUIRED",
                           "description": METRICS_SCHEMA[0].description}
-    assert {e["type"] for e in entries} <= {"STRING", "TIMESTAMP", "FLOAT", "INTEGER", "JSON"}
+    assert {e["type"] for e in entries} <= {"STRING", "TIMESTAMP", "FLOAT", "INTEGER", "JSON", "BOOLEAN"}
 
 
 @pytest.mark.parametrize(
@@ -172,6 +177,33 @@ def test_reopening_an_existing_table_keeps_its_rows(metrics_uri):
 
 
 # -- table creation ------------------------------------------------------------------------------------
+
+
+def test_a_table_an_older_version_created_gains_the_new_columns(metrics_uri):
+    """A table without the realised_* / drift columns (made before they existed) is migrated on open."""
+    new = ("realised_version", "realised_periods", "realised_rmse", "realised_mape", "realised_bias",
+           "realised_rmse_limit", "model_degraded", "gate_comparison", "drift")
+    old_columns = [c for c in METRICS_SCHEMA if c.name not in new]
+    if metrics_uri.startswith("sqlite:///"):
+        types = {"STRING": "TEXT", "TIMESTAMP": "TEXT", "FLOAT": "REAL", "INTEGER": "INTEGER", "JSON": "TEXT"}
+        with sqlite3.connect(metrics_uri.removeprefix("sqlite:///")) as conn:
+            conn.execute(f"CREATE TABLE runs ({', '.join(f'{c.name} {types[c.type]}' for c in old_columns)}, "
+                         "PRIMARY KEY (run_id))")
+    else:
+        from google.cloud import bigquery
+
+        table_id = metrics_uri.removeprefix("bq://")
+        client = bigquery_client(table_id.split(".")[0])
+        client.create_dataset(table_id.rsplit(".", 1)[0], exists_ok=True)
+        client.create_table(bigquery.Table(table_id, schema=[
+            bigquery.SchemaField(c.name, c.type, c.mode) for c in old_columns]))
+
+    sink = open_metrics(metrics_uri)
+    sink.record(promoted_run())
+
+    row = sink.get(promoted_run().run_id)
+    assert row == as_row(promoted_run())
+    assert row["model_degraded"] is True and row["realised_periods"] == 2
 
 
 def test_sqlite_creates_the_file_and_table(tmp_path):

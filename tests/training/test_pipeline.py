@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from training import pipeline
@@ -374,3 +378,149 @@ def test_unknown_rule_in_actions_fails_before_reading_any_data(tmp_path, monkeyp
         pipeline.validate_data(settings, "typo")  # the DAG's first task refuses it too
 
     assert "extreme_values" in run_error.value.expected
+
+
+# -- realised performance of the served model, the fair comparison, drift (issue 10) ----------------------
+
+def copy_until(source: str, last_month: str, dest: Path, revenue_factor_after: float = 1.0,
+               spend_factor_after: dict[str, float] | None = None, after: str = "2026-04") -> str:
+    """Copy a data set keeping revenue up to `last_month`; scale revenue (and channels' spend) after `after`."""
+    import pandas as pd
+
+    shutil.copytree(source, dest)
+    for path in sorted((dest / "revenue").glob("*.csv")):
+        frame = pd.read_csv(path)
+        month = frame["YEAR"].astype(str) + "-" + frame["MONTH"].map("{:02d}".format)
+        frame.loc[month > after, "REVENUE"] = (frame.loc[month > after, "REVENUE"] * revenue_factor_after).round(2)
+        frame[month <= last_month].to_csv(path, index=False)
+    for path in sorted((dest / "spend").glob("*.csv")):
+        frame = pd.read_csv(path)
+        for channel, factor in (spend_factor_after or {}).items():
+            rows = (frame["CHANNEL"] == channel) & (frame["DATE"].str[:7] > after)
+            frame.loc[rows, "TOTAL_COST"] = (frame.loc[rows, "TOTAL_COST"] * factor).round(2)
+        frame.to_csv(path, index=False)
+    return str(dest)
+
+
+def champion_on(source: str, last_month: str, store: str, tmp_path: Path) -> str:
+    """Promote a model fitted on `source` up to `last_month` (run dated the month after); return its version."""
+    year, month = map(int, last_month.split("-"))
+    run_date = f"{year + month // 12}-{month % 12 + 1:02d}-15"
+    data = copy_until(source, last_month, tmp_path / f"until-{last_month}")
+    result = pipeline.run(make_settings(data, store, tmp_path, run_date=run_date), f"champion-{last_month}")
+    assert result.status == "promoted", result.reason
+    return result.version
+
+
+def test_realised_performance_of_a_champion_trained_on_fewer_periods(good_data, tmp_path, caplog):
+    store = str(tmp_path / "store")
+    champion = champion_on(good_data, "2026-04", store, tmp_path)
+    settings = make_settings(good_data, store, tmp_path)
+    caplog.set_level(logging.INFO, logger="training.pipeline")
+
+    result = pipeline.run(settings, "after-six-months")
+
+    registry = ModelRegistry(open_store(store))
+    champion_manifest = registry.manifest(champion)
+    features, revenue = pipeline._load_training_data(open_store(store), "after-six-months")
+    new = [m for m in features.index if m > "2026-04"]
+    coefficients = np.array([champion_manifest["coefficients"][c] for c in features.columns])
+    errors = champion_manifest["intercept"] + features.loc[new].to_numpy() @ coefficients - revenue.loc[new].to_numpy()
+    row = open_metrics(settings.metrics).get("after-six-months")
+    assert row["realised_version"] == champion and row["realised_periods"] == 6
+    assert row["realised_rmse"] == pytest.approx(np.sqrt(np.mean(errors ** 2)))
+    assert row["realised_bias"] == pytest.approx(errors.mean())
+    assert row["realised_mape"] == pytest.approx(np.mean(np.abs(errors) / revenue.loc[new].to_numpy()))
+    cv = np.array(champion_manifest["metrics"]["cv"]["rmse"])
+    assert row["realised_rmse_limit"] == pytest.approx(max(1.5 * cv.mean(), cv.mean() + 2 * cv.std(ddof=1)))
+    assert row["model_degraded"] is False  # same process: within what its CV promised
+    performance = [r for r in caplog.records if getattr(r, "event", None) == "model_performance"]
+    assert len(performance) == 1 and performance[0].realised_periods == 6
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "model_degraded"]
+    manifest = registry.manifest(result.version)
+    assert manifest["realised_performance"]["version"] == champion
+    assert manifest["realised_performance"]["periods"] == new
+    assert "realised_performance.png" in manifest["files"]
+    assert open_store(store).read(f"models/{result.version}/realised_performance.png")[:4] == b"\x89PNG"
+    # six unseen holdout months (>= gate.min_compare_periods): compared on them, as before
+    assert manifest["gate"]["comparison"] == "unseen_periods" and row["gate_comparison"] == "unseen_periods"
+    assert manifest["gate"]["compared_on_months"] == new
+
+
+def test_a_champion_whose_error_left_its_band_is_logged_degraded(good_data, tmp_path, caplog):
+    store = str(tmp_path / "store")
+    champion = champion_on(good_data, "2026-04", store, tmp_path)
+    shifted = copy_until(good_data, "2026-10", tmp_path / "shifted", revenue_factor_after=1.4)
+    settings = make_settings(shifted, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+    caplog.set_level(logging.INFO, logger="training.pipeline")
+
+    pipeline.run(settings, "shifted")
+
+    row = open_metrics(settings.metrics).get("shifted")
+    assert row["model_degraded"] is True and row["realised_rmse"] > row["realised_rmse_limit"]
+    assert row["realised_bias"] < 0  # revenue rose 40%: the served model under-predicts
+    degraded = [r for r in caplog.records if getattr(r, "event", None) == "model_degraded"]
+    assert len(degraded) == 1 and degraded[0].levelname == "WARNING"
+    assert degraded[0].model_version == champion and "DEGRADED: above the limit" in degraded[0].getMessage()
+
+
+def test_a_retrain_on_one_new_month_compares_by_backtest(good_data, tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    store = str(tmp_path / "store")
+    champion = champion_on(good_data, "2026-09", store, tmp_path)
+    settings = make_settings(good_data, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+
+    result = pipeline.run(settings, "one-new-month")
+
+    manifest = ModelRegistry(open_store(store)).manifest(result.version)
+    split = manifest["training"]
+    holdout = split["holdout_months"]
+    assert len(holdout) == 8 and manifest["gate"]["comparison"] == "backtest"
+    assert manifest["gate"]["compared_on_months"] == holdout  # not just 2026-10, the one month it never saw
+    assert "by backtest (the champion's settings refitted on the same 28 months 2023-11..2026-02" in result.reason
+    features, revenue = pipeline._load_training_data(open_store(store), "one-new-month")
+    train = [m for m in features.index if m not in holdout]
+    refitted = LinearRegression().fit(features.loc[train], revenue.loc[train])
+    expected = np.sqrt(np.mean((refitted.predict(features.loc[holdout]) - revenue.loc[holdout]) ** 2))
+    assert manifest["gate"]["champion"]["version"] == champion
+    assert manifest["gate"]["champion"]["rmse"] == pytest.approx(expected)
+    assert manifest["gate"]["champion"]["challenger_rmse"] == pytest.approx(manifest["metrics"]["holdout"]["rmse"])
+    row = open_metrics(settings.metrics).get("one-new-month")
+    assert row["gate_comparison"] == "backtest" and row["realised_periods"] == 1
+    assert row["model_degraded"] is False  # never judged on one period
+
+
+def test_spend_far_outside_the_trained_range_is_a_drift_warning(good_data, tmp_path):
+    store = str(tmp_path / "store")
+    champion = champion_on(good_data, "2026-04", store, tmp_path)
+    drifted = copy_until(good_data, "2026-10", tmp_path / "drifted", spend_factor_after={"video": 5.0})
+    settings = make_settings(drifted, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+
+    result = pipeline.run(settings, "drifted")
+
+    warning = next(w for w in result.warnings if w.startswith("drift: "))
+    assert "1 series drifted in 6 new period(s) 2026-05..2026-10 vs the 30 training periods" in warning
+    assert re.search(r"spend video: \d+% of new periods outside the trained range \[[\d,]+, [\d,]+\], mean shift "
+                     r"\+\d+\.\d\d sd", warning), warning
+    report = json.loads(open_store(store).read("runs/drifted/validation.json"))
+    assert report["drift"]["reference"] == champion and len(report["drift"]["new_periods"]) == 6
+    rule = next(r for r in report["report"]["results"] if r["rule"] == "drift")
+    assert rule["status"] == "warn" and [e["values"]["series"] for e in rule["examples"]] == ["video"]
+    row = open_metrics(settings.metrics).get("drifted")
+    assert row["drift"]["series"]["video"]["outside_share"] > 0.5 and row["drift"]["series"]["video"]["shift"] > 3
+    assert row["drift"]["series"]["email"]["outside_share"] < 1.0
+    assert "drift" in row["validation_summary"]["warned"]
+    assert ModelRegistry(open_store(store)).manifest(result.version)["drift"]["reference"] == champion
+
+
+def test_drift_can_fail_the_run_like_any_rule(good_data, tmp_path):
+    store = str(tmp_path / "store")
+    champion_on(good_data, "2026-04", store, tmp_path)
+    drifted = copy_until(good_data, "2026-10", tmp_path / "drifted", spend_factor_after={"video": 5.0})
+    settings = make_settings(drifted, store, tmp_path, **{"validation.actions": {"drift": "fail"}})
+
+    result = pipeline.run(settings, "drift-fails")
+
+    assert (result.status, result.exit_code) == ("data_invalid", 2)
+    assert "drift: 1 series drifted" in result.reason

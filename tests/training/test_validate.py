@@ -8,14 +8,16 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from training import monitor
 from training import validate as v
 from training.config import SAMPLE_RUN_DATE, ValidationConfig
 from training.core.errors import ConfigError
+from training.core.store import open_store
 from training.ingest import ingest
 from training.sample import CHANNELS
-from training.core.store import open_store
 
 SPEND = "spend/2025.csv"
 REVENUE = "revenue/2025.csv"
@@ -52,7 +54,7 @@ def test_clean_sample_passes_every_rule(sample_dir):
     report = run(sample_dir, channels=CHANNELS)
 
     assert report.passed
-    assert [r.rule for r in report.results] == list(v.RULES)
+    assert [r.rule for r in report.results] == [r for r in v.RULES if r != v.DRIFT]  # drift: added by the pipeline
     assert {r.status for r in report.results} == {"pass"}
     assert report.summary() == {"passed": True, "failed": [], "warned": [], "rows": report.rows}
     assert report.rows == 730 * 6  # 2 campaigns × 3 channels each × 730 days
@@ -226,3 +228,49 @@ def test_bad_actions_are_rejected(sample_dir, actions, field):
         v.validate(raw, ValidationConfig(actions=actions), SAMPLE_RUN_DATE)
 
     assert err.value.field == field
+
+
+# -- drift (the pipeline adds it once it knows the champion's training window) ---------------------------
+
+def _drift_frames(new_email: list[float]) -> tuple[pd.DataFrame, pd.Series]:
+    months = [f"2025-{m:02d}" for m in range(1, 13)] + [f"2026-{m:02d}" for m in range(1, len(new_email) + 1)]
+    email = [100.0 + 10 * (i % 4) for i in range(12)] + new_email
+    spend = pd.DataFrame({"email": email, "video": [50.0 + i % 3 for i in range(len(months))]}, index=months)
+    revenue = pd.Series([1000.0 + 5 * (i % 5) for i in range(len(months))], index=months)
+    return spend, revenue
+
+
+def test_drift_rule_warns_naming_the_series_share_and_shift():
+    spend, revenue = _drift_frames([400.0, 420.0])  # trained range of email: 100..130
+    found = monitor.drift("v1", list(spend.index[:12]), spend, revenue)
+    report = v.ValidationReport([])
+
+    outcome = v.add_drift_rule(report, found, ValidationConfig())
+
+    assert report.results == [outcome] and report.passed
+    assert (outcome.rule, outcome.status, outcome.count) == ("drift", "warn", 1)
+    assert outcome.threshold == {"drift_max_outside_share": 0.5, "drift_max_shift": 3.0}
+    assert "spend email: 100% of new periods outside the trained range [100, 130]" in outcome.message
+    assert "2 new period(s) 2026-01..2026-02 vs the 12 training periods of champion v1" in outcome.message
+    assert outcome.examples[0]["values"]["series"] == "email"
+    assert outcome.examples[0]["values"]["shift"] > 3
+
+
+def test_drift_within_the_thresholds_passes_and_fail_action_fails():
+    spend, revenue = _drift_frames([110.0, 120.0])
+    quiet = monitor.drift("v1", list(spend.index[:12]), spend, revenue)
+    report = v.ValidationReport([])
+    assert v.add_drift_rule(report, quiet, ValidationConfig()).status == "pass"
+
+    loud = monitor.drift("v1", list(spend.index[:12]), *_drift_frames([400.0, 420.0]))
+    strict = ValidationConfig(actions={"drift": "fail"})
+    report = v.ValidationReport([])
+    assert v.add_drift_rule(report, loud, strict).status == "fail" and not report.passed
+
+
+def test_drift_without_new_periods_or_champion_passes():
+    spend, revenue = _drift_frames([])
+    for found in (monitor.drift("v1", list(spend.index), spend, revenue), monitor.drift(None, [], spend, revenue)):
+        report = v.ValidationReport([])
+        assert v.add_drift_rule(report, found, ValidationConfig()).status == "pass"
+        assert found.note

@@ -14,8 +14,12 @@ TRAINING_FAILED = "training_failed"
 TRAINING_FINISHED = "training_finished"
 MODEL_ROLLED_BACK = "model_rolled_back"
 
+MODEL_PERFORMANCE = "model_performance"  # the champion scored on periods it never saw (every run that can)
+MODEL_DEGRADED = "model_degraded"  # ... with an error above what its cross-validation promised
+
 MODEL_LOADED = "model_loaded"
 MODEL_LOAD_FAILED = "model_load_failed"
+PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"  # a request's spend outside what the model was trained on
 
 ALL_EVENTS = frozenset(
     {
@@ -26,7 +30,10 @@ ALL_EVENTS = frozenset(
         TRAINING_FAILED,
         TRAINING_FINISHED,
         MODEL_ROLLED_BACK,
+        MODEL_PERFORMANCE,
+        MODEL_DEGRADED,
         MODEL_LOADED,
         MODEL_LOAD_FAILED,
+        PREDICTION_OUT_OF_RANGE,
     }
 )
