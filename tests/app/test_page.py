@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -58,8 +57,9 @@ def test_page_shows_every_block_of_a_media_mix_model(page_model, make_app):
     assert html.count('class="chart chart-curve"') == len(PAGE_CHANNELS)
     assert 'class="chart chart-decomposition"' in html
     assert html.count('class="layer"') == len(PAGE_CHANNELS) + 1  # base + one area per channel
-    assert "needs a model trained" not in html and "need a model trained" not in html
-    assert "promoted: holdout" not in html or "Quality gate" in html
+    assert "need a model trained" not in html
+    assert "<dd>0.912</dd>" in html and "<dd>$61,250</dd>" in html  # holdout R² and RMSE
+    assert "<strong>Quality gate: promoted.</strong>" in html and "20261101T040000Z-3c1d9e0a" in html
 
 
 def test_roi_rows_follow_the_models_channel_order_not_the_blocks(tmp_path, publish_model, make_app):
@@ -274,9 +274,12 @@ def test_page_in_chromium_matches_the_model_and_plans_a_budget(browser, page_ser
     screenshot = tmp_path / "page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"\nscreenshot of the page (laptop, after planning): {screenshot}")
-    if os.environ.get("ADROI_UPDATE_SCREENSHOT"):
+    if os.environ.get("ADROI_UPDATE_SCREENSHOT"):  # the README's copy, in 128 colours (a third of the bytes)
+        from PIL import Image
+
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+        Image.open(screenshot).convert("RGB").quantize(128, dither=Image.Dither.NONE).save(DOCS_SCREENSHOT,
+                                                                                             optimize=True)
     page.close()
 
 

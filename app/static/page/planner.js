@@ -21,6 +21,8 @@
   const budgetInput = document.getElementById("budget");
   fields.disabled = false;
 
+  const BOUND_NAMES = { min: "at minimum", max: "at maximum", lower: "at minimum", upper: "at maximum" };
+
   function money(value) {
     if (typeof value !== "number" || !isFinite(value)) return "–";
     const text = Math.abs(value).toLocaleString("en-US", { maximumFractionDigits: 0 });
@@ -180,7 +182,8 @@
         cell("td", typeof before === "number" ? signedMoney(spend - before) : "–",
              { class: spend > before ? "up" : (spend < before ? "down" : "") }),
         cell("td", ratio(mroi), { "data-field": "mroi", "data-value": String(mroi) }),
-        cell("td", binding ? `at ${binding}imum` : "", { "data-field": "binding", class: binding ? "bound-binding" : "" }),
+        cell("td", binding ? (BOUND_NAMES[binding] || String(binding)) : "",
+             { "data-field": "binding", class: binding ? "bound-binding" : "" }),
       );
       body.append(row);
     }
