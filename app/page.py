@@ -366,7 +366,8 @@ def build_report(model: Any, registry: Any, symbol: str) -> tuple[dict[str, Any]
         "channels": [{"channel": c, "label": charts.channel_label(c),
                       "current": curves[c]["current"]["spend"] if c in curves else None} for c in channels],
         "budget": round(sum(c["current"]["spend"] for c in curves.values())) if curves else None,
-        "grain": (context["curves"] or {}).get("grain", "period"),
+        "grain": (context["curves"] or {}).get("grain") or ("month" if context["summary"]["training_window"]
+                                                              else "period"),
     }
     return context, not validation.transient
 

@@ -60,6 +60,7 @@ def test_page_shows_every_block_of_a_media_mix_model(page_model, make_app):
     assert "need a model trained" not in html
     assert "<dd>0.912</dd>" in html and "<dd>$61,250</dd>" in html  # holdout R² and RMSE
     assert "<strong>Quality gate: promoted.</strong>" in html and "20261101T040000Z-3c1d9e0a" in html
+    assert "RMSE 61250 within 5% of the champion&#39;s 63010" in html
 
 
 def test_roi_rows_follow_the_models_channel_order_not_the_blocks(tmp_path, publish_model, make_app):
@@ -135,6 +136,29 @@ def test_validation_report_is_read_once_per_version_and_its_findings_shown(page_
     assert version in pages[0] and pages[0] == pages[2]
     assert "2 of 3 checks clean" in pages[0]
     assert "<strong>extreme_values</strong> (warn, 2 found)" in pages[0]
+
+
+def test_a_validation_report_the_store_cannot_give_is_read_again_later(page_model, make_app, monkeypatch):
+    from app import page as page_module
+    from training.core.errors import StorageUnavailable
+
+    _republish_with_validation(page_model.store_uri, VALIDATION_REPORT)
+    app = _page_app(make_app, page_model.store_uri)
+    store = app.extensions["adroi_follower"].registry.store
+    original_read = store.read
+
+    def unavailable(key):
+        raise StorageUnavailable(f"{key}: 503 from the bucket")
+
+    monkeypatch.setattr(store, "read", unavailable)
+    client = app.test_client()
+    assert "The validation report could not be read" in client.get("/").get_data(as_text=True)
+    monkeypatch.setattr(store, "read", original_read)
+    assert "could not be read" in client.get("/").get_data(as_text=True)  # cached for a while, not per request
+
+    later = page_module.time.monotonic() + page_module.VALIDATION_RETRY_SECONDS + 1
+    monkeypatch.setattr(page_module.time, "monotonic", lambda: later)
+    assert "2 of 3 checks clean" in client.get("/").get_data(as_text=True)
 
 
 def test_page_answers_304_to_its_etag_and_changes_with_the_version(page_model, make_app):
