@@ -30,11 +30,12 @@ def test_ticks_are_round_cover_the_range_and_stay_few(low, width, count):
     high = low + width
     ticks = charts.nice_ticks(low, high, count)
 
-    assert ticks[0] <= low and ticks[-1] >= high
+    step = ticks[1] - ticks[0]
+    assert ticks[0] <= low + 1e-6 * step and ticks[-1] >= high - 1e-6 * step  # up to float noise
     assert 2 <= len(ticks) <= count + 1
-    steps = {round(b - a, 6) for a, b in zip(ticks, ticks[1:], strict=False)}
+    steps = {float(f"{b - a:.3e}") for a, b in zip(ticks, ticks[1:], strict=False)}
     assert len(steps) == 1
-    mantissa = float(f"{ticks[1] - ticks[0]:.6e}".split("e")[0])
+    mantissa = float(f"{step:.3e}".split("e")[0])  # 3 digits: ticks near 1e8 carry float noise
     assert mantissa in (1, 2, 2.5, 5)
 
 
