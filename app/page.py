@@ -192,7 +192,8 @@ def _curve_chart(entry: Any, channel: str, index: int, symbol: str) -> dict[str,
     y_ticks = charts.nice_ticks(min(0.0, *revenue), max(revenue), 4)
     x = charts.Scale(x_ticks[0], x_ticks[-1], left, width - right)
     y = charts.Scale(y_ticks[0], y_ticks[-1], height - bottom, top)
-    x_labels = charts.axis_ticks(x, x_ticks, lambda v: charts.format_money(v, symbol))
+    # No x label at 0: the y axis's "$0" already names the corner.
+    x_labels = charts.axis_ticks(x, [v for v in x_ticks if v != 0], lambda v: charts.format_money(v, symbol))
     step = charts.label_step(len(x_labels), (width - right - left), max(len(t.label) for t in x_labels))
     current_revenue = charts.interpolate(current, spend, revenue)
     return {

@@ -251,6 +251,18 @@ def page_server(page_model, make_app, serve_app):
     return serve_app(app)
 
 
+OVERLAPPING_LABELS_JS = """() => {
+  const found = [];
+  for (const svg of document.querySelectorAll("svg.chart")) {
+    const boxes = [...svg.querySelectorAll("text")].map((t) => [t.textContent, t.getBoundingClientRect()]);
+    boxes.forEach(([a, p], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+      if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) found.push(`${a} / ${b}`);
+    }));
+  }
+  return found;
+}"""
+
+
 def _cell_values(page, table: str, field: str) -> dict[str, float]:
     return {row.get_attribute("data-channel"): float(row.locator(f'[data-field="{field}"]').get_attribute("data-value"))
             for row in page.locator(f"{table} tbody tr").all()}
@@ -293,6 +305,7 @@ def test_page_in_chromium_matches_the_model_and_plans_a_budget(browser, page_ser
     assert lift == f"+${answer['lift']['revenue']:,.0f} +{answer['lift']['relative'] * 100:.1f}%"
     assert page.locator("#planner-warnings li").all_inner_texts() == answer["warnings"]
     assert page.locator("svg.chart-curve .marker-recommended:not([hidden])").count() == len(described["channels"])
+    assert page.evaluate(OVERLAPPING_LABELS_JS) == []
     assert errors == []
 
     screenshot = tmp_path / "page.png"
@@ -313,6 +326,7 @@ def test_page_fits_a_phone_screen(browser, page_server, tmp_path):
     page.goto(page_server + "/")
 
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert page.evaluate(OVERLAPPING_LABELS_JS) == []
     font_px = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#roi-table td')).fontSize)")
     screenshot = tmp_path / "page-phone.png"
     page.screenshot(path=str(screenshot), full_page=True)
