@@ -32,6 +32,7 @@ class ApiSettings:
     LOG_LEVEL: str = "INFO"
     LOG_REQUESTS: bool = False  # one INFO line per request (Cloud Run already logs requests)
     GOOGLE_CLOUD_PROJECT: str = ""  # names the trace in `logging.googleapis.com/trace`
+    CURRENCY_SYMBOL: str = "$"  # printed before money amounts on the page at `/`
 
     def __post_init__(self) -> None:
         # nan would make the follower poll in a busy loop, inf end its thread: both are refused.

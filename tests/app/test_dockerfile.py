@@ -91,3 +91,6 @@ def test_exact_cmd_serves_readyz_from_the_image_files(tmp_path, publish_model, r
     response = requests.get(f"{base}/readyz", timeout=10)
     assert response.status_code == 200
     assert response.json()["model_version"] == published.version
+    page = requests.get(f"{base}/", timeout=10)  # the page's templates and static files are in the image
+    assert page.status_code == 200 and published.version in page.text
+    assert requests.get(f"{base}/static/page/planner.js", timeout=10).status_code == 200
