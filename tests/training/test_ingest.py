@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import gzip
 from pathlib import Path
 
 import pandas as pd
@@ -154,7 +155,10 @@ def test_header_only_and_empty_files_are_read_as_no_rows(tmp_path):
     raw = ing.ingest(open_store(tmp_path))
 
     assert (raw.spend_rows, raw.revenue_rows, len(raw.monthly_spend)) == (0, 0, 0)
-    assert raw.findings[ing.MISSING_COLUMNS].count == 3  # the empty revenue file has no header at all
+    assert raw.findings[ing.MISSING_COLUMNS].count == 0
+    empty = raw.findings[ing.UNREADABLE_FILES]  # the empty revenue file has no header at all: said so
+    assert (empty.count, empty.examples[0]["file"], empty.examples[0]["line"]) == (1, "revenue/empty.csv", 1)
+    assert empty.examples[0]["values"]["found"] == "an empty file (0 bytes)"
     assert ing.training_data(raw).features.empty
 
 
@@ -185,3 +189,44 @@ def test_costs_with_spaces_count_and_infinite_costs_are_unparseable(tmp_path, ot
     bad = raw.findings[ing.UNPARSEABLE_VALUES]
     assert [e["line"] for e in bad.examples] == [3, 5][: 1 + bool(other_bad)]
     assert raw.monthly_spend.loc["2026-01", "email"] == 3.5
+
+
+def test_csv_gz_files_are_read_like_their_plain_text(sample_dir, sample_template, store_uri):
+    for name in ("spend/2025.csv", "revenue/2025.csv"):
+        path = sample_dir / name
+        (sample_dir / f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    store = open_store(store_uri)
+    for path in sorted(p for p in sample_dir.rglob("*") if p.is_file()):
+        store.write(path.relative_to(sample_dir).as_posix(), path.read_bytes())
+
+    raw = ing.ingest(store, CHANNELS)
+    plain = ing.ingest(open_store(sample_template), CHANNELS)
+
+    assert raw.spend_files == ["spend/2024.csv", "spend/2025.csv.gz", "spend/2026.csv"]
+    assert raw.revenue_files == ["revenue/2024.csv", "revenue/2025.csv.gz", "revenue/2026.csv"]
+    assert {f.count for f in raw.findings.values()} == {0}
+    pd.testing.assert_frame_equal(raw.monthly_spend, plain.monthly_spend)
+    pd.testing.assert_series_equal(raw.revenue_by_month(), plain.revenue_by_month())
+    assert raw.spend_rows == plain.spend_rows and "spend/2025.csv.gz" in [o["key"] for o in raw.objects]
+
+
+def test_a_damaged_csv_gz_is_named_not_dropped(sample_dir):
+    data = gzip.compress((sample_dir / "spend/2025.csv").read_bytes())
+    (sample_dir / "spend/2025.csv").unlink()
+    (sample_dir / "spend/2025.csv.gz").write_bytes(data[: len(data) // 2])  # cut short in transfer
+    (sample_dir / "revenue/2025.csv.gz").write_bytes(b"YEAR,MONTH,REVENUE\n")  # named .gz, but plain text
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    found = {e["file"]: e["values"]["found"] for e in raw.findings[ing.UNREADABLE_FILES].examples}
+    assert set(found) == {"spend/2025.csv.gz", "revenue/2025.csv.gz"}
+    assert "damaged gzip" in found["spend/2025.csv.gz"] and "not gzip" in found["revenue/2025.csv.gz"]
+
+
+def test_the_store_files_of_a_local_data_folder_are_not_findings(sample_dir):
+    open_store(sample_dir).write("spend/2027.csv", b"CHANNEL,DATE,TOTAL_COST\n")  # keeps a .generations/ file
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    assert raw.findings[ing.IGNORED_FILES].count == 0
