@@ -120,8 +120,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     try:
         if value is None:
             return None
-        if "date" in text and not isinstance(value, date):
-            return date.fromisoformat(str(value))
+        if "date" in text:  # a TOML date arrives as a date already
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
         if text.startswith("list[str]"):
             return [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else value) if str(s).strip()] or None
         if text.startswith("list[float]"):

@@ -419,3 +419,13 @@ def test_a_careless_export_ends_in_exit_2_naming_file_line_value_and_expectation
     assert shown in json.dumps(example["values"])
     assert "expected" in failed["message"]
     assert ModelRegistry(open_store(settings.store)).versions() == [] and latest_version(settings.store) is None
+
+
+def test_week_grain_on_monthly_revenue_is_invalid_data_not_a_crash(sample_dir, tmp_path):
+    settings = make_settings(str(sample_dir), str(tmp_path / "store"), tmp_path, **{"model.grain": "week"})
+
+    result = pipeline.run(settings, "weekly")
+
+    assert (result.status, result.exit_code) == ("data_invalid", 2)
+    assert result.validation["failed"] == ["grain_mismatch"]
+    assert latest_version(settings.store) is None
