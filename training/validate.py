@@ -187,7 +187,7 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str 
     rules = _Rules(config)
     missing = [p for p, files in (("spend/", raw.spend_files), ("revenue/", raw.revenue_files)) if not files]
     rules.add(NO_INPUT_FILES, bool(missing), len(missing), 0,
-              f"no .csv files under {', '.join(missing)} in {raw.store_uri}; expected at least one under each")
+              f"no .csv or .csv.gz files under {', '.join(missing)} in {raw.store_uri}; expected at least one under each")
 
     for rule, found in _FILE_TEXT.items():
         finding = raw.findings[rule]

@@ -13,8 +13,8 @@ import pytest
 from training import ingest as ing
 from training.config import SAMPLE_RUN_DATE, ValidationConfig
 from training.core.errors import ConfigError, ObjectChanged
-from training.sample import CHANNELS
 from training.core.store import open_store
+from training.sample import CHANNELS
 from training.validate import validate
 
 
@@ -407,3 +407,19 @@ def test_channel_aliases_map_renamed_channels_after_lower_casing(tmp_path):
     assert raw.daily_spend["social_media"].tolist() == [1.0, 2.0, 4.0]
     unknown = raw.findings[ing.UNKNOWN_CHANNELS]
     assert (unknown.count, unknown.examples[0]["values"]["channel"], unknown.examples[0]["line"]) == (1, "TikTok", 5)
+
+
+def test_another_reader_builds_the_same_raw_data_from_daily_sums(sample_dir):
+    """What a BigQuery reader would return: day × channel sums, revenue rows, findings, its tables as objects."""
+    csv = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    raw = ing.RawData.build(
+        store_uri="bq://project.dataset", channels=list(CHANNELS), spend_files=["spend"], revenue_files=["revenue"],
+        objects=[{"key": "spend", "generation": 1, "checksum": "2026-11-01T00:00:00Z:4380", "size": 0}],
+        spend_rows=csv.spend_rows, revenue_rows=csv.revenue_rows, bytes_read=0, revenue=csv.revenue,
+        findings=ing.new_findings(), daily_spend=csv.daily_spend)
+
+    pd.testing.assert_frame_equal(raw.monthly_spend, csv.monthly_spend, rtol=1e-12)
+    assert validate(raw, ValidationConfig(), SAMPLE_RUN_DATE).passed
+    assert ing.period_data(raw, "month", CHANNELS).periods == ing.period_data(csv, "month", CHANNELS).periods
+    assert len(raw.fingerprint) == 64 and raw.fingerprint != csv.fingerprint
