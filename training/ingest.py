@@ -4,7 +4,7 @@ The spend files can hold tens of millions of daily rows, so they are never mater
 streaming CSV reader yields record batches of the needed columns only (CHANNEL and CAMPAIGN as
 dictionary-encoded strings, DATE as date32, TOTAL_COST as float; a file where a date or number does not
 parse is read again with DATE and TOTAL_COST as text, to locate the bad values), and each batch is reduced
-at once to (month, channel) sums with numpy. Dates read as text are parsed once per distinct value.
+at once to (day, channel) and (month, channel) sums with numpy. Dates read as text are parsed once per distinct value.
 While streaming, everything validation needs is collected: counts and a few examples (file, line,
 values) of unparseable, null and negative values, unknown channels, and one 64-bit key per row
 (campaign, channel, day) to find duplicate rows over the whole data set at the end. Files are read in
@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,9 @@ import pyarrow.csv as pacsv
 from training.core.errors import ConfigError
 from training.core.store import ObjectInfo, Store
 from training.periods import PeriodData, check_grain, period_days, period_end, period_keys, period_start
+
+if TYPE_CHECKING:
+    from training.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ class ReadOptions:
     controls_aggregate: dict[str, str] = field(default_factory=dict)  # control -> "mean" | "sum"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ReadOptions:
+    def from_settings(cls, settings: Settings) -> ReadOptions:
         """Build the options from pipeline `Settings`."""
         v = settings.validation
         return cls(channels=tuple(c.lower() for c in settings.channels) if settings.channels else None,
@@ -316,11 +319,17 @@ def _open_csv(store: InputSnapshot, key: str, findings: dict[str, Finding]
     with contextlib.ExitStack() as stack:
         fh: IO[bytes] = stack.enter_context(store.open_read(key))
         if key.lower().endswith(".gz"):
-            fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))  # type: ignore[arg-type]
+            magic = fh.read(2)
+            fh.seek(0)
+            if magic == b"\x1f\x8b":
+                fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))  # type: ignore[arg-type]
+            else:  # served decompressed already (GCS decompressive transcoding of a gzip-encoded object)
+                log.info("%s is named .gz but holds no gzip data: read as plain CSV", key)
         try:
             first = fh.readline()
         except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-            problem: tuple[str, str] | None = (f"not gzip data ({exc})", "a gzip-compressed CSV file (.csv.gz)")
+            problem: tuple[str, str] | None = (f"a damaged gzip stream ({exc})",
+                                               "a complete gzip-compressed CSV file (.csv.gz)")
         else:
             problem = _header_problem(first)
         if problem is not None:

@@ -218,13 +218,23 @@ def test_a_damaged_csv_gz_is_named_not_dropped(sample_dir):
     data = gzip.compress((sample_dir / "spend/2025.csv").read_bytes())
     (sample_dir / "spend/2025.csv").unlink()
     (sample_dir / "spend/2025.csv.gz").write_bytes(data[: len(data) // 2])  # cut short in transfer
-    (sample_dir / "revenue/2025.csv.gz").write_bytes(b"YEAR,MONTH,REVENUE\n")  # named .gz, but plain text
+    (sample_dir / "revenue/2026.csv.gz").write_bytes(gzip.compress(b"YEAR,MONTH,REVENUE\n2026,1,5\n")[:-12])
 
     raw = ing.ingest(open_store(sample_dir))
 
     found = {e["file"]: e["values"]["found"] for e in raw.findings[ing.UNREADABLE_FILES].examples}
-    assert set(found) == {"spend/2025.csv.gz", "revenue/2025.csv.gz"}
-    assert "damaged gzip" in found["spend/2025.csv.gz"] and "not gzip" in found["revenue/2025.csv.gz"]
+    assert set(found) == {"spend/2025.csv.gz", "revenue/2026.csv.gz"}
+    assert all("damaged gzip" in text for text in found.values())
+
+
+def test_a_csv_gz_served_decompressed_is_read_as_text(sample_dir, sample_template):
+    """GCS serves an object uploaded with Content-Encoding: gzip decompressed (decompressive transcoding)."""
+    (sample_dir / "revenue/2025.csv").rename(sample_dir / "revenue/2025.csv.gz")
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    assert {f.count for f in raw.findings.values()} == {0}
+    pd.testing.assert_series_equal(raw.revenue_by_month(), ing.ingest(open_store(sample_template)).revenue_by_month())
 
 
 def test_the_store_files_of_a_local_data_folder_are_not_findings(sample_dir):
