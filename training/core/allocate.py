@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from training.core.errors import AllocationError
 
@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 
 SCENARIOS = ("max_revenue", "target_mroi")
 LINEAR_ALGORITHMS = ("ols", "ridge")
-COARSE_STEPS = 400
+COARSE_STEPS = 256
 REFINE_FACTOR = 8
 REFINE_HALF_WIDTH = 16
-REFINE_LEVELS = 8
+REFINE_LEVELS = 6
 BOUND_TOLERANCE = 1e-9  # relative to the budget: spend this close to a bound is on it
 EXTRAPOLATION_TOLERANCE = 1e-6  # relative: spend above max_spend_seen * (1 + this) is extrapolated
 
@@ -370,23 +370,26 @@ def _solve(value_functions: list[Curve], lower: np.ndarray, upper: np.ndarray, b
 
 def _max_plus_assign(values: list[np.ndarray], total: int) -> list[int]:
     """Units k_c per channel, sum k_c == total, maximising sum values[c][k_c] (values[c][k]: k units in c)."""
-    best = np.full(total + 1, -np.inf)
-    first = values[0][: total + 1]
-    best[: first.size] = first
+    best = np.asarray(
+        values[0][: total + 1], dtype=float
+    )  # best[t]: best value of t units in channels so far
     choices: list[np.ndarray] = []
     last = len(values) - 1
     for c in range(1, len(values)):
         v = values[c][: total + 1]
         n = v.size - 1
-        padded = np.concatenate((np.full(n, -np.inf), best))
-        windows = sliding_window_view(padded, n + 1)  # row t holds best[t - n .. t]
+        reach = min(total + 1, best.size + n)  # sums of units the channels so far can make
+        padded = np.full(n + reach, -np.inf)
+        padded[n : n + best.size] = best
+        # Row t of the view holds best[t - n .. t] without copying; reversed, column k is best[t - k].
+        windows = as_strided(padded, shape=(reach, n + 1), strides=(padded.strides[0], padded.strides[0]))
         if c == last:
             windows = windows[total : total + 1]
         scores = windows[:, ::-1] + v  # scores[t, k] = best[t - k] + v[k]
         picked = np.argmax(scores, axis=1)
         best = scores[np.arange(scores.shape[0]), picked]
         choices.append(picked)
-    if not np.isfinite(best[-1]):
+    if best.size <= (0 if last else total) or not np.isfinite(best[-1 if last else total]):
         raise AssertionError("allocation grid cannot reach the budget")  # bounds were checked: cannot happen
     units = [0] * len(values)
     remaining = total

@@ -331,3 +331,33 @@ def test_imports_with_numpy_only():
     )
 
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("budget", "bounds", "expected"),
+    [
+        (1000, None, None),  # one channel takes what the other's S-curve cannot use
+        (1000, {"tv": [400, 400]}, {"tv": 400.0, "radio": 600.0}),  # a fixed channel
+        (1000, {"tv": [0, 0]}, {"tv": 0.0, "radio": 1000.0}),  # a channel switched off
+        (
+            1000,
+            {"tv": [300, None], "radio": [700, None]},
+            {"tv": 300.0, "radio": 700.0},
+        ),  # minimums == budget
+        (1000, {"tv": [0, 250], "radio": [0, 750]}, {"tv": 250.0, "radio": 750.0}),  # maximums == budget
+    ],
+)
+def test_edge_bounds_are_honoured_exactly(budget, bounds, expected):
+    curves = {"tv": hill_curve(2_000, 400, 2.5), "radio": exponential_curve(1_500, 300)}
+
+    result = allocate(curves, budget, bounds=bounds)
+
+    assert_feasible(result, budget, bounds)
+    if expected is not None:
+        assert result.allocation == expected
+
+
+def test_single_channel_gets_the_whole_budget():
+    result = allocate({"tv": hill_curve(2_000, 400, 2.5)}, 1234.5)
+
+    assert result.allocation == {"tv": 1234.5}
