@@ -61,7 +61,7 @@ class ChannelAllocation:
 
     spend: float
     revenue: float
-    mroi: float
+    mroi: float | None  # None where the slope is not finite (a concave Hill curve at zero spend)
     bound: str  # "min", "max" or "none"
     lower: float
     upper: float | None
@@ -176,7 +176,7 @@ def allocate(
         channels[name] = ChannelAllocation(
             spend=s,
             revenue=float(revenue_at[i]),
-            mroi=float(mroi[i]),
+            mroi=float(mroi[i]) if math.isfinite(mroi[i]) else None,
             bound=bound,
             lower=float(lower[i]),
             upper=None if math.isinf(upper[i]) else float(upper[i]),

@@ -361,3 +361,20 @@ def test_single_channel_gets_the_whole_budget():
     result = allocate({"tv": hill_curve(2_000, 400, 2.5)}, 1234.5)
 
     assert result.allocation == {"tv": 1234.5}
+
+
+def test_infinite_slope_at_zero_is_reported_as_no_mroi():
+    # A square-root curve is infinitely steep at zero; a channel held there has no finite mROI.
+    def slope(spend):
+        with np.errstate(divide="ignore"):
+            return 50.0 / np.sqrt(spend)
+
+    curves = {
+        "tv": ResponseCurve(revenue=lambda s: 100.0 * np.sqrt(s), derivative=slope),
+        "radio": exponential_curve(1_500, 300),
+    }
+
+    result = allocate(curves, 1000, bounds={"tv": [0, 0]})
+
+    assert result.channels["tv"].mroi is None
+    assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["channels"]["tv"]["mroi"] is None
