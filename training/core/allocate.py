@@ -110,7 +110,9 @@ def allocate(
     names = sorted(curves)
     budget = _check_budget(budget)
     scenario, target = _check_scenario(scenario, target_mroi)
-    lower, upper = _check_bounds(bounds, names, budget, scenario)
+    lower, upper, upper_given = _check_bounds(bounds, names, budget, scenario)
+    seen = _check_channel_values(max_spend_seen, names, "max_spend_seen")
+    current = _check_channel_values(current_spend, names, "current_spend")
     revenue = [_as_curve(curves[name]).revenue for name in names]
     derivative = [_as_curve(curves[name]).derivative for name in names]
 
@@ -133,8 +135,6 @@ def allocate(
             for fn, dfn, s, lo in zip(revenue, derivative, spend, lower, strict=True)
         ]
     )
-    seen = _check_channel_values(max_spend_seen, names, "max_spend_seen")
-    current = _check_channel_values(current_spend, names, "current_spend")
     warnings: list[str] = []
 
     spent = float(spend.sum())
@@ -162,15 +162,15 @@ def allocate(
         s = float(spend[i])
         if s <= lower[i] + tolerance:
             bound = "min"
-        elif s >= upper[i] - tolerance:
+        elif s >= upper_given[i] - tolerance:
             bound = "max"
         else:
             bound = "none"
         max_seen = None if seen is None else float(seen[name])
         if max_seen is not None and s > max_seen * (1 + EXTRAPOLATION_TOLERANCE):
-            ratio = f"{s / max_seen:.1f}x " if max_seen > 0 else ""
+            times = f"{s / max_seen:.2g}x" if max_seen > 0 else "above"
             warnings.append(
-                f"{name}: recommended spend {s:,.0f} per period is {ratio}above the largest spend in training "
+                f"{name}: recommended spend {s:,.0f} per period is {times} the largest spend in training "
                 f"({max_seen:,.0f}); its response curve is extrapolated there"
             )
         channels[name] = ChannelAllocation(
@@ -179,7 +179,7 @@ def allocate(
             mroi=float(mroi[i]) if math.isfinite(mroi[i]) else None,
             bound=bound,
             lower=float(lower[i]),
-            upper=None if math.isinf(upper[i]) else float(upper[i]),
+            upper=None if math.isinf(upper_given[i]) else float(upper_given[i]),
             current_spend=None if current_alloc is None else float(current_alloc[name]),
             max_spend_seen=max_seen,
         )
@@ -234,7 +234,8 @@ def _check_scenario(scenario: Any, target_mroi: Any) -> tuple[str, float | None]
 
 def _check_bounds(
     bounds: Mapping[str, Sequence[float | None]] | None, names: list[str], budget: float, scenario: str
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower and upper spend per channel for the solver, and the upper bounds as given (inf where none)."""
     lower = np.zeros(len(names))
     upper = np.full(len(names), np.inf)
     if bounds is None:
@@ -272,8 +273,8 @@ def _check_bounds(
             f"the sum of maximums ({maximums:,.2f}) at least the budget ({budget:,.2f}) with scenario max_revenue",
         )
     # No channel can take more than what the other channels' minimums leave.
-    upper = np.minimum(upper, budget - (minimums - lower))
-    return lower, np.maximum(upper, lower)
+    effective = np.minimum(upper, budget - (minimums - lower))
+    return lower, np.maximum(effective, lower), upper
 
 
 def _check_channel_values(

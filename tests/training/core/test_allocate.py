@@ -378,3 +378,15 @@ def test_infinite_slope_at_zero_is_reported_as_no_mroi():
 
     assert result.channels["tv"].mroi is None
     assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["channels"]["tv"]["mroi"] is None
+
+
+def test_the_budget_is_not_reported_as_a_max_bound():
+    # One good channel takes the whole budget: no bound holds it, the budget does.
+    curves = {"tv": exponential_curve(300_000, 50_000), "radio": lambda s: 0.0 * s}
+
+    result = allocate(curves, 10_000, bounds={"radio": [0, 5_000]})
+
+    assert result.allocation == {"radio": 0.0, "tv": 10_000.0}
+    assert result.channels["tv"].bound == "none"
+    assert result.channels["tv"].upper is None
+    assert result.channels["radio"].bound == "min"
