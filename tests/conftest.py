@@ -305,10 +305,16 @@ def api_server(tmp_path, publish_model, run_gunicorn):
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
 
     def start(**env: str) -> tuple[str, int, Path]:
-        base = run_gunicorn([gunicorn, "-c", str(REPO_ROOT / "gunicorn.conf.py"), "app:create_app()"], REPO_ROOT,
-                            {"MODEL_STORE": published.store_uri, "WEB_CONCURRENCY": "1", **env})
+        env = {"MODEL_STORE": published.store_uri, "WEB_CONCURRENCY": "1", "LOG_FORMAT": "text", **env}
+        base = run_gunicorn([gunicorn, "-c", str(REPO_ROOT / "gunicorn.conf.py"), "app:create_app()"], REPO_ROOT, env)
         port = int(base.rsplit(":", 1)[1])
-        return base, port, tmp_path / f"server-{port}.log"
+        log_path = tmp_path / f"server-{port}.log"
+        # The socket listens before the workers have booted: wait until each one serves the model.
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("serving model") < int(env["WEB_CONCURRENCY"]):
+            assert time.monotonic() < deadline, f"workers not serving within 30 s: {log_path.read_text()[-2000:]}"
+            time.sleep(0.02)
+        return base, port, log_path
 
     return start
 
