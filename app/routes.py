@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic_core
 from flask import Blueprint, Flask, Response, current_app, g, request
-from gunicorn.http.errors import ParseException
+from gunicorn.http.errors import NoMoreData, ParseException
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -137,6 +137,11 @@ def _json_body() -> bytes:
         raise ApiError(400, "invalid_chunked_body",
                        f"malformed chunked transfer encoding ({type(exc).__name__}: {exc}): expected "
                        "`<hex size>\\r\\n<data>\\r\\n` chunks ending with `0\\r\\n\\r\\n`") from exc
+    except (NoMoreData, OSError) as exc:  # the client went away mid-body: its problem, not a 5xx (nor a trace)
+        raise ApiError(400, "incomplete_body", f"the connection ended before the whole body arrived "
+                                               f"({type(exc).__name__}): expected "
+                                               f"{environ.get('CONTENT_LENGTH') or 'a chunked body to its end'}"
+                                               f"{' bytes' if environ.get('CONTENT_LENGTH') else ''}") from exc
     except _BodyTimeout as exc:
         raise ApiError(408, "request_timeout", f"the request body did not arrive within {seconds:g} s: "
                                                "expected the whole body promptly") from exc

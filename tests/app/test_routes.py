@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
 
 import pandas as pd
 import pytest
@@ -256,6 +257,25 @@ def test_unread_body_leaves_the_connection_usable_for_the_next_request(api_serve
     assert (first_status, headers["connection"]) == (status, "keep-alive")
     assert second_status == 200
     assert json.loads(body)["predictions"]
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_client_leaving_mid_body_is_a_400_not_a_logged_500(api_server, reset):
+    _, port, log_path = api_server(LOG_REQUESTS="true")
+
+    for head in (HEAD + b"Content-Length: 1000\r\n\r\n{\"a", HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"ema\r\n"):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(head)
+        if reset:  # close with a TCP reset instead of a FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    deadline = time.monotonic() + 10
+    while log_path.read_text().count("POST /predict ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the answers to clients that are gone are only seen in the log
+
+    log = log_path.read_text()
+    assert log.count("POST /predict 400") == 2, log[-2000:]
+    assert "Traceback" not in log and "unexpected error" not in log
 
 
 def test_body_not_received_in_time_is_a_408(api_server):
