@@ -5,8 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 RUN_ARGS ?=
+# Headless Chromium for the page's browser tests: Debian's package, driven by Playwright (which never
+# downloads a browser of its own). CI runs as root; elsewhere apt-get goes through sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run train serve schema test test-fast lint bench-train bench-serve airflow-venvs clean
+.PHONY: run train serve schema test test-fast lint bench-train bench-serve bench-allocate airflow-venvs clean
 
 $(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +30,10 @@ serve: $(STAMP)
 	MODEL_STORE=.local/store PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py 'app:create_app()'
 
 ## make test: the whole suite (API, training, emulators, Airflow 2 and 3 DAG runs, infrastructure checks).
-test: $(STAMP) airflow-venvs .venv-checkov/.installed
+test: $(STAMP) $(CHROMIUM) airflow-venvs .venv-checkov/.installed
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not airflow"
 
 lint: $(STAMP)
@@ -41,12 +45,20 @@ bench-train: $(STAMP)
 bench-serve: $(STAMP)
 	$(BIN)/python bench/bench_serve.py
 
+## make bench-allocate: budget allocation latency (p50/p99) and its gap to scipy's optimum on random curves.
+bench-allocate: $(STAMP)
+	$(BIN)/python bench/bench_allocate.py
+
 airflow-venvs: .venv-airflow2/.installed .venv-airflow3/.installed
 
 .venv-airflow%/.installed: requirements-airflow%.txt requirements-train.txt
 	test -x .venv-airflow$*/bin/python || $(PYTHON) -m venv .venv-airflow$*
 	.venv-airflow$*/bin/pip install --quiet --disable-pip-version-check -r requirements-airflow$*.txt
 	touch $@
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 ## checkov (Terraform scanner) has pins of its own: it lives in its own virtualenv.
 .venv-checkov/.installed:

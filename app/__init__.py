@@ -7,6 +7,7 @@ Endpoints:
     GET  /readyz        200 only when a verified model is loaded, else 503
     GET  /model         the served version's manifest summary (channels, intercept, marginal ROI, metrics)
     GET  /openapi.json  OpenAPI description generated from the request and response models
+    GET  /              the marketing team's page: the served model's report and a budget planner (app/page.py)
 
 Run it with `gunicorn -c gunicorn.conf.py 'app:create_app()'` (the config installs the JSON logging in each
 worker; `create_app` itself leaves logging alone). Imports only the light part of `training`
@@ -21,6 +22,7 @@ from typing import Any
 from flask import Flask
 
 from app.follower import ModelFollower
+from app.page import register_page
 from app.routes import register
 from app.settings import load_settings
 from training.core.registry import ModelRegistry
@@ -45,4 +47,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     follower.start()
     app.extensions["adroi_follower"] = follower
     register(app, settings.LOG_REQUESTS)
+    register_page(app)
     return app

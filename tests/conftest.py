@@ -299,6 +299,32 @@ def make_app():
 
 
 @pytest.fixture
+def api_server(tmp_path, publish_model, run_gunicorn):
+    """Start the API under the project's gunicorn.conf.py over a local store with one promoted model.
+
+    Returns `start(**env) -> (base URL, port, log path)`; extra env (settings, WEB_CONCURRENCY) as strings.
+    """
+    import sys
+
+    published = publish_model(str(tmp_path / "store"))
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+
+    def start(**env: str) -> tuple[str, int, Path]:
+        env = {"MODEL_STORE": published.store_uri, "WEB_CONCURRENCY": "1", "LOG_FORMAT": "text", **env}
+        base = run_gunicorn([gunicorn, "-c", str(REPO_ROOT / "gunicorn.conf.py"), "app:create_app()"], REPO_ROOT, env)
+        port = int(base.rsplit(":", 1)[1])
+        log_path = tmp_path / f"server-{port}.log"
+        # The socket listens before the workers have booted: wait until each one serves the model.
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("serving model") < int(env["WEB_CONCURRENCY"]):
+            assert time.monotonic() < deadline, f"workers not serving within 30 s: {log_path.read_text()[-2000:]}"
+            time.sleep(0.02)
+        return base, port, log_path
+
+    return start
+
+
+@pytest.fixture
 def client(published_store, make_app):
     """A test client of the API over a published store of each backend (small request limits)."""
     return make_app({"MODEL_STORE": published_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096}
@@ -347,6 +373,122 @@ def json_log(monkeypatch):
 def store(tmp_path, publish_model) -> str:
     """The URI of a local store with one promoted model."""
     return publish_model(str(tmp_path / "store")).store_uri
+
+
+# ---- app: the page at / (media-mix blocks, a browser) ---------------------------------------------------
+
+PAGE_CHANNELS = ["tv", "search_engine", "social_media", "video", "email", "display", "radio", "podcast",
+                 "out_of_home", "affiliates"]
+
+
+def media_mix_blocks(channels: list[str], periods: int = 36, seed: int = 7) -> dict[str, Any]:
+    """Build the manifest blocks `roi`, `response_curves`, `decomposition` (CONTRACTS) from Hill curves.
+
+    A stand-in for what the media-mix model writes: S-shaped steady-state curves with seeded parameters,
+    spend per month around each channel's current level, and a base with trend and season.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    months = [f"{2023 + (10 + i) // 12}-{(10 + i) % 12 + 1:02d}" for i in range(periods)]
+    spend = {}
+    curves, roi, contributions = {}, {}, {}
+    for channel in channels:
+        half = float(rng.uniform(2e4, 1.5e5))  # spend at half saturation
+        shape = float(rng.uniform(1.1, 2.4))
+        ceiling = float(half * rng.uniform(1.5, 5.0))  # revenue at saturation
+
+        def hill(s, half=half, shape=shape, ceiling=ceiling):
+            s = np.asarray(s, dtype=float)
+            return ceiling * s**shape / (s**shape + half**shape)
+
+        history = half * rng.uniform(0.4, 1.4) * (1 + 0.25 * np.sin(np.arange(periods) / 3 + rng.uniform(0, 6)))
+        spend[channel] = history
+        current = float(history[-12:].mean())
+        seen = float(history.max())
+        grid = np.linspace(0.0, 2.0 * seen, 61)
+        curves[channel] = {"form": "hill", "parameters": {"half_saturation": half, "shape": shape,
+                                                           "ceiling": ceiling},
+                           "current_spend": current, "max_spend_seen": seen,
+                           "points": {"spend": grid.tolist(), "revenue": hill(grid).tolist()}}
+        contributions[channel] = hill(history)
+        total_spend, total_contribution = float(history.sum()), float(contributions[channel].sum())
+        mroi = float((hill(current * 1.01) - hill(current)) / (current * 0.01))
+        point_roi = total_contribution / total_spend
+        roi[channel] = {"spend": total_spend, "contribution": total_contribution, "roi": point_roi,
+                        "roi_interval": [point_roi * float(rng.uniform(0.55, 0.85)),
+                                         point_roi * float(rng.uniform(1.15, 1.5))],
+                        "mroi": mroi, "mroi_interval": [mroi * float(rng.uniform(0.4, 0.8)),
+                                                        mroi * float(rng.uniform(1.2, 1.7))]}
+    t = np.arange(periods)
+    base = 6e5 + 4e3 * t + 8e4 * np.sin(2 * np.pi * t / 12)
+    fitted = base + sum(contributions.values())
+    actual = fitted * (1 + rng.normal(0, 0.03, periods))
+    return {
+        "roi": {"interval_level": 0.9, "window": [months[0], months[-1]], "channels": roi},
+        "response_curves": {"grain": "month", "period_days": 30.44, "channels": curves},
+        "decomposition": {"periods": months, "base": base.tolist(),
+                          "channels": {c: v.tolist() for c, v in contributions.items()},
+                          "fitted": fitted.tolist(), "actual": actual.tolist()},
+    }
+
+
+@pytest.fixture
+def page_model(tmp_path, publish_model) -> PublishedModel:
+    """A local store whose promoted model has ten channels and media-mix blocks in its manifest."""
+    coefficients = {c: 0.5 + i / 4 for i, c in enumerate(PAGE_CHANNELS)}
+    holdout = {"r2": 0.912, "rmse": 61_250.0, "mae": 48_900.0, "mape": 0.027}
+    gate = {"decision": "promoted", "reason": "promoted: holdout R² 0.9120 ≥ threshold 0.8; RMSE 61250 within "
+                                              "5% of the champion's 63010", "evaluation_threshold": 0.8,
+            "rmse_tolerance": 0.05, "champion": {"version": "20261101T040000Z-3c1d9e0a"}}
+    training = {"months": [f"{2023 + (10 + i) // 12}-{(10 + i) % 12 + 1:02d}" for i in range(36)],
+                "holdout_months": ["2026-03", "2026-04", "2026-05", "2026-06", "2026-07", "2026-08", "2026-09",
+                                   "2026-10"], "refit_on_all_months": True}
+    return publish_model(str(tmp_path / "store"), coefficients, metrics={"holdout": holdout}, gate=gate,
+                         training=training, **media_mix_blocks(PAGE_CHANNELS))
+
+
+# Debian's `chromium` package (`make test` installs it); Playwright drives it, it never downloads a browser.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright for the whole session (skipped where it is not installed)."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def serve_app():
+    """Return `serve(app) -> base URL`: the app behind werkzeug's threaded server on loopback, stopped after."""
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def serve(app) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server, thread in servers:
+        server.shutdown()
+        thread.join()
+        server.server_close()
 
 
 # ---- training: data sets, registries and metrics tables ------------------------------------------------

@@ -221,9 +221,11 @@ def drift(reference: str | None, training_periods: list[str], spend: pd.DataFram
     tables = [(spend, "spend"), (revenue.to_frame("revenue"), "revenue")]
     if controls is not None and len(controls.columns):
         tables.append((controls, "control"))
-    series = [
-        _series_drift(str(column), kind, table.loc[window, column].to_numpy(dtype=float),
-                      table.loc[new, column].to_numpy(dtype=float))
-        for table, kind in tables for column in table.columns
-    ]
+    series = []
+    for table, kind in tables:
+        for column in table.columns:
+            train = table[column].reindex(window).dropna().to_numpy(dtype=float)  # a control may lack periods
+            fresh = table[column].reindex(new).dropna().to_numpy(dtype=float)
+            if len(train) and len(fresh):
+                series.append(_series_drift(str(column), kind, train, fresh))
     return Drift(reference, window, new, series)

@@ -259,12 +259,13 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
     _write_json(store, run_id, RUN_FILE, {"run_id": run_id, "started_at": datetime.now(UTC).isoformat(),
                                           "run_date": run_date.isoformat(), "code_version": code_version(settings),
                                           "settings": settings.to_dict()})
-    raw = ingest.ingest(open_store(settings.data), settings.channels)
-    report = validate.validate(raw, settings.validation, run_date)
+    raw = ingest.ingest(open_store(settings.data), options=ingest.ReadOptions.from_settings(settings))
+    report = validate.validate(raw, settings.validation, run_date, settings.model.grain)
     data = ingest.training_data(raw) if report.passed else None
     drift = None
     if data is not None:  # drift needs the monthly table; it is a rule like the others (warn by default)
-        drift = _drift(store, data.features, data.revenue)
+        controls = ingest.period_data(raw, "month", data.channels).controls if len(raw.controls) else None
+        drift = _drift(store, data.features, data.revenue, controls)
         validate.add_drift_rule(report, drift, settings.validation)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),

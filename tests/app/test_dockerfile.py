@@ -41,6 +41,8 @@ def test_slim_base_requirements_before_code_non_root_unbuffered():
     assert copies[0] == "requirements.txt ."
     assert kinds.index("RUN") < kinds.index("COPY", kinds.index("COPY") + 1)  # pip install before code
     assert any(kind == "ENV" and "PYTHONUNBUFFERED=1" in args for kind, args in steps)
+    # gunicorn.conf.py binds loopback unless told otherwise; in the container every interface is needed.
+    assert any(kind == "ENV" and "BIND_HOST=0.0.0.0" in args.split() for kind, args in steps)
     user = [args for kind, args in steps if kind == "USER"]
     assert user and user[-1] not in ("root", "0")
     assert kinds[-1] == "CMD" and json.loads(steps[-1][1])[0] == "gunicorn"
@@ -91,3 +93,6 @@ def test_exact_cmd_serves_readyz_from_the_image_files(tmp_path, publish_model, r
     response = requests.get(f"{base}/readyz", timeout=10)
     assert response.status_code == 200
     assert response.json()["model_version"] == published.version
+    page = requests.get(f"{base}/", timeout=10)  # the page's templates and static files are in the image
+    assert page.status_code == 200 and published.version in page.text
+    assert requests.get(f"{base}/static/page/planner.js", timeout=10).status_code == 200
