@@ -33,13 +33,18 @@ def log_filters() -> list[str]:
     return [c["conditionMatchedLog"]["filter"] for _, c in conditions() if "conditionMatchedLog" in c]
 
 
-def log_metric_events() -> dict[str, str]:
-    """Log-based metric name -> event it counts, from `local.log_metrics` in infra/monitoring.tf."""
+def log_metric_filters() -> dict[str, str]:
+    """Log-based metric name -> its log filter, from `local.log_metrics` in infra/monitoring.tf."""
     block = re.search(r"log_metrics\s*=\s*\{(.*?)\n\s*\}", MONITORING_TF, re.DOTALL)
     assert block, "infra/monitoring.tf defines no local.log_metrics"
     filters = {name: json.loads(text) for name, text in re.findall(r'(\w+)\s*=\s*("(?:[^"\\]|\\.)*")', block.group(1))}
     assert filters, "local.log_metrics is empty"
-    return {name: EVENT_IN_FILTER.findall(text)[0] for name, text in filters.items()}
+    return filters
+
+
+def log_metric_events() -> dict[str, str | None]:
+    """Log-based metric name -> event it counts (None: it counts Cloud Run's own request logs)."""
+    return {name: next(iter(EVENT_IN_FILTER.findall(text)), None) for name, text in log_metric_filters().items()}
 
 
 def emitted_constants() -> set[str]:
@@ -59,7 +64,8 @@ def matched_events() -> set[str]:
     for _, c in conditions():
         for body in c.values():
             if isinstance(body, dict) and "filter" in body:
-                names |= {metrics[m] for m in USER_METRIC.findall(body["filter"])}
+                names |= {metrics[m] for m in USER_METRIC.findall(body["filter"]) if metrics[m]}
+                names |= {metrics[m] for m in USER_METRIC.findall(body.get("denominatorFilter", "")) if metrics[m]}
     return names
 
 
@@ -106,13 +112,15 @@ def test_every_matched_event_is_emitted_by_the_code():
 def test_the_required_alerts_exist():
     by_event = {e: name for name in POLICIES for f in log_filters() for e in EVENT_IN_FILTER.findall(f)
                 if any(c.get("conditionMatchedLog", {}).get("filter") == f for c in POLICIES[name]["conditions"])}
-    assert {events.TRAINING_FAILED, events.DATA_INVALID, events.MODEL_REJECTED, events.MODEL_LOAD_FAILED} <= set(by_event)
+    assert {events.TRAINING_FAILED, events.DATA_INVALID, events.MODEL_REJECTED, events.MODEL_LOAD_FAILED,
+            events.MODEL_DEGRADED} <= set(by_event)
     assert POLICIES[by_event[events.MODEL_REJECTED]]["severity"] == "WARNING"
+    assert POLICIES[by_event[events.MODEL_DEGRADED]]["severity"] == "WARNING"
     absent = [c["conditionAbsent"] for _, c in conditions() if "conditionAbsent" in c]
     counted = {log_metric_events()[m] for a in absent for m in USER_METRIC.findall(a["filter"])}
     assert {events.MODEL_PROMOTED, events.TRAINING_FINISHED} <= counted
     thresholds = [c["conditionThreshold"] for _, c in conditions() if "conditionThreshold" in c]
-    ratio = next(t for t in thresholds if "denominatorFilter" in t)
+    ratio = next(t for t in thresholds if "denominatorFilter" in t and "5xx" in t["filter"])
     assert 'response_code_class="5xx"' in ratio["filter"] and ratio["thresholdValue"] == 0.01
     assert ratio["aggregations"][0]["alignmentPeriod"] == "300s"
     latency = next(t for t in thresholds if "request_latencies" in t["filter"])
@@ -154,3 +162,38 @@ def test_terraform_maps_every_field_the_policy_files_use():
     used = set().union(*(_keys(p) for p in POLICIES.values()))
     unread = {k for k in used if not re.search(rf'(\.{k}\b|"{k}")', MONITORING_TF)}
     assert not unread, f"fields in monitoring/policies that infra/monitoring.tf ignores: {sorted(unread)}"
+
+
+def test_every_log_based_metric_a_policy_uses_is_defined_in_terraform():
+    used = {m for _, c in conditions() for body in c.values() if isinstance(body, dict)
+            for m in USER_METRIC.findall(body.get("filter", "") + body.get("denominatorFilter", ""))}
+    assert used <= set(log_metric_filters())
+
+
+def test_serving_skew_alert_is_the_share_of_out_of_range_requests_in_an_hour():
+    policy = POLICIES["prediction-out-of-range.json"]
+    ratio, volume = (c["conditionThreshold"] for c in policy["conditions"])
+
+    assert policy["combiner"] == "AND" and policy["severity"] == "WARNING"
+    assert USER_METRIC.findall(ratio["filter"]) == ["adroi_prediction_out_of_range"]
+    assert USER_METRIC.findall(ratio["denominatorFilter"]) == ["adroi_prediction_requests"]
+    assert ratio["thresholdValue"] == 0.1 and ratio["comparison"] == "COMPARISON_GT"
+    assert {a["alignmentPeriod"] for a in ratio["aggregations"] + ratio["denominatorAggregations"]
+            + volume["aggregations"]} == {"3600s"}
+    assert USER_METRIC.findall(volume["filter"]) == ["adroi_prediction_requests"] and volume["thresholdValue"] == 19
+    assert "10%" in policy["displayName"] and "20 requests" in policy["documentation"]["content"]
+    filters = log_metric_filters()
+    assert EVENT_IN_FILTER.findall(filters["adroi_prediction_out_of_range"]) == [events.PREDICTION_OUT_OF_RANGE]
+    requests = filters["adroi_prediction_requests"]
+    assert 'log_id("run.googleapis.com/requests")' in requests and 'httpRequest.requestMethod="POST"' in requests
+    assert '"/predict"' in requests and '"/allocate"' in requests
+    assert 'service_name="${local.service_name}"' in requests
+
+
+def test_degraded_alert_documents_the_band_and_where_to_look():
+    policy = POLICIES["model-degraded.json"]
+    content = policy["documentation"]["content"]
+    assert EVENT_IN_FILTER.findall(policy["conditions"][0]["conditionMatchedLog"]["filter"]) == [events.MODEL_DEGRADED]
+    for text in ("monitoring.degraded_rmse_factor", "monitoring.degraded_rmse_sigmas", "monitoring.min_realised_periods",
+                 "realised_rmse_limit", "realised_performance.png", "python -m training history"):
+        assert text in content, text

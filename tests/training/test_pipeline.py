@@ -591,6 +591,10 @@ def test_spend_far_outside_the_trained_range_is_a_drift_warning(good_data, tmp_p
     store = str(tmp_path / "store")
     champion = champion_on(good_data, "2026-04", store, tmp_path)
     drifted = copy_until(good_data, "2026-10", tmp_path / "drifted", spend_factor_after={"video": 5.0})
+    months = [f"{2023 + (10 + i) // 12}-{(10 + i) % 12 + 1:02d}" for i in range(36)]  # 2023-11..2026-10
+    (Path(drifted) / "controls").mkdir()
+    (Path(drifted) / "controls" / "price.csv").write_text("YEAR,MONTH,PRICE\n" + "".join(
+        f"{m[:4]},{int(m[5:])},{100 + i % 3 if m <= '2026-04' else 100 + i % 3 + 1}\n" for i, m in enumerate(months)))
     settings = make_settings(drifted, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
 
     result = pipeline.run(settings, "drifted")
@@ -606,6 +610,10 @@ def test_spend_far_outside_the_trained_range_is_a_drift_warning(good_data, tmp_p
     row = open_metrics(settings.metrics).get("drifted")
     assert row["drift"]["series"]["video"]["outside_share"] > 0.5 and row["drift"]["series"]["video"]["shift"] > 3
     assert row["drift"]["series"]["email"]["outside_share"] < 1.0
+    price = row["drift"]["series"]["control:price"]  # 100..102 in training, 101..103 after: within thresholds
+    assert price["kind"] == "control" and price["train_min"] == 100 and price["train_max"] == 102
+    assert price["outside_share"] == pytest.approx(2 / 6)  # the two new months at 103
+    assert price["shift"] == pytest.approx(1.0 / np.sqrt(20 / 29))  # mean 101 -> 102, training sd sqrt(20/29)
     assert "drift" in row["validation_summary"]["warned"]
     assert ModelRegistry(open_store(store)).manifest(result.version)["drift"]["reference"] == champion
 
