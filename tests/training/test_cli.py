@@ -171,6 +171,31 @@ def test_history_lists_recorded_runs(good_data, tmp_path, no_adroi_env, capsys):
     assert table[0].split()[:3] == ["started_at", "run_id", "status"] and "h1" in table[1]
 
 
+def test_history_shows_the_served_models_realised_performance(tmp_path, no_adroi_env, capsys):
+    from datetime import UTC, datetime
+
+    from training.metrics import RunRecord, open_metrics
+
+    metrics = f"sqlite:///{tmp_path / 'metrics.db'}"
+    sink = open_metrics(metrics)
+    started = datetime(2026, 11, 20, 4, tzinfo=UTC)
+    sink.record(RunRecord("first", started, "promoted"))  # no champion yet: nothing to show
+    sink.record(RunRecord("quiet", started.replace(day=21), "rejected", realised_version="v1", realised_periods=0))
+    sink.record(RunRecord("fine", started.replace(day=22), "promoted", realised_version="v1", realised_periods=3,
+                          realised_rmse=1200.0, realised_mape=0.031, realised_rmse_limit=1500.0, model_degraded=False))
+    sink.record(RunRecord("bad", started.replace(day=23), "rejected", realised_version="v2", realised_periods=2,
+                          realised_rmse=2400.0, realised_mape=0.08, realised_rmse_limit=1500.0, model_degraded=True))
+
+    assert cli.main(["history", "--metrics", metrics]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert "realised" in lines[0].split()
+    by_run = {line.split()[2]: line for line in lines[1:]}
+    assert "RMSE 2,400/2 (MAPE 8.0%) > 1,500 DEGRADED" in by_run["bad"]
+    assert "RMSE 1,200/3 (MAPE 3.1%) ≤ 1,500" in by_run["fine"] and "DEGRADED" not in by_run["fine"]
+    assert "0 new" in by_run["quiet"] and "RMSE" not in by_run["first"]
+
+
 def test_sample_data_and_export_schema(tmp_path, no_adroi_env, capsys):
     assert cli.main(["sample-data", str(tmp_path / "data"), "--months", "14", "--campaigns", "2", "--seed", "4"]) == 0
     assert cli.main(["export-schema", str(tmp_path / "schema.json")]) == 0

@@ -80,6 +80,12 @@ def test_environment_values_are_coerced_to_declared_types():
     ({"channels": "email", "channel_aliases": {"mail": "newsletter"}}, "channel_aliases.mail",
      "a channel of the `channels` list"),
     ({"controls.aggregate": {"promo": "max"}}, "controls.aggregate.promo", "'mean' or 'sum'"),
+    ({"gate.min_compare_periods": 0}, "gate.min_compare_periods", ">= 1"),
+    ({"validation.drift_max_outside_share": 1.5}, "validation.drift_max_outside_share", "from 0 to 1"),
+    ({"validation.drift_max_shift": 0}, "validation.drift_max_shift", "> 0"),
+    ({"monitoring.degraded_rmse_factor": 0.5}, "monitoring.degraded_rmse_factor", ">= 1"),
+    ({"monitoring.degraded_rmse_sigmas": -1}, "monitoring.degraded_rmse_sigmas", ">= 0"),
+    ({"monitoring.min_realised_periods": 0}, "monitoring.min_realised_periods", ">= 1"),
 ])
 def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
     with pytest.raises(ConfigError) as exc:
@@ -125,3 +131,12 @@ def test_input_settings_from_file_and_environment(tmp_path):
     assert (options.earliest_date, options.latest_date, options.max_value) == (date(2015, 1, 1),
                                                                              date(2099, 12, 31), 1e9)
     assert options.controls_aggregate == {"promo": "sum"}
+
+
+def test_monitoring_and_comparison_settings_from_the_environment():
+    settings = load_settings(environ={"ADROI_GATE__MIN_COMPARE_PERIODS": "5",
+                                      "ADROI_MONITORING__DEGRADED_RMSE_FACTOR": "2",
+                                      "ADROI_VALIDATION__DRIFT_MAX_SHIFT": "4.5"})
+    assert settings.gate.min_compare_periods == 5 and settings.monitoring.degraded_rmse_factor == 2.0
+    assert settings.validation.drift_max_shift == 4.5
+    assert (settings.monitoring.degraded_rmse_sigmas, settings.monitoring.min_realised_periods) == (2.0, 2)

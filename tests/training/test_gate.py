@@ -66,3 +66,57 @@ def test_much_worse_challenger_is_rejected(data):
     decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
     assert not decision.promote
     assert decision.reason.startswith("rejected: challenger RMSE")
+
+
+# -- backtest: the champion saw too few of the holdout months ---------------------------------------------
+
+def test_champion_settings_come_from_its_manifest():
+    fallback = ModelConfig(ridge_alphas=[1.0, 10.0], cv_splits=4)
+    ridge = gate.champion_model_config({"algorithm": "ridge", "positive": True,
+                                        "hyperparameters": {"alpha": 100.0, "cv_splits": 3}}, fallback)
+    legacy = gate.champion_model_config({}, fallback)
+
+    assert (ridge.algorithm, ridge.positive, ridge.ridge_alphas, ridge.cv_splits) == ("ridge", True, [100.0], 3)
+    assert (legacy.algorithm, legacy.positive) == ("ols", False)
+
+
+def test_backtest_refits_the_champion_on_the_same_older_months_and_scores_both_on_the_holdout(data):
+    features, revenue = data
+    train, holdout = MONTHS[:18], MONTHS[18:]
+    challenger, _ = model.fit(features.loc[train], revenue.loc[train], ModelConfig())
+    manifest = {"algorithm": "ridge", "positive": False, "channels": ["email", "video"],
+                "hyperparameters": {"alpha": 1000.0, "cv_splits": 3}}
+
+    comparison = gate.backtest_with_champion("v1", manifest, challenger, features, revenue, train, holdout,
+                                             ModelConfig())
+
+    refitted, summary = model.fit(features.loc[train], revenue.loc[train],
+                                  ModelConfig(algorithm="ridge", ridge_alphas=[1000.0], cv_splits=3))
+    expected = gate.regression_scores(revenue.loc[holdout], model.predict(refitted, features.loc[holdout]))["rmse"]
+    assert summary.hyperparameters["alpha"] == 1000.0  # its own alpha, not a new search
+    assert comparison.method == "backtest" and comparison.months == holdout and comparison.fitted_on == train
+    assert comparison.champion_rmse == pytest.approx(expected)
+    challenger_rmse = gate.regression_scores(revenue.loc[holdout], model.predict(challenger, features.loc[holdout]))
+    assert comparison.challenger_rmse == pytest.approx(challenger_rmse["rmse"])
+    decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
+    assert "by backtest (the champion's settings refitted on the same 18 months 2022-01..2023-06, both scored on " \
+           "6 month(s) 2023-07..2023-12)" in decision.reason
+    assert decision.to_dict()["comparison"] == "backtest"
+
+
+def test_unseen_period_comparison_is_named_so(data):
+    comparison = gate.ChampionComparison("v1", MONTHS[-3:], 100.0, 90.0)
+    decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
+    assert "on 3 month(s) 2023-10..2023-12 the champion never saw" in decision.reason
+    assert decision.to_dict()["comparison"] == "unseen_periods"
+
+
+def test_an_algorithm_this_code_cannot_refit_leaves_the_threshold_to_decide(data):
+    features, revenue = data
+    comparison = gate.backtest_with_champion("v1", {"algorithm": "mmm"}, {}, features, revenue, MONTHS[:18],
+                                             MONTHS[18:], ModelConfig())
+    decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
+
+    assert comparison.months == [] and decision.promote
+    assert "its algorithm 'mmm' cannot be refitted for a backtest; threshold alone decides" in decision.reason
+    assert decision.to_dict()["comparison"] is None
