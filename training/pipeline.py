@@ -222,6 +222,17 @@ def _drift(store: Store, features: pd.DataFrame, revenue: pd.Series,
     return monitor.drift(version, months, features, revenue, controls)
 
 
+def _monthly_controls(raw: ingest.RawData, channels: list[str]) -> pd.DataFrame | None:
+    """Return the controls per month for drift (None without controls, or when they cannot be tabled)."""
+    if not len(raw.controls):
+        return None
+    try:
+        return ingest.period_data(raw, "month", channels).controls
+    except ValueError as exc:  # drift is evidence, never a reason to fail the run
+        log.warning("controls left out of drift: %s", exc)
+        return None
+
+
 def _realised_performance(settings: Settings, store: Store, run_id: str, features: pd.DataFrame,
                           revenue: pd.Series) -> monitor.RealisedPerformance:
     """Score the champion (verified load) on the periods it never saw; log `model_performance` / `model_degraded`."""
@@ -264,8 +275,7 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
     data = ingest.training_data(raw) if report.passed else None
     drift = None
     if data is not None:  # drift needs the monthly table; it is a rule like the others (warn by default)
-        controls = ingest.period_data(raw, "month", data.channels).controls if len(raw.controls) else None
-        drift = _drift(store, data.features, data.revenue, controls)
+        drift = _drift(store, data.features, data.revenue, _monthly_controls(raw, data.channels))
         validate.add_drift_rule(report, drift, settings.validation)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
@@ -342,8 +352,7 @@ class _Challenger:
 
     def judge(self, registry: ModelRegistry, champion: Pointer | None, config: GateConfig,
               model_config: ModelConfig) -> gate.GateDecision:
-        """Run the gate against `champion` (the current LATEST, or None): on the holdout months it never saw
-        when there are `min_compare_periods` of them, else by backtest."""
+        """Run the gate against `champion` (LATEST, or None): on unseen holdout months, else by backtest."""
         comparison = None
         if champion is not None:
             split = self.evaluation["split"]
@@ -533,7 +542,7 @@ def _run_record(run_id: str, docs: dict[str, dict[str, Any]], status: str, versi
         code_version=started.get("code_version"),
         realised_version=realised.get("version"), realised_periods=len(realised.get("periods") or []) if realised.get("version") else None,
         realised_rmse=realised.get("rmse"), realised_mape=realised.get("mape"), realised_bias=realised.get("bias"),
-        realised_rmse_limit=band.get("limit"), model_degraded=realised.get("degraded") if realised else None,
+        realised_rmse_limit=band.get("limit"), model_degraded=realised.get("degraded") if realised.get("periods") else None,
         gate_comparison=(published.get("gate") or gated).get("comparison"), drift=validation.get("drift"),
         error=reason if status in ("failed", "data_invalid") else None,
     )

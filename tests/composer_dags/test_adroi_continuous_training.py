@@ -141,6 +141,9 @@ def test_good_data_promotes_a_new_version_and_records_it(end_to_end):
     assert manifest["positive"] is True  # the hyperparameters param reached the model
     [row] = _metrics_rows(scenario)
     assert (row["status"], row["model_version"]) == ("promoted", latest.version)
+    # no champion: nothing to score, compare or measure drift against
+    assert (row["realised_version"], row["realised_periods"], row["gate_comparison"]) == (None, None, None)
+    assert row["drift"]["note"] == "no champion yet"
     assert row["run_id"] == result["run_id"]  # the Airflow run's id: every retry of a task reuses its staging
     # The pipeline ran on the run's logical date, not on the day the test runs.
     run_doc = json.loads(registry.store.read(f"runs/{row['run_id']}/run.json"))
@@ -179,6 +182,11 @@ def test_a_gate_rejection_skips_publishing_without_failing_the_run(end_to_end):
     assert registry.manifest(archived)["status"] == "rejected"
     [row] = _metrics_rows(scenario)
     assert (row["status"], row["model_version"]) == ("rejected", archived)
+    # the champion was fitted on every month: no realised performance yet, so the gate compared by backtest
+    champion = scenario.latest_before.version
+    assert (row["realised_version"], row["realised_periods"], row["model_degraded"]) == (champion, 0, None)
+    assert row["gate_comparison"] == "backtest" and registry.manifest(archived)["gate"]["comparison"] == "backtest"
+    assert row["drift"]["reference"] == champion and row["drift"]["new_periods"] == []
 
 
 # ---- the Airflow 2 environment cannot include requirements.txt (Flask 3): its copied pins must stay equal -----
