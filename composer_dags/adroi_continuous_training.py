@@ -66,6 +66,7 @@ PARAM_SETTINGS = {
     "store_uri": "store",
     "metrics_table": "metrics",
     "evaluation_threshold": "gate.evaluation_threshold",
+    "allow_channel_change": "gate.allow_channel_change",
 }
 
 PARAMS = {
@@ -88,6 +89,12 @@ PARAMS = {
         None, type=["null", "number"], minimum=0, maximum=1,
         title="Minimum holdout R²", description="The quality gate rejects a challenger below it (0 to 1). "
         "Empty: the configured gate.evaluation_threshold (0.8 by default).",
+    ),
+    "allow_channel_change": Param(
+        None, type=["null", "boolean"],
+        title="Allow a channel change", description="true: the gate may promote a challenger whose channels "
+        "differ from the champion's (API clients must then send the new channel set). Set it for one run after "
+        "a rejection that names the channels added and removed. Empty: gate.allow_channel_change (false).",
     ),
     "hyperparameters": Param(
         {}, type="object", additionalProperties=False,

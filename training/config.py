@@ -66,6 +66,7 @@ class GateConfig:
 
     evaluation_threshold: float = 0.8  # minimum holdout R²
     rmse_tolerance: float = 0.05  # challenger RMSE may be at most this much worse than the champion's
+    allow_channel_change: bool = False  # promote a challenger whose channel set differs from the champion's
 
 
 @dataclass

@@ -287,7 +287,8 @@ class _Challenger:
                 manifest, champion_model = registry.load(champion.version, champion.sha256)
                 comparison = gate.compare_with_champion(
                     champion.version, champion_model, manifest.get("training", {}).get("months", []),
-                    self.estimator, self.features, self.revenue, self.evaluation["split"]["holdout_months"])
+                    self.estimator, self.features, self.revenue, self.evaluation["split"]["holdout_months"],
+                    champion_channels=manifest.get("channels"))
             except ModelIntegrityError as exc:  # a broken champion must not block its replacement
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
@@ -303,7 +304,8 @@ class _Challenger:
             "positive": summary["positive"], "hyperparameters": summary["hyperparameters"],
             "metrics": self.evaluation["metrics"],
             "gate": {k: gate_block.get(k) for k in ("decision", "reason", "evaluation_threshold", "rmse_tolerance",
-                                                    "champion", "compared_on_months")},
+                                                    "champion", "compared_on_months",
+                                                    "allow_channel_change", "channel_change")},
             "training": {"months": [str(m) for m in self.features.index] if refit else split["train_months"],
                          "holdout_months": split["holdout_months"], "refit_on_all_months": refit},
             "data": self.validation.get("data", {}),
@@ -338,7 +340,8 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
         doc["version"] = _publish_version(registry, challenger.model_bytes, manifest,
                                           challenger.extra_files(summary["coefficients"]), challenger.created_at)
         log.warning("run %s: model %s rejected: %s", run_id, doc["version"], decision.reason,
-                    extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"]})
+                    extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"],
+                           "reason": decision.reason})
     _write_json(store, run_id, GATE_FILE, doc)
     return {"run_id": run_id, "decision": decision.decision, "reason": decision.reason}
 
@@ -378,7 +381,8 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
                 reason = f"a concurrent run promoted {champion.version if champion else 'nothing'} first; " \
                          f"{decision.reason}"
                 log.warning("run %s: model %s not promoted: %s", run_id, version, reason,
-                            extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": version})
+                            extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": version,
+                                   "reason": reason})
                 _write_json(store, run_id, PUBLISH_FILE, {"version": version, "promoted": False, "reason": reason,
                                                           "model": summary.to_dict(), "gate": decision.to_dict()})
                 return {"run_id": run_id, "version": version, "promoted": False}

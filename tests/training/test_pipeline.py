@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,34 @@ def test_concurrent_publishers_leave_one_pointer_history(good_data, store_uri, t
     pointer = ModelRegistry(store).latest()
     first = next(o["version"] for o in outcomes.values() if o["version"] != pointer.version)
     assert pointer.previous == first  # the second promotion saw the first: no lost update
+
+
+def test_a_new_channel_is_not_promoted_until_the_change_is_allowed(good_data, tmp_path, caplog):
+    data = tmp_path / "data"
+    shutil.copytree(good_data, data)
+    champion = pipeline.run(make_settings(str(data), str(tmp_path / "store"), tmp_path), "champion")
+    (data / "spend" / "tiktok.csv").write_text(
+        "CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\nlaunch,tiktok,2026-10-12,3,150.0,90\n")
+    settings = make_settings(str(data), str(tmp_path / "store"), tmp_path)
+
+    with caplog.at_level("WARNING", logger="training.pipeline"):
+        rejected = pipeline.run(settings, "new-channel")
+
+    assert (rejected.status, rejected.exit_code) == ("rejected", 3), rejected.reason
+    assert f"channel set differs from champion {champion.version}'s: added tiktok; removed none" in rejected.reason
+    assert "gate.allow_channel_change = true" in rejected.reason and "channels = " in rejected.reason
+    assert latest_version(settings.store) == champion.version
+    [event] = [r for r in caplog.records if getattr(r, "event", None) == "model_rejected"]
+    assert event.reason == rejected.reason
+    archived = ModelRegistry(open_store(settings.store)).manifest(rejected.version)
+    assert archived["gate"]["channel_change"] == {"added": ["tiktok"], "removed": []}
+
+    allowed = pipeline.run(make_settings(str(data), settings.store, tmp_path,
+                                         **{"gate.allow_channel_change": "true"}), "allowed")
+
+    assert allowed.status == "promoted", allowed.reason
+    assert "added tiktok; removed none (allowed by gate.allow_channel_change)" in allowed.reason
+    assert latest_version(settings.store) == allowed.version
 
 
 class ManifestWriteFails:
