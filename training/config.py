@@ -38,6 +38,11 @@ class ValidationConfig:
     max_revenue_age_months: int = 3  # newest revenue month must be at most this old at the run date
     extreme_z: float = 5.0  # robust z-score above which a month's channel spend is flagged
     max_examples: int = 5
+    # identifiability: warn when a channel's ROI cannot be told apart from the base or from another channel
+    min_spend_cv: float = 0.05  # a channel's period spend varies less (std / mean): it looks like the intercept
+    max_spend_correlation: float = 0.95  # two channels' period spend move together above this |correlation|
+    min_active_periods: int = 6  # a channel with spend in fewer periods than this
+    periods_per_parameter: float = 5.0  # the model's parameter count exceeds periods / this
     # rule name -> "fail" | "warn" | "off", overriding each rule's default action
     actions: dict[str, str] = field(default_factory=dict)
 
@@ -223,6 +228,13 @@ def _check(s: Settings) -> None:
         raise ConfigError("evaluation.holdout_fraction", s.evaluation.holdout_fraction, "a number between 0 and 1")
     if s.log_format not in (None, "text", "json", "cloud"):
         raise ConfigError("log_format", s.log_format, "'text', 'json' or 'cloud'")
+    if s.validation.min_spend_cv < 0:
+        raise ConfigError("validation.min_spend_cv", s.validation.min_spend_cv, "a number >= 0")
+    if not 0.0 < s.validation.max_spend_correlation <= 1.0:
+        raise ConfigError("validation.max_spend_correlation", s.validation.max_spend_correlation,
+                          "a number above 0, at most 1")
+    if s.validation.periods_per_parameter <= 0:
+        raise ConfigError("validation.periods_per_parameter", s.validation.periods_per_parameter, "a number > 0")
     for rule, action in s.validation.actions.items():
         if action not in ("fail", "warn", "off"):
             raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")

@@ -67,6 +67,8 @@ def test_environment_values_are_coerced_to_declared_types():
     ({"bogus": 1}, "bogus", "one of"),
     ({"validation.actions": {"nulls": "ignore"}}, "validation.actions.nulls", "'fail', 'warn' or 'off'"),
     ({"log_format": "xml"}, "log_format", "'text', 'json' or 'cloud'"),
+    ({"validation.max_spend_correlation": 1.5}, "validation.max_spend_correlation", "at most 1"),
+    ({"validation.periods_per_parameter": 0}, "validation.periods_per_parameter", "> 0"),
 ])
 def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
     with pytest.raises(ConfigError) as exc:

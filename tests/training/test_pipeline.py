@@ -130,6 +130,7 @@ def test_a_new_channel_is_not_promoted_until_the_change_is_allowed(good_data, tm
     assert f"channel set differs from champion {champion.version}'s: added tiktok; removed none" in rejected.reason
     assert "gate.allow_channel_change = true" in rejected.reason and "channels = " in rejected.reason
     assert latest_version(settings.store) == champion.version
+    assert any("tiktok has spend in only 1 of 36 periods" in w for w in rejected.warnings), rejected.warnings
     [event] = [r for r in caplog.records if getattr(r, "event", None) == "model_rejected"]
     assert event.reason == rejected.reason
     archived = ModelRegistry(open_store(settings.store)).manifest(rejected.version)
