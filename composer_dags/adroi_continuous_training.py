@@ -10,8 +10,10 @@ then `fail_run_if_a_task_failed`
   fix itself) after writing the validation report under the run's staging folder.
 - **quality_gate** compares the challenger with the thresholds and the current champion. On rejection it
   skips `publish_model` and the run still succeeds (the rejected version is archived, `LATEST` untouched).
+  A run whose input data, settings and code equal those of the newest version is `unchanged`:
+  `train_and_evaluate` fits nothing, `quality_gate` skips `publish_model`, and the run succeeds.
 - **record_metrics** runs whatever happened before it (trigger rule `all_done`), so the metrics table holds
-  one row for every run: `promoted`, `rejected`, `data_invalid` or `failed`.
+  one row for every run: `promoted`, `rejected`, `unchanged`, `data_invalid` or `failed`.
 - **fail_run_if_a_task_failed** marks the run failed when any task failed (`record_metrics` succeeding
   would otherwise make the run look successful).
 
@@ -188,7 +190,7 @@ def adroi_continuous_training() -> None:
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def quality_gate(**context: Any) -> bool:
-        """Decide promote or reject; a rejection skips publish_model without failing the run."""
+        """Decide promote, reject or unchanged; only promote runs publish_model, none fails the run."""
         return run_stage("quality_gate", context)["decision"] == "promote"
 
     @task

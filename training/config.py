@@ -10,6 +10,8 @@ Every setting has a dotted name (`gate.evaluation_threshold`). It can be set
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +28,9 @@ SAMPLE_DATA = REPO_ROOT / "data" / "sample"
 SAMPLE_RUN_DATE = date(2026, 11, 15)
 
 ENV_PREFIX = "ADROI_"
+# The settings that shape the fitted model: a run whose input data and these settings equal those of the newest
+# version would fit the same model again (see `Settings.settings_fingerprint`). Add new model-shaping settings here.
+MODEL_SETTINGS = ("channels", "model", "evaluation")
 
 
 @dataclass
@@ -101,6 +106,12 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as plain data (for logs and the manifest)."""
         return dataclasses.asdict(self)
+
+    def settings_fingerprint(self) -> str:
+        """Return the sha256 hex of the settings that shape the model (`MODEL_SETTINGS`), as canonical JSON."""
+        shaping = {name: getattr(self, name) for name in MODEL_SETTINGS}
+        doc = {name: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for name, v in shaping.items()}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
