@@ -115,12 +115,16 @@ def test_concurrent_publishers_leave_one_pointer_history(good_data, store_uri, t
     assert pointer.previous == first  # the second promotion saw the first: no lost update
 
 
-def test_a_new_channel_is_not_promoted_until_the_change_is_allowed(good_data, tmp_path, caplog):
+@pytest.mark.parametrize(("day", "warning"), [
+    ("2026-10-12", "tiktok has spend in only 1 of 36 periods"),  # the newest month
+    ("2026-11-03", "tiktok spend is constant (no spend in each of 36 periods)"),  # a month without revenue yet
+])
+def test_a_new_channel_is_not_promoted_until_the_change_is_allowed(day, warning, good_data, tmp_path, caplog):
     data = tmp_path / "data"
     shutil.copytree(good_data, data)
     champion = pipeline.run(make_settings(str(data), str(tmp_path / "store"), tmp_path), "champion")
     (data / "spend" / "tiktok.csv").write_text(
-        "CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\nlaunch,tiktok,2026-10-12,3,150.0,90\n")
+        f"CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\nlaunch,tiktok,{day},3,150.0,90\n")
     settings = make_settings(str(data), str(tmp_path / "store"), tmp_path)
 
     with caplog.at_level("WARNING", logger="training.pipeline"):
@@ -130,7 +134,7 @@ def test_a_new_channel_is_not_promoted_until_the_change_is_allowed(good_data, tm
     assert f"channel set differs from champion {champion.version}'s: added tiktok; removed none" in rejected.reason
     assert "gate.allow_channel_change = true" in rejected.reason and "channels = " in rejected.reason
     assert latest_version(settings.store) == champion.version
-    assert any("tiktok has spend in only 1 of 36 periods" in w for w in rejected.warnings), rejected.warnings
+    assert any(warning in w for w in rejected.warnings), rejected.warnings
     [event] = [r for r in caplog.records if getattr(r, "event", None) == "model_rejected"]
     assert event.reason == rejected.reason
     archived = ModelRegistry(open_store(settings.store)).manifest(rejected.version)
