@@ -9,12 +9,13 @@ locals {
     for f in fileset(local.policy_dir, "*.json") : trimsuffix(f, ".json") => jsondecode(file("${local.policy_dir}/${f}"))
   }
   # Log-based metric -> log filter. The first two are counted by the "no promoted model / no successful run in
-  # 48 h" policy (training-stale.json): a run that finished as failed or data_invalid is not a success. The last
+  # 48 h" policy (training-stale.json): a run that finished as failed or data_invalid is not a success; an
+  # unchanged one is. The last
   # two are the serving-skew ratio (prediction-out-of-range.json): requests that logged prediction_out_of_range
   # (one line per request) over the POST /predict and /allocate requests Cloud Run itself logged.
   log_metrics = {
     adroi_model_promoted          = "jsonPayload.event=\"model_promoted\""
-    adroi_training_succeeded      = "jsonPayload.event=\"training_finished\" AND jsonPayload.status=(\"promoted\" OR \"rejected\")"
+    adroi_training_succeeded      = "jsonPayload.event=\"training_finished\" AND jsonPayload.status=(\"promoted\" OR \"rejected\" OR \"unchanged\")"
     adroi_prediction_out_of_range = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.service_name}\" AND jsonPayload.event=\"prediction_out_of_range\""
     adroi_prediction_requests     = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.service_name}\" AND log_id(\"run.googleapis.com/requests\") AND httpRequest.requestMethod=\"POST\" AND (httpRequest.requestUrl:\"/predict\" OR httpRequest.requestUrl:\"/allocate\")"
   }

@@ -9,6 +9,11 @@ both scored on months neither model was fitted on:
   settings (algorithm, positive, hyperparameters from its manifest) and the challenger's are both fitted on
   the challenger's training months and scored on its holdout months, so both face the same periods.
 When the champion cannot be loaded or refitted, the reason says so and the threshold alone decides.
+
+A challenger whose channel set differs from the champion's is never promoted unless
+`gate.allow_channel_change` is set: every API client sends the champion's channels, and a model with another
+set answers them `400 missing_channel` (or ignores a channel they pay for). The reason names the channels
+added and removed and what to do.
 """
 
 from __future__ import annotations
@@ -32,6 +37,27 @@ class ChampionComparison:
     champion_rmse: float | None = None
     challenger_rmse: float | None = None
     note: str = ""  # why there is no comparison, when there is none
+    champion_channels: list[str] | None = None  # None: unknown (the champion could not be read)
+    challenger_channels: list[str] | None = None
+
+    @property
+    def channels_added(self) -> list[str]:
+        """Return the challenger's channels the champion does not have."""
+        if self.champion_channels is None or self.challenger_channels is None:
+            return []
+        return sorted(set(self.challenger_channels) - set(self.champion_channels))
+
+    @property
+    def channels_removed(self) -> list[str]:
+        """Return the champion's channels the challenger does not have."""
+        if self.champion_channels is None or self.challenger_channels is None:
+            return []
+        return sorted(set(self.champion_channels) - set(self.challenger_channels))
+
+    @property
+    def channels_changed(self) -> bool:
+        """Say whether the challenger's channel set differs from the champion's."""
+        return bool(self.channels_added or self.channels_removed)
     method: str = "unseen_periods"  # "unseen_periods" | "backtest": which comparison decided
     fitted_on: list[str] | None = None  # backtest: the months both models were refitted on
 
@@ -47,6 +73,8 @@ class GateDecision:
     holdout_r2: float | None
     holdout_rmse: float | None
     comparison: ChampionComparison | None = None
+    allow_channel_change: bool = False
+    min_compare_periods: int = 3
 
     @property
     def decision(self) -> str:
@@ -66,6 +94,10 @@ class GateDecision:
             "champion": None if c is None else {"version": c.version, "rmse": c.champion_rmse,
                                                 "challenger_rmse": c.challenger_rmse},
             "compared_on_months": [] if c is None else list(c.months),
+            "allow_channel_change": self.allow_channel_change,
+            "min_compare_periods": self.min_compare_periods,
+            "channel_change": None if c is None or not c.channels_changed else {
+                "added": c.channels_added, "removed": c.channels_removed},
             "comparison": None if c is None or not c.months else c.method,
         }
 
@@ -78,21 +110,40 @@ def compare_with_champion(
     features: pd.DataFrame,
     revenue: pd.Series,
     holdout_months: list[str],
+    champion_channels: list[str] | None = None,
 ) -> ChampionComparison:
     """Score champion and challenger on the holdout months the champion was not fitted on."""
+    channels = {"champion_channels": None if champion_channels is None else list(champion_channels),
+                "challenger_channels": [str(c) for c in features.columns]}
     seen = set(champion_training_months)
     months = [m for m in holdout_months if m not in seen]
     if not months:
-        return ChampionComparison(version, [], note="it was fitted on every holdout month")
+        return ChampionComparison(version, [], note="it was fitted on every holdout month", **channels)
     X, y = features.loc[months], revenue.loc[months]
     return ChampionComparison(
         version,
         months,
         champion_rmse=regression_scores(y, model.predict(champion, X))["rmse"],
         challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+        **channels,
     )
 
 
+def _names(channels: list[str]) -> str:
+    return ", ".join(channels) if channels else "none"
+
+
+def channel_change_text(comparison: ChampionComparison, allowed: bool) -> str:
+    """Say which channels the challenger adds and removes, and (when not allowed) what to do about it."""
+    text = (f"channel set differs from champion {comparison.version}'s: added {_names(comparison.channels_added)}; "
+            f"removed {_names(comparison.channels_removed)}")
+    if allowed:
+        return f"{text} (allowed by gate.allow_channel_change)"
+    kept = ",".join(comparison.champion_channels or [])
+    return (f"{text}; API clients that send the champion's channels would be refused (400 missing_channel). "
+            "To accept the new channel set, run once with gate.allow_channel_change = true "
+            "(ADROI_GATE__ALLOW_CHANNEL_CHANGE=true, or the DAG param allow_channel_change); to keep the "
+            f"champion's, fix the channel list (channels = {kept}, ADROI_CHANNELS or --channels)")
 def champion_model_config(manifest: dict[str, Any], fallback: ModelConfig) -> ModelConfig:
     """Return the settings the champion was fitted with (its manifest), for a backtest refit."""
     algorithm = str(manifest.get("algorithm") or "ols")
@@ -119,16 +170,20 @@ def backtest_with_champion(
 
     `challenger` is already fitted on `train_months` with the run's settings.
     """
+    known = manifest.get("channels")
+    sets = {"champion_channels": None if known is None else [str(c) for c in known],
+            "challenger_channels": [str(c) for c in features.columns]}
     config = champion_model_config(manifest, fallback)
     if config.algorithm not in ("ols", "ridge"):
         return ChampionComparison(version, [], note=f"its algorithm {config.algorithm!r} cannot be refitted for a "
-                                  "backtest", method="backtest")
-    channels = [str(c) for c in manifest.get("channels") or features.columns]
+                                  "backtest", method="backtest", **sets)
+    channels = sets["champion_channels"] or sets["challenger_channels"]
     train_X = features.loc[train_months].reindex(columns=channels, fill_value=0.0)
     try:
         refitted, _ = model.fit(train_X, revenue.loc[train_months], config)
     except ValueError as exc:
-        return ChampionComparison(version, [], note=f"its settings cannot be refitted ({exc})", method="backtest")
+        return ChampionComparison(version, [], note=f"its settings cannot be refitted ({exc})", method="backtest",
+                                  **sets)
     X, y = features.loc[holdout_months], revenue.loc[holdout_months]
     return ChampionComparison(
         version,
@@ -137,6 +192,7 @@ def backtest_with_champion(
         challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
         method="backtest",
         fitted_on=list(train_months),
+        **sets,
     )
 
 
@@ -154,6 +210,9 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
         failures.append(f"holdout R² {fmt(r2)} < threshold {config.evaluation_threshold:g}")
     else:
         checks.append(f"holdout R² {fmt(r2)} ≥ threshold {config.evaluation_threshold:g}")
+    if comparison is not None and comparison.channels_changed:
+        text = channel_change_text(comparison, config.allow_channel_change)
+        (checks if config.allow_channel_change else failures).insert(0, text)
     if comparison is None:
         checks.append("no champion yet")
     elif not comparison.months or comparison.champion_rmse is None or comparison.challenger_rmse is None:
@@ -173,4 +232,5 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
         (checks if comparison.challenger_rmse <= limit else failures).append(text)
     promote = not failures
     reason = ("promoted: " if promote else "rejected: ") + "; ".join(failures + checks)
-    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison)
+    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison,
+                        config.allow_channel_change, config.min_compare_periods)
