@@ -159,3 +159,16 @@ def test_an_algorithm_this_code_cannot_refit_leaves_the_threshold_to_decide(data
     assert comparison.months == [] and decision.promote
     assert "its algorithm 'mmm' cannot be refitted for a backtest; threshold alone decides" in decision.reason
     assert decision.to_dict()["comparison"] is None
+
+
+def test_a_backtest_still_sees_a_channel_change(data):
+    features, revenue = data
+    challenger, _ = model.fit(features.loc[MONTHS[:18]], revenue.loc[MONTHS[:18]], ModelConfig())
+    comparison = gate.backtest_with_champion("v1", {"algorithm": "ols", "channels": ["email"]}, challenger, features,
+                                             revenue, MONTHS[:18], MONTHS[18:], ModelConfig())
+
+    decision = gate.decide({"r2": 0.99, "rmse": 1.0}, GateConfig(), comparison)
+
+    assert comparison.method == "backtest" and comparison.channels_added == ["video"]
+    assert not decision.promote and "added video; removed none" in decision.reason
+    assert decision.to_dict()["min_compare_periods"] == 3
