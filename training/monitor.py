@@ -115,8 +115,8 @@ class RealisedPerformance:
         if not self.periods:
             return f"champion {self.version or '-'} not scored: {self.note}"
         where = f"{len(self.periods)} unseen period(s) {self.periods[0]}..{self.periods[-1]}"
-        text = (f"champion {self.version} on {where}: RMSE {self.rmse:.4g}, MAPE {self.mape:.2%}, "
-                f"bias {self.bias:+.4g}")
+        mape = "n/a (revenue 0)" if self.mape is None else f"{self.mape:.2%}"
+        text = f"champion {self.version} on {where}: RMSE {self.rmse:.4g}, MAPE {mape}, bias {self.bias:+.4g}"
         if self.band is None:
             return f"{text}; no CV or holdout RMSE in its manifest to compare with"
         state = "DEGRADED: above" if self.degraded else "within"

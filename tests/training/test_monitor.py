@@ -142,3 +142,10 @@ def test_drift_measures_share_outside_the_trained_range_and_shift_per_series():
     assert by_name["price"].outside_share == 1.0
     assert [s.name for s in found.flagged(0.5, 3.0)] == ["price"]  # 50% is not above 50%
     assert set(found.to_dict()["series"]) == {"email", "video", "revenue", "control:price"}
+
+
+def test_months_without_revenue_have_no_mape_but_still_an_rmse():
+    spend = spend_table()
+    found = monitor.realised_performance("v1", manifest(MONTHS[:14]), SPEC, spend, pd.Series(0.0, index=MONTHS),
+                                         MonitoringConfig())
+    assert found.mape is None and found.rmse > 0 and "MAPE n/a (revenue 0)" in found.summary()
