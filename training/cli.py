@@ -86,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          channels=args.channels, **{"gate.evaluation_threshold": args.evaluation_threshold,
                                                     "gate.rmse_tolerance": args.rmse_tolerance,
                                                     "model.algorithm": args.algorithm,
-                                                    "model.positive": args.positive})
+                                                    "model.positive": args.positive,
+                                                    "model.grain": args.grain})
     from training import pipeline  # the training stack (pandas, scikit-learn) loads only for `run`
 
     result = pipeline.run(settings, args.run_id)
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--evaluation-threshold", type=float, help="minimum holdout R² to promote")
     run.add_argument("--rmse-tolerance", type=float, help="how much worse than the champion's RMSE is allowed")
     run.add_argument("--algorithm", choices=["ols", "ridge"], help="estimator (default ols)")
+    run.add_argument("--grain", choices=["month", "week"],
+                     help="periods the model is fitted on (default month; week = ISO weeks, needs daily revenue)")
     run.add_argument("--positive", action=argparse.BooleanOptionalAction, default=None,
                      help="constrain marginal ROI to be >= 0")
     run.add_argument("--json", action="store_true", help="print the run result as JSON")

@@ -26,6 +26,7 @@ SAMPLE_DATA = REPO_ROOT / "data" / "sample"
 SAMPLE_RUN_DATE = date(2026, 11, 15)
 
 ENV_PREFIX = "ADROI_"
+GRAINS = ("month", "week")  # as training.periods.GRAINS (not imported: it loads pandas)
 
 
 @dataclass
@@ -38,6 +39,11 @@ class ValidationConfig:
     max_revenue_age_months: int = 3  # newest revenue month must be at most this old at the run date
     extreme_z: float = 5.0  # robust z-score above which a month's channel spend is flagged
     max_examples: int = 5
+    # Bounds of dates (spend DATE, revenue DATE or YEAR/MONTH, controls) and of one row's cost, revenue or
+    # |control|: outside them a value fails `out_of_range_values` by file and line.
+    earliest_date: date = date(1970, 1, 1)
+    latest_date: date = date(2099, 12, 31)
+    max_value: float = 1e15
     # rule name -> "fail" | "warn" | "off", overriding each rule's default action
     actions: dict[str, str] = field(default_factory=dict)
 
@@ -50,6 +56,14 @@ class ModelConfig:
     positive: bool = False  # constrain marginal ROI to be >= 0
     ridge_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
     cv_splits: int = 3
+    grain: str = "month"  # periods the model is fitted on: "month" or "week" (ISO weeks, Monday start)
+
+
+@dataclass
+class ControlsConfig:
+    """How control variables (`controls/*.csv`) are aggregated into periods."""
+
+    aggregate: dict[str, str] = field(default_factory=dict)  # control -> "mean" (default) | "sum"
 
 
 @dataclass
@@ -77,10 +91,13 @@ class Settings:
     metrics: str = "sqlite:///.local/metrics.db"
     run_date: date | None = None
     channels: list[str] | None = None
+    # a CHANNEL value as exported (lower-cased) -> the channel it is ("paid social" -> "social_media")
+    channel_aliases: dict[str, str] = field(default_factory=dict)
     log_format: str | None = None  # "text" | "json" | "cloud"; None: cloud on Composer, json on GCP, else text
     code_version: str | None = None
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
 
@@ -103,8 +120,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     try:
         if value is None:
             return None
-        if "date" in text and not isinstance(value, date):
-            return date.fromisoformat(str(value))
+        if "date" in text:  # a TOML date arrives as a date already
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
         if text.startswith("list[str]"):
             return [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else value) if str(s).strip()] or None
         if text.startswith("list[float]"):
@@ -222,6 +239,31 @@ def _check(s: Settings) -> None:
         raise ConfigError("evaluation.holdout_fraction", s.evaluation.holdout_fraction, "a number between 0 and 1")
     if s.log_format not in (None, "text", "json", "cloud"):
         raise ConfigError("log_format", s.log_format, "'text', 'json' or 'cloud'")
+    if s.model.grain not in GRAINS:
+        raise ConfigError("model.grain", s.model.grain, "'month' or 'week'")
+    _check_input(s)
     for rule, action in s.validation.actions.items():
         if action not in ("fail", "warn", "off"):
             raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")
+
+
+def _check_input(s: Settings) -> None:
+    """Check the settings of how input is read: bounds, aliases, control aggregation."""
+    v = s.validation
+    if v.earliest_date >= v.latest_date:
+        raise ConfigError("validation.latest_date", v.latest_date.isoformat(),
+                          f"a date after validation.earliest_date ({v.earliest_date.isoformat()})")
+    if not 0 < v.max_value <= 1e200:
+        raise ConfigError("validation.max_value", v.max_value, "a number above 0 and at most 1e200 (so sums "
+                          "of any number of rows stay finite)")
+    channels = {c.lower() for c in s.channels} if s.channels else None
+    for alias, channel in s.channel_aliases.items():
+        target = channel.strip().lower()
+        if not alias.strip() or not target:
+            raise ConfigError(f"channel_aliases.{alias}", channel, "a non-empty name on both sides")
+        if channels is not None and target not in channels:
+            raise ConfigError(f"channel_aliases.{alias}", channel, "a channel of the `channels` list: "
+                              + ", ".join(sorted(channels)))
+    for control, how in s.controls.aggregate.items():
+        if how not in ("mean", "sum"):
+            raise ConfigError(f"controls.aggregate.{control}", how, "'mean' or 'sum'")

@@ -1,4 +1,4 @@
-"""Ingest: stream `spend/*.csv` and `revenue/*.csv` from the store into monthly totals, noting problems.
+"""Ingest: stream `spend/`, `revenue/` and `controls/` CSV files from the store into daily and monthly totals.
 
 The spend files can hold tens of millions of daily rows, so they are never materialised: pyarrow's
 streaming CSV reader yields record batches of the needed columns only (CHANNEL and CAMPAIGN as
@@ -10,21 +10,40 @@ values) of unparseable, null and negative values, unknown channels, and one 64-b
 (campaign, channel, day) to find duplicate rows over the whole data set at the end. Files are read in
 name order; several files are read concurrently, each by its own streaming reader.
 
+Files named `.csv.gz` are decompressed while streaming; any other file under those folders, and any file that
+cannot be read as comma-separated UTF-8 text (empty, gzip or ZIP bytes under a `.csv` name, another delimiter),
+becomes a named finding: no input is ever dropped silently. Dates, years and values are bounded
+(`ReadOptions`), so a typo such as `1925-03-05`, YEAR `-5` or a cost of `1e309` fails validation by file and
+line instead of being counted somewhere else.
+
+Revenue is either monthly (`YEAR, MONTH, REVENUE`) or daily (`DATE, REVENUE`), one form per data set;
+controls (`controls/*.csv`, optional) are `DATE` or `YEAR, MONTH` plus one numeric column per control.
+`period_data` turns what was read into the `PeriodData` a media-mix model is fitted on, at month or ISO-week
+grain.
+
+`CsvReader` is one reader of the input; another source (BigQuery) implements `DataReader.read(options)` and
+returns the same `RawData` (built with `RawData.build`, which derives the monthly table from daily spend).
+
 Line numbers count the header as line 1 and assume one record per line (no line breaks inside quotes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
+import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,28 +51,48 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from training.core.errors import ConfigError
 from training.core.store import ObjectInfo, Store
+from training.periods import PeriodData, check_grain, period_days, period_end, period_keys, period_start
 
 log = logging.getLogger(__name__)
 
 SPEND_PREFIX = "spend"
 REVENUE_PREFIX = "revenue"
+CONTROLS_PREFIX = "controls"
+DATA_SUFFIXES = (".csv", ".csv.gz")  # matched case-insensitively
 # The input column contract (header names are matched case-insensitively).
 SPEND_COLUMNS = ("campaign", "channel", "date", "total_clicks", "total_cost", "ads_served")
 SPEND_REQUIRED = ("channel", "date", "total_cost")
-REVENUE_REQUIRED = ("year", "month", "revenue")
+REVENUE_REQUIRED = ("year", "month", "revenue")  # monthly revenue
+REVENUE_DAILY_REQUIRED = ("date", "revenue")  # daily revenue
+CONTROL_KEYS = (("date",), ("year", "month"))  # a controls file is daily or monthly, plus numeric columns
+CONTROL_AGGREGATES = ("mean", "sum")
 NULL_VALUES = ["", "NULL", "null", "NA", "N/A", "NaN", "nan", "None"]
+MONTHLY, DAILY = "month", "day"  # the two forms of revenue and control files
+
+# Bounds no real export violates; a value outside them is a typo or a broken export (ValidationConfig).
+DEFAULT_EARLIEST_DATE = date(1970, 1, 1)
+DEFAULT_LATEST_DATE = date(2099, 12, 31)
+DEFAULT_MAX_VALUE = 1e15  # largest cost, revenue or |control| of one row
+MAX_VALUE_LIMIT = 1e200  # max_value may not exceed this, so sums of any realistic row count stay finite
 
 # Names of what ingest counts; validate.py turns each into a rule with the same name.
+UNREADABLE_FILES = "unreadable_files"
+IGNORED_FILES = "ignored_files"
 MISSING_COLUMNS = "missing_columns"
 UNPARSEABLE_VALUES = "unparseable_values"
 NULL_VALUES_RULE = "null_values"
 NEGATIVE_VALUES = "negative_values"
+OUT_OF_RANGE_VALUES = "out_of_range_values"
 UNKNOWN_CHANNELS = "unknown_channels"
 DUPLICATE_ROWS = "duplicate_rows"
 DUPLICATE_REVENUE_MONTHS = "duplicate_revenue_months"
-FINDINGS = (MISSING_COLUMNS, UNPARSEABLE_VALUES, NULL_VALUES_RULE, NEGATIVE_VALUES, UNKNOWN_CHANNELS,
-            DUPLICATE_ROWS, DUPLICATE_REVENUE_MONTHS)
+MIXED_FORMS = "mixed_forms"
+DUPLICATE_CONTROL_PERIODS = "duplicate_control_periods"
+FINDINGS = (UNREADABLE_FILES, IGNORED_FILES, MISSING_COLUMNS, UNPARSEABLE_VALUES, NULL_VALUES_RULE,
+            NEGATIVE_VALUES, OUT_OF_RANGE_VALUES, UNKNOWN_CHANNELS, DUPLICATE_ROWS, DUPLICATE_REVENUE_MONTHS,
+            MIXED_FORMS, DUPLICATE_CONTROL_PERIODS)
 
 MAX_EXAMPLES = 20  # examples kept per finding; the report shows at most ValidationConfig.max_examples
 BLOCK_SIZE = 4 << 20  # bytes of CSV per record batch
@@ -65,6 +104,37 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 _DAY_BITS, _CHANNEL_BITS, _DAY_OFFSET = 23, 10, 1 << 22
 _BAD_DAY = np.iinfo(np.int64).min  # day lookup value of a null or unparseable date
 _EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What every reader needs to know: channels, aliases, bounds and how controls aggregate."""
+
+    channels: tuple[str, ...] | None = None  # the configured channel list (lower-case), if any
+    channel_aliases: dict[str, str] = field(default_factory=dict)  # lower-case name in the data -> channel
+    earliest_date: date = DEFAULT_EARLIEST_DATE
+    latest_date: date = DEFAULT_LATEST_DATE
+    max_value: float = DEFAULT_MAX_VALUE
+    controls_aggregate: dict[str, str] = field(default_factory=dict)  # control -> "mean" | "sum"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ReadOptions:
+        """Build the options from pipeline `Settings`."""
+        v = settings.validation
+        return cls(channels=tuple(c.lower() for c in settings.channels) if settings.channels else None,
+                   channel_aliases=normalise_aliases(settings.channel_aliases),
+                   earliest_date=v.earliest_date, latest_date=v.latest_date, max_value=v.max_value,
+                   controls_aggregate={k.strip().lower(): a for k, a in settings.controls.aggregate.items()})
+
+    def channel_name(self, value: str) -> str:
+        """Return the channel a CHANNEL value stands for: trimmed, lower-cased, then through the aliases."""
+        name = value.strip().lower()
+        return self.channel_aliases.get(name, name)
+
+
+def normalise_aliases(aliases: dict[str, str] | None) -> dict[str, str]:
+    """Return `channel_aliases` with trimmed, lower-cased names on both sides."""
+    return {str(k).strip().lower(): str(v).strip().lower() for k, v in (aliases or {}).items()}
 
 
 @dataclass
@@ -86,9 +156,29 @@ class Finding:
         self.examples.extend(other.examples[: max(0, MAX_EXAMPLES - len(self.examples))])
 
 
+def new_findings() -> dict[str, Finding]:
+    """Return one empty Finding per name in FINDINGS."""
+    return {name: Finding() for name in FINDINGS}
+
+
+def _empty_revenue() -> pd.DataFrame:
+    return _revenue_frame([], [], "", [])
+
+
+def _empty_controls() -> pd.DataFrame:
+    return pd.DataFrame({"control": pd.Series([], dtype=str), "form": pd.Series([], dtype=str),
+                         "period": pd.Series([], dtype=str), "value": pd.Series([], dtype=float),
+                         "file": pd.Series([], dtype=str), "line": pd.Series([], dtype=np.int64)})
+
+
 @dataclass
 class RawData:
-    """Everything ingest read: monthly totals, revenue rows, input objects and the problems seen."""
+    """Everything a reader read: daily and monthly spend, revenue, controls, input objects and the problems seen.
+
+    For a file source, `spend_files`/`revenue_files`/`control_files` are object keys and `objects` their
+    (key, generation, checksum, size); a table source names its tables there, with a checksum that changes
+    when the table does (last-modified time, row count), so `fingerprint` means the same for both.
+    """
 
     store_uri: str
     channels: list[str] | None  # the configured channel list, if any
@@ -99,8 +189,21 @@ class RawData:
     revenue_rows: int
     bytes_read: int
     monthly_spend: pd.DataFrame  # index "YYYY-MM" sorted, one column per channel seen, summed TOTAL_COST
-    revenue: pd.DataFrame  # parseable revenue rows: month, revenue, file, line (read order)
+    revenue: pd.DataFrame  # parseable revenue rows: month, revenue, file, line (read order); daily: + date
     findings: dict[str, Finding]
+    daily_spend: pd.DataFrame = field(default_factory=pd.DataFrame)  # index = days with spend rows (sorted)
+    revenue_form: str = MONTHLY  # MONTHLY (YEAR, MONTH) or DAILY (DATE)
+    controls: pd.DataFrame = field(default_factory=_empty_controls)  # control, form, period, value, file, line
+    control_files: list[str] = field(default_factory=list)
+    controls_aggregate: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, *, daily_spend: pd.DataFrame, monthly_spend: pd.DataFrame | None = None,
+              **fields: Any) -> RawData:
+        """Build RawData from what a reader read; the monthly table is summed from daily spend when not given."""
+        if monthly_spend is None:
+            monthly_spend = monthly_from_daily(daily_spend)
+        return cls(daily_spend=daily_spend, monthly_spend=monthly_spend, **fields)
 
     @property
     def fingerprint(self) -> str:
@@ -108,11 +211,43 @@ class RawData:
         triples = sorted((o["key"], o["generation"], o["checksum"]) for o in self.objects)
         return hashlib.sha256(json.dumps(triples).encode()).hexdigest()
 
+    def daily_revenue(self) -> pd.Series:
+        """Return revenue per day (first row of a repeated date), sorted; empty for monthly revenue."""
+        if self.revenue_form != DAILY or not len(self.revenue):
+            return pd.Series([], index=pd.DatetimeIndex([], name="date"), dtype=float, name="revenue")
+        first = self.revenue.drop_duplicates("date", keep="first")
+        return pd.Series(first["revenue"].to_numpy(dtype=float), index=pd.DatetimeIndex(first["date"], name="date"),
+                         name="revenue").sort_index()
+
     def revenue_by_month(self) -> pd.Series:
-        """Return revenue per month (first row of a repeated month), sorted by month."""
+        """Return revenue per month (first row of a repeated month), sorted by month.
+
+        Daily revenue counts a month only when every one of its days has revenue (summed).
+        """
+        if self.revenue_form == DAILY:
+            return _complete_sums(self.daily_revenue(), "month").rename_axis("month")
         first = self.revenue.drop_duplicates("month", keep="first")
         return pd.Series(first["revenue"].to_numpy(), index=pd.Index(first["month"], name="month"),
                          name="revenue").sort_index()
+
+
+def monthly_from_daily(daily: pd.DataFrame) -> pd.DataFrame:
+    """Sum a day × channel table into the month × channel table (index "YYYY-MM")."""
+    if daily.empty:
+        return pd.DataFrame(index=pd.Index([], name="month", dtype=str), dtype=float)
+    monthly = daily.groupby(np.asarray(pd.DatetimeIndex(daily.index).strftime("%Y-%m"))).sum()
+    return monthly.rename_axis("month").sort_index()[sorted(daily.columns)].astype(float)
+
+
+def _complete_sums(daily: pd.Series, grain: str) -> pd.Series:
+    """Sum a per-day series into periods of `grain`, keeping only periods with every day present."""
+    if daily.empty:
+        return pd.Series([], index=pd.Index([], dtype=str), dtype=float, name=daily.name)
+    keys = period_keys(daily.index, grain)
+    grouped = daily.groupby(keys)
+    sums, counts = grouped.sum(), grouped.size()
+    full = [k for k in sums.index if counts[k] == period_days(k, grain)]
+    return sums.loc[full].sort_index()
 
 
 @dataclass
@@ -130,11 +265,13 @@ class TrainingData:
 
 
 def _plain(value: Any) -> Any:
-    """Return `value` as JSON-able plain data (None for missing)."""
+    """Return `value` as JSON-able plain data (None for missing, text for an infinite number)."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf": JSON has no infinity, and the report must still be written
     return value if isinstance(value, str | int | float | bool | list) else str(value)
 
 
@@ -148,10 +285,49 @@ def _invalid_row(key: str, row: pacsv.InvalidRow) -> dict[str, Any]:
         "text": row.text, "fields": row.actual_columns, "expected_fields": row.expected_columns})
 
 
-def _read_header(fh: IO[bytes]) -> list[str]:
-    """Read the header line from `fh` (leaving it at the first data line); return normalised names."""
-    line = fh.readline().decode("utf-8-sig").strip("\r\n")
+def _header_problem(first: bytes) -> tuple[str, str] | None:
+    """Return (what the first line shows, what was expected) when it is no comma-separated UTF-8 header."""
+    if first.startswith(b"\x1f\x8b"):
+        return "gzip-compressed bytes (1f 8b) under a .csv name", "CSV text, or the name ending in .csv.gz"
+    if first.startswith(b"PK\x03\x04"):
+        return "a ZIP archive (an .xlsx workbook or a .zip)", "CSV text (export the sheet as CSV)"
+    if not first.strip(b"\r\n\t ,"):
+        what = "an empty file (0 bytes)" if not first else f"an empty first line {first[:20]!r}"
+        return what, "a header line, e.g. CAMPAIGN,CHANNEL,DATE,... or YEAR,MONTH,REVENUE"
+    try:
+        line = first.decode("utf-8-sig").strip("\r\n")
+    except UnicodeDecodeError as exc:
+        return f"bytes that are not UTF-8 text ({exc.reason} at byte {exc.start})", "UTF-8 CSV text"
+    for delimiter, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        if delimiter in line and "," not in line:
+            return f"a {name}-delimited header {line[:80]!r}", "comma-separated values"
+    return None
+
+
+def _header(first: bytes) -> list[str]:
+    line = first.decode("utf-8-sig").strip("\r\n")
     return [name.strip().lower() for name in next(csv.reader([line]), [])]
+
+
+@contextlib.contextmanager
+def _open_csv(store: InputSnapshot, key: str, findings: dict[str, Finding]
+              ) -> Iterator[tuple[IO[bytes], list[str]] | None]:
+    """Open `key` (decompressing `.gz`), read its header line; yield (file, header), or None after noting why not."""
+    with contextlib.ExitStack() as stack:
+        fh: IO[bytes] = stack.enter_context(store.open_read(key))
+        if key.lower().endswith(".gz"):
+            fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))  # type: ignore[arg-type]
+        try:
+            first = fh.readline()
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            problem: tuple[str, str] | None = (f"not gzip data ({exc})", "a gzip-compressed CSV file (.csv.gz)")
+        else:
+            problem = _header_problem(first)
+        if problem is not None:
+            findings[UNREADABLE_FILES].add(_example(key, 1, {"found": problem[0], "expected": problem[1]}))
+            yield None
+        else:
+            yield fh, _header(first)
 
 
 def _missing(key: str, header: list[str], required: tuple[str, ...], findings: dict[str, Finding]) -> bool:
@@ -185,6 +361,10 @@ def _costs_from_text(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.where(bad, np.nan, cost), bad
 
 
+class _ReadAsText(Exception):
+    """A typed read found a value to report as written (e.g. `1e309` read as inf): read the file as text."""
+
+
 @dataclass
 class _FilePart:
     """What one spend file contributed; merged into the whole only once the file was read to its end."""
@@ -193,9 +373,10 @@ class _FilePart:
     number: int
     rows: int = 0
     sums: dict[tuple[int, int], float] = field(default_factory=dict)  # (month index, channel id) -> cost
+    daily: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (day, channel, cost)
     row_keys: list[np.ndarray] = field(default_factory=list)  # one per batch, in row order
     sorted_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    findings: dict[str, Finding] = field(default_factory=lambda: {name: Finding() for name in FINDINGS})
+    findings: dict[str, Finding] = field(default_factory=new_findings)
 
     def report(self, name: str, mask: np.ndarray, batch: pa.RecordBatch) -> None:
         """Count the rows of `batch` flagged in `mask` under finding `name`, keeping a few as examples."""
@@ -212,22 +393,25 @@ class _FilePart:
 class _SpendScan:
     """Reads spend files into per-file parts, sharing the channel, campaign and date tables."""
 
-    def __init__(self, channels: list[str] | None):
-        self.configured = set(channels) if channels else None
+    def __init__(self, options: ReadOptions):
+        self.options = options
+        self.configured = set(options.channels) if options.channels else None
+        self.earliest = (options.earliest_date - _EPOCH).days
+        self.latest = (options.latest_date - _EPOCH).days
         self.lock = threading.Lock()
         self.channel_ids: dict[str, int] = {}
         self.campaign_ids: dict[str | None, int] = {None: 0}
-        self.dates: dict[str, tuple[int, int]] = {}  # date text -> (days since epoch, month index)
+        self.dates: dict[str, int] = {}  # date text -> days since epoch (_BAD_DAY if it does not parse)
 
-    def _lookup(self, table: dict, dictionary: pa.Array, lower: bool, null_id: int) -> np.ndarray:
+    def _lookup(self, table: dict, dictionary: pa.Array, channel: bool, null_id: int) -> np.ndarray:
         """Map a batch's dictionary values to global ids (adding new ones); the last slot is for null."""
         values = dictionary.to_pylist()
         with self.lock:
-            ids = [table.setdefault(v.strip().lower() if lower else v, len(table)) for v in values]
+            ids = [table.setdefault(self.options.channel_name(v) if channel else v, len(table)) for v in values]
         return np.array(ids + [null_id], dtype=np.int64)
 
-    def _dates(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return per-row indices into day and month lookups (the last slot is for null, day _BAD_DAY).
+    def _dates(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Return per-row indices into a day lookup (days since epoch; the last slot, for null, is _BAD_DAY).
 
         A date32 column (fast path) indexes a range of days; a dictionary column (text) its distinct
         values, each parsed once.
@@ -235,12 +419,12 @@ class _SpendScan:
         if pa.types.is_date32(column.type):
             days = column.cast(pa.int32())
             bounds = pc.min_max(days)
-            low, high = bounds["min"].as_py() or 0, bounds["max"].as_py()
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            low = 0 if low is None else low
             span = np.arange(low, low if high is None else high + 1, dtype=np.int64)
             if column.null_count:
                 days = pc.fill_null(days, low + len(span))
-            month = span.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
-            return days.to_numpy() - low, np.append(span, _BAD_DAY), np.append(month, -1)
+            return days.to_numpy().astype(np.int64) - low, np.append(span, _BAD_DAY)
         parsed = []
         for text in column.dictionary.to_pylist():
             known = self.dates.get(text)
@@ -248,30 +432,29 @@ class _SpendScan:
                 try:
                     if not _ISO_DATE.fullmatch(text):
                         raise ValueError(text)
-                    d = date.fromisoformat(text)
-                    known = ((d - _EPOCH).days, (d.year - 1970) * 12 + d.month - 1)
+                    known = (date.fromisoformat(text) - _EPOCH).days
                 except ValueError:
-                    known = (_BAD_DAY, -1)
+                    known = _BAD_DAY
                 self.dates[text] = known
             parsed.append(known)
-        day = np.array([p[0] for p in parsed] + [_BAD_DAY], dtype=np.int64)
-        month = np.array([p[1] for p in parsed] + [-1], dtype=np.int64)
-        return _indices(column), day, month
+        return _indices(column), np.array(parsed + [_BAD_DAY], dtype=np.int64)
 
     def _scan_batch(self, part: _FilePart, batch: pa.RecordBatch) -> None:
-        """Reduce one record batch to monthly sums and row keys, noting bad values."""
+        """Reduce one record batch to daily and monthly sums and row keys, noting bad values."""
         channel_col, date_col, cost_col = (batch.column(n) for n in ("channel", "date", "total_cost"))
         chan = self._lookup(self.channel_ids, channel_col.dictionary, True, -1)[_indices(channel_col)]
-        date_idx, day_lut, month_lut = self._dates(date_col)
+        date_idx, day_lut = self._dates(date_col)
         no_day, null_slot = day_lut == _BAD_DAY, len(day_lut) - 1
         if pa.types.is_floating(cost_col.type):
             cost = cost_col.to_numpy(zero_copy_only=False)
-            bad_cost = np.isinf(cost) if np.isinf(cost).any() else None  # "inf" parses, but is no cost
+            bad_cost = None
+            if np.isinf(cost).any():  # "inf" or "1e309" parse as infinity: report the text as written
+                raise _ReadAsText("a TOTAL_COST is infinite")
         else:
             cost, bad_cost = _costs_from_text(cost_col)
 
         # Each check is one cheap test on a clean batch; masks are only built when something is wrong.
-        null = bad = None
+        null = bad = out = None
         if channel_col.null_count or date_col.null_count or cost_col.null_count:
             null = (chan < 0) | (date_idx == null_slot) | cost_col.is_null().to_numpy(
                 zero_copy_only=False)
@@ -280,6 +463,11 @@ class _SpendScan:
             bad = np.logical_or(no_day[date_idx] & (date_idx < null_slot),
                                 False if bad_cost is None else bad_cost)
             part.report(UNPARSEABLE_VALUES, bad, batch)
+        early_late = ~no_day & ((day_lut < self.earliest) | (day_lut > self.latest))
+        too_big = cost > self.options.max_value
+        if early_late.any() or too_big.any():
+            out = early_late[date_idx] | too_big
+            part.report(OUT_OF_RANGE_VALUES, out, batch)
         negative = cost < 0
         if negative.any():
             part.report(NEGATIVE_VALUES, negative, batch)
@@ -295,35 +483,47 @@ class _SpendScan:
         else:
             camp = 0
         row_key = (camp << (_CHANNEL_BITS + _DAY_BITS)) | (np.maximum(chan, 0) << _DAY_BITS) | (
-            day_lut + _DAY_OFFSET)[date_idx]
+            np.where(no_day, 0, day_lut) + _DAY_OFFSET)[date_idx]
         usable = None
-        if null is not None or bad is not None:
+        if null is not None or bad is not None or out is not None:
             # A row without channel or date gets a unique negative key (file number, row number): keys
             # stay aligned with row numbers and never collide.
             unkeyed = np.flatnonzero((chan < 0) | no_day[date_idx])
             row_key[unkeyed] = -1 - ((part.number << 40) | (part.rows + unkeyed))
-            usable = ~np.logical_or(False if null is None else null, False if bad is None else bad)
+            usable = ~(np.logical_or(False if null is None else null, False if bad is None else bad)
+                       | (False if out is None else out))
         part.row_keys.append(row_key)
 
-        if not (month_lut >= 0).any():
+        valid_day = ~no_day & ~early_late
+        if not valid_day.any():
             part.rows += batch.num_rows
             return
-        low = int(month_lut[month_lut >= 0].min())
         width = len(self.channel_ids)
-        cell = np.maximum(month_lut - low, 0)[date_idx] * width + chan
+        low_day, high_day = int(day_lut[valid_day].min()), int(day_lut[valid_day].max())
+        day = np.clip(day_lut, low_day, high_day) - low_day  # invalid days are masked out by `usable`
+        month_lut = (day_lut.clip(low_day, high_day).astype("datetime64[D]").astype("datetime64[M]")
+                     .astype(np.int64))
+        low = int(month_lut[valid_day].min())
+        cell = (month_lut - low)[date_idx] * width + chan
+        day_cell = day[date_idx] * width + chan
         weights = cost
         if usable is not None:
-            cell, weights = cell[usable], cost[usable]
+            cell, day_cell, weights = cell[usable], day_cell[usable], cost[usable]
         sums, rows = np.bincount(cell, weights=weights), np.bincount(cell)
         for c in np.flatnonzero(rows):
             month, channel = divmod(int(c), width)
             part.sums[(low + month, channel)] = part.sums.get((low + month, channel), 0.0) + float(sums[c])
+        day_sums, day_rows = np.bincount(day_cell, weights=weights), np.bincount(day_cell)
+        filled = np.flatnonzero(day_rows)
+        part.daily.append((filled // width + low_day, filled % width, day_sums[filled]))
         part.rows += batch.num_rows
 
     def _read_file(self, store: InputSnapshot, key: str, number: int, as_text: bool) -> _FilePart:
         part = _FilePart(key, number)
-        with store.open_read(key) as fh:
-            header = _read_header(fh)
+        with _open_csv(store, key, part.findings) as opened:
+            if opened is None:
+                return part
+            fh, header = opened
             if _missing(key, header, SPEND_REQUIRED, part.findings):
                 return part
 
@@ -352,13 +552,16 @@ class _SpendScan:
                 if not as_text:
                     raise
                 part.findings[UNPARSEABLE_VALUES].add(_example(key, None, {"error": str(exc)}))
+            except (OSError, EOFError, zlib.error) as exc:  # a .csv.gz cut short or corrupt after its header
+                part.findings[UNREADABLE_FILES].add(_example(key, None, {
+                    "found": f"a damaged gzip stream ({exc})", "expected": "a complete gzip-compressed CSV file"}))
         return part
 
     def _read(self, store: InputSnapshot, key: str, number: int) -> _FilePart:
         """Read one spend file: fast path with typed DATE and TOTAL_COST, again as text if a value is bad."""
         try:
             return self._read_file(store, key, number, as_text=False)
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, _ReadAsText) as exc:
             log.info("reading %s again with DATE and TOTAL_COST as text to locate bad values: %s", key, exc)
             return self._read_file(store, key, number, as_text=True)
 
@@ -423,22 +626,57 @@ class _SpendScan:
         frame.columns = [names[c] for c in frame.columns]
         return frame.sort_index()[sorted(frame.columns)].astype(float)
 
+    def daily(self, parts: list[_FilePart]) -> pd.DataFrame:
+        """Return the summed cost as a day × channel table over the days that have spend rows."""
+        chunks = [chunk for part in parts for chunk in part.daily]
+        names = {v: k for k, v in self.channel_ids.items()}
+        if not chunks:
+            return pd.DataFrame(index=pd.DatetimeIndex([], name="date"), dtype=float)
+        day = np.concatenate([c[0] for c in chunks])
+        chan = np.concatenate([c[1] for c in chunks])
+        cost = np.concatenate([c[2] for c in chunks])
+        first, width = int(day.min()), len(self.channel_ids)
+        grid = np.zeros((int(day.max()) - first + 1, width))
+        filled = np.zeros(grid.shape[0], dtype=bool)
+        np.add.at(grid, (day - first, chan), cost)
+        filled[day - first] = True
+        frame = pd.DataFrame(grid[filled], columns=[names[c] for c in range(width)],
+                             index=pd.DatetimeIndex((np.flatnonzero(filled) + first).astype("datetime64[D]"),
+                                                    name="date"))
+        seen = sorted({names[int(c)] for c in np.unique(chan)})
+        return frame[seen].astype(float)
 
-def _revenue_frame(months: list[str], revenue: Any, key: str, lines: Any) -> pd.DataFrame:
-    return pd.DataFrame({"month": pd.Series(months, dtype=str), "revenue": np.asarray(revenue, dtype=float),
-                         "file": key, "line": np.asarray(lines, dtype=np.int64)})
+
+def _revenue_frame(months: list[str], revenue: Any, key: str, lines: Any, days: Any = None) -> pd.DataFrame:
+    frame = pd.DataFrame({"month": pd.Series(months, dtype=str), "revenue": np.asarray(revenue, dtype=float),
+                          "file": key, "line": np.asarray(lines, dtype=np.int64)})
+    if days is not None:
+        frame.insert(0, "date", pd.to_datetime(pd.Series(days, dtype=str), format="%Y-%m-%d"))
+    return frame
 
 
-def _read_revenue(store: InputSnapshot, key: str, findings: dict[str, Finding]) -> pd.DataFrame:
-    """Read one (small) revenue file whole; return its parseable rows with file and line."""
-    empty = _revenue_frame([], [], key, [])
-    with store.open_read(key) as fh:
-        header = _read_header(fh)
-        if _missing(key, header, REVENUE_REQUIRED, findings):
-            return empty
-        body = fh.read()
+def _read_table(store: InputSnapshot, key: str, findings: dict[str, Finding], required: Any
+                ) -> tuple[list[str], pd.DataFrame] | None:
+    """Read one small file (revenue, controls) whole as text; `required(header)` returns the missing columns.
+
+    Returns (header, text table with a 0-based row number per line - 2), or None if it cannot be used.
+    """
+    with _open_csv(store, key, findings) as opened:
+        if opened is None:
+            return None
+        fh, header = opened
+        missing = required(header)
+        if missing:
+            findings[MISSING_COLUMNS].add(_example(key, 1, {"missing": missing, "header": header}), len(missing))
+            return None
+        try:
+            body = fh.read()
+        except (OSError, EOFError, zlib.error) as exc:
+            findings[UNREADABLE_FILES].add(_example(key, None, {
+                "found": f"a damaged gzip stream ({exc})", "expected": "a complete gzip-compressed CSV file"}))
+            return None
     if not body.strip():
-        return empty
+        return header, pd.DataFrame(columns=header, dtype=object)
 
     def bad_row(row: pacsv.InvalidRow) -> str:
         findings[UNPARSEABLE_VALUES].add(_invalid_row(key, row))
@@ -448,23 +686,122 @@ def _read_revenue(store: InputSnapshot, key: str, findings: dict[str, Finding]) 
         table = pacsv.read_csv(
             pa.py_buffer(body), read_options=pacsv.ReadOptions(column_names=header, use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=bad_row),
-            convert_options=pacsv.ConvertOptions(include_columns=list(REVENUE_REQUIRED), null_values=NULL_VALUES,
-                                                 strings_can_be_null=True,
-                                                 column_types={c: pa.string() for c in REVENUE_REQUIRED}))
+            convert_options=pacsv.ConvertOptions(null_values=NULL_VALUES, strings_can_be_null=True,
+                                                 column_types={c: pa.string() for c in header}))
     except pa.ArrowInvalid as exc:  # e.g. bytes that are not UTF-8
         findings[UNPARSEABLE_VALUES].add(_example(key, None, {"error": str(exc)}))
-        return empty
-    text = table.to_pandas()
-    number = text.apply(pd.to_numeric, errors="coerce")
+        return None
+    return header, table.to_pandas()
+
+
+def _parse_days(text: pd.Series) -> pd.Series:
+    """Parse ISO dates (YYYY-MM-DD, exactly); NaT where the text is not one."""
+    iso = text.str.strip().str.fullmatch(_ISO_DATE.pattern).fillna(False).astype(bool)
+    return pd.to_datetime(text.str.strip().where(iso), format="%Y-%m-%d", errors="coerce")
+
+
+def _period_columns(text: pd.DataFrame, form: str, options: ReadOptions
+                    ) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Return (period key text, unparseable mask, out-of-range mask) of the DATE or YEAR/MONTH columns."""
+    if form == DAILY:
+        days = _parse_days(text["date"])
+        bad = days.isna() & text["date"].notna()
+        early, late = pd.Timestamp(options.earliest_date), pd.Timestamp(options.latest_date)
+        out = ~bad & days.notna() & ((days < early) | (days > late))
+        return days.dt.strftime("%Y-%m-%d"), bad, out
+    number = text[["year", "month"]].apply(pd.to_numeric, errors="coerce")
+    year, month = number["year"], number["month"]
+    bad = ((number.isna() & text[["year", "month"]].notna()).any(axis=1) | ~month.isin(range(1, 13))
+           | (year % 1 != 0)) & text[["year", "month"]].notna().all(axis=1)
+    index = year * 12 + month - 1
+    first = options.earliest_date.year * 12 + options.earliest_date.month - 1
+    last = options.latest_date.year * 12 + options.latest_date.month - 1
+    out = ~bad & year.notna() & ((index < first) | (index > last))
+    ok = ~bad & ~out & year.notna() & month.notna()
+    keys = pd.Series([f"{int(y):04d}-{int(m):02d}" if k else None for y, m, k in zip(year, month, ok, strict=True)],
+                     index=text.index, dtype=object)
+    return keys, bad, out
+
+
+def _note_rows(findings: dict[str, Finding], name: str, mask: pd.Series, text: pd.DataFrame, key: str) -> None:
+    for i in np.flatnonzero(mask.to_numpy()):
+        findings[name].add(_example(key, int(i) + 2, text.iloc[i].to_dict()))
+
+
+def _revenue_form(header: list[str]) -> str | None:
+    if all(c in header for c in REVENUE_REQUIRED):
+        return MONTHLY
+    if all(c in header for c in REVENUE_DAILY_REQUIRED):
+        return DAILY
+    return None
+
+
+def _read_revenue(store: InputSnapshot, key: str, findings: dict[str, Finding], options: ReadOptions
+                  ) -> tuple[str | None, pd.DataFrame]:
+    """Read one (small) revenue file whole; return its form and its parseable rows with file and line."""
+
+    def missing(header: list[str]) -> list[str]:
+        if _revenue_form(header):
+            return []
+        daily = "date" in header and "year" not in header
+        return [c for c in (REVENUE_DAILY_REQUIRED if daily else REVENUE_REQUIRED) if c not in header]
+
+    read = _read_table(store, key, findings, missing)
+    if read is None:
+        return None, _empty_revenue()
+    header, text = read
+    form = _revenue_form(header)
+    columns = ["date", "revenue"] if form == DAILY else list(REVENUE_REQUIRED)
+    text = text[columns] if len(text) else pd.DataFrame(columns=columns, dtype=object)
+    if not len(text):
+        return form, _revenue_frame([], [], key, [], [] if form == DAILY else None)
+    periods, bad, out = _period_columns(text, form, options)
+    revenue = pd.to_numeric(text["revenue"], errors="coerce")
     null = text.isna().any(axis=1)
-    bad = ((number.isna() & text.notna()).any(axis=1) | ~number["month"].isin(range(1, 13))
-           | (number["year"] % 1 != 0) | ~np.isfinite(number["revenue"])) & ~null
-    for name, mask in ((NULL_VALUES_RULE, null), (UNPARSEABLE_VALUES, bad), (NEGATIVE_VALUES, number["revenue"] < 0)):
-        for i in np.flatnonzero(mask.to_numpy()):
-            findings[name].add(_example(key, int(i) + 2, text.iloc[i].to_dict()))
-    good = number[~null & ~bad]
-    return _revenue_frame([f"{int(y):04d}-{int(m):02d}" for y, m in zip(good["year"], good["month"], strict=True)],
-                          good["revenue"], key, good.index.to_numpy() + 2)
+    bad = (bad | (revenue.isna() & text["revenue"].notna()) | (revenue.notna() & ~np.isfinite(revenue))) & ~null
+    out = (out | (revenue > options.max_value)) & ~null & ~bad
+    for name, mask in ((NULL_VALUES_RULE, null), (UNPARSEABLE_VALUES, bad), (OUT_OF_RANGE_VALUES, out),
+                       (NEGATIVE_VALUES, (revenue < 0) & ~bad)):
+        _note_rows(findings, name, mask, text, key)
+    good = ~null & ~bad & ~out
+    lines = np.flatnonzero(good.to_numpy()) + 2
+    if form == DAILY:
+        days = periods[good]
+        return form, _revenue_frame(list(days.str[:7]), revenue[good], key, lines, list(days))
+    return form, _revenue_frame(list(periods[good]), revenue[good], key, lines)
+
+
+def _read_controls(store: InputSnapshot, key: str, findings: dict[str, Finding], options: ReadOptions
+                   ) -> pd.DataFrame:
+    """Read one controls file: DATE or YEAR, MONTH plus numeric columns; return long rows with file and line."""
+
+    def missing(header: list[str]) -> list[str]:
+        keys = next((k for k in CONTROL_KEYS if all(c in header for c in k)), None)
+        if keys is None:
+            return ["date (or year, month)"]
+        return [] if [c for c in header if c not in keys and c] else ["a control column"]
+
+    read = _read_table(store, key, findings, missing)
+    if read is None or not len(read[1]):
+        return _empty_controls()
+    header, text = read
+    form = DAILY if "date" in header and not ("year" in header and "month" in header) else MONTHLY
+    keys = ("date",) if form == DAILY else ("year", "month")
+    names = [c for c in header if c not in keys and c]
+    periods, bad_key, out_key = _period_columns(text, form, options)
+    values = text[names].apply(pd.to_numeric, errors="coerce")
+    null = text[list(keys) + names].isna().any(axis=1)
+    bad = (bad_key | ((values.isna() & text[names].notna()) | (values.notna() & ~np.isfinite(values))).any(axis=1)
+           ) & ~null
+    out = (out_key | (values.abs() > options.max_value).any(axis=1)) & ~null & ~bad
+    for name, mask in ((NULL_VALUES_RULE, null), (UNPARSEABLE_VALUES, bad), (OUT_OF_RANGE_VALUES, out)):
+        _note_rows(findings, name, mask, text, key)
+    good = (~null & ~bad & ~out).to_numpy()
+    lines = np.flatnonzero(good) + 2
+    parts = [pd.DataFrame({"control": name, "form": form, "period": periods[good].to_numpy(),
+                           "value": values.loc[good, name].to_numpy(dtype=float), "file": key, "line": lines})
+             for name in names]
+    return pd.concat(parts, ignore_index=True) if parts else _empty_controls()
 
 
 class InputSnapshot:
@@ -480,45 +817,126 @@ class InputSnapshot:
         return self.store.open_read(key, generation=self.generations[key])
 
 
-def _csv_keys(store: Store, prefix: str) -> list[str]:
-    return [k for k in store.list(prefix) if k.lower().endswith(".csv")]
+def _data_keys(store: Store, prefix: str, findings: dict[str, Finding]) -> list[str]:
+    """Return the `.csv`/`.csv.gz` keys under `prefix`; every other file there is an `ignored_files` finding."""
+    keys = []
+    for key in store.list(prefix):
+        if key.lower().endswith(DATA_SUFFIXES):
+            keys.append(key)
+        else:
+            findings[IGNORED_FILES].add(_example(key, None, {
+                "found": key.rsplit("/", 1)[-1], "expected": "a name ending in .csv or .csv.gz"}))
+    return keys
 
 
-def ingest(store: Store, channels: list[str] | None = None) -> RawData:
-    """Read every spend and revenue file under the store, in name order, into monthly totals and findings."""
-    findings = {name: Finding() for name in FINDINGS}
-    spend_keys, revenue_keys = _csv_keys(store, SPEND_PREFIX), _csv_keys(store, REVENUE_PREFIX)
-    infos = [store.info(k) for k in spend_keys + revenue_keys]
-    objects = [{"key": i.key, "generation": i.generation, "checksum": i.checksum, "size": i.size} for i in infos]
+def _duplicate_periods(rows: pd.DataFrame, columns: list[str], finding: Finding) -> None:
+    """Note every row repeating an earlier row's `columns` (read order), naming where the first one was."""
+    repeated = rows[rows.duplicated(columns, keep=False)]
+    value = "revenue" if "revenue" in rows else "value"
+    for _, group in repeated.groupby(columns, sort=True):
+        first = f"{group['file'].iloc[0]}:{group['line'].iloc[0]}"
+        for row in group.iloc[1:].to_dict("records"):
+            values = {c: row[c].strftime("%Y-%m-%d") if c == "date" else row[c] for c in columns}
+            finding.add(_example(row["file"], int(row["line"]), {**values, value: row[value], "first_seen": first}))
 
-    snapshot = InputSnapshot(store, infos)
 
-    scan = _SpendScan([c.lower() for c in channels] if channels else None)
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        parts = list(pool.map(scan.scan_file, [snapshot] * len(spend_keys), spend_keys, range(len(spend_keys))))
-    for part in parts:
-        for name, finding in part.findings.items():
-            findings[name].merge(finding)
-    findings[DUPLICATE_ROWS] = scan.duplicates(snapshot, parts)
+class DataReader(Protocol):
+    """A source of training input: reads everything once and returns it as RawData."""
 
-    revenue_parts = [_read_revenue(snapshot, k, findings) for k in revenue_keys]
-    revenue = pd.concat([p for p in revenue_parts if len(p)] or [_revenue_frame([], [], "", [])],
-                        ignore_index=True)
-    for month, rows in revenue[revenue["month"].duplicated(keep=False)].groupby("month", sort=True):
-        first = f"{rows['file'].iloc[0]}:{rows['line'].iloc[0]}"
-        for row in rows.iloc[1:].itertuples():
-            findings[DUPLICATE_REVENUE_MONTHS].add(_example(row.file, int(row.line), {
-                "month": month, "revenue": row.revenue, "first_seen": first}))
+    uri: str
 
-    raw = RawData(
-        store_uri=store.uri, channels=[c.lower() for c in channels] if channels else None,
-        spend_files=spend_keys, revenue_files=revenue_keys, objects=objects,
-        spend_rows=sum(p.rows for p in parts), revenue_rows=sum(len(p) for p in revenue_parts),
-        bytes_read=sum(i.size for i in infos), monthly_spend=scan.monthly(parts), revenue=revenue, findings=findings,
-    )
-    log.info("ingested %d spend rows from %d files and %d revenue rows from %d files (%d bytes) in %s",
-             raw.spend_rows, len(spend_keys), raw.revenue_rows, len(revenue_keys), raw.bytes_read, store.uri)
-    return raw
+    def read(self, options: ReadOptions) -> RawData: ...
+
+
+class CsvReader:
+    """Reads `spend/`, `revenue/` and optional `controls/` CSV files (plain or `.csv.gz`) from a store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.uri = store.uri
+
+    def read(self, options: ReadOptions) -> RawData:
+        """Read every file under the store, in name order, into daily and monthly totals and findings."""
+        store = self.store
+        findings = new_findings()
+        spend_keys = _data_keys(store, SPEND_PREFIX, findings)
+        revenue_keys = _data_keys(store, REVENUE_PREFIX, findings)
+        control_keys = _data_keys(store, CONTROLS_PREFIX, findings)
+        infos = [store.info(k) for k in spend_keys + revenue_keys + control_keys]
+        objects = [{"key": i.key, "generation": i.generation, "checksum": i.checksum, "size": i.size}
+                   for i in infos]
+        snapshot = InputSnapshot(store, infos)
+
+        scan = _SpendScan(options)
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            parts = list(pool.map(scan.scan_file, [snapshot] * len(spend_keys), spend_keys,
+                                  range(len(spend_keys))))
+        for part in parts:
+            for name, finding in part.findings.items():
+                findings[name].merge(finding)
+        findings[DUPLICATE_ROWS] = scan.duplicates(snapshot, parts)
+
+        revenue, form = self._revenue(snapshot, revenue_keys, findings, options)
+        controls = self._controls(snapshot, control_keys, findings, options)
+        raw = RawData(
+            store_uri=store.uri, channels=list(options.channels) if options.channels else None,
+            spend_files=spend_keys, revenue_files=revenue_keys, objects=objects,
+            spend_rows=sum(p.rows for p in parts), revenue_rows=len(revenue),
+            bytes_read=sum(i.size for i in infos), monthly_spend=scan.monthly(parts), revenue=revenue,
+            findings=findings, daily_spend=scan.daily(parts), revenue_form=form, controls=controls,
+            control_files=control_keys, controls_aggregate=dict(options.controls_aggregate),
+        )
+        log.info("ingested %d spend rows from %d files, %d %s revenue rows from %d files and %d control values "
+                 "from %d files (%d bytes) in %s", raw.spend_rows, len(spend_keys), raw.revenue_rows,
+                 "daily" if form == DAILY else "monthly", len(revenue_keys), len(controls), len(control_keys),
+                 raw.bytes_read, store.uri)
+        return raw
+
+    @staticmethod
+    def _revenue(snapshot: InputSnapshot, keys: list[str], findings: dict[str, Finding], options: ReadOptions
+                 ) -> tuple[pd.DataFrame, str]:
+        """Read the revenue files; one form (monthly or daily) for all, else a `mixed_forms` finding."""
+        read = [(key, *_read_revenue(snapshot, key, findings, options)) for key in keys]
+        forms = [(key, form) for key, form, _ in read if form is not None]
+        form = forms[0][1] if forms else MONTHLY
+        for key, other in forms:
+            if other != form:
+                findings[MIXED_FORMS].add(_example(key, 1, {
+                    "found": "DATE, REVENUE (daily)" if other == DAILY else "YEAR, MONTH, REVENUE (monthly)",
+                    "expected": f"the form of {forms[0][0]}: "
+                                + ("DATE, REVENUE (daily)" if form == DAILY else "YEAR, MONTH, REVENUE (monthly)")}))
+        frames = [frame for _, f, frame in read if f == form and len(frame)]
+        revenue = pd.concat(frames, ignore_index=True) if frames else _revenue_frame(
+            [], [], "", [], [] if form == DAILY else None)
+        column = "date" if form == DAILY else "month"
+        _duplicate_periods(revenue, [column], findings[DUPLICATE_REVENUE_MONTHS])
+        return revenue, form
+
+    @staticmethod
+    def _controls(snapshot: InputSnapshot, keys: list[str], findings: dict[str, Finding], options: ReadOptions
+                  ) -> pd.DataFrame:
+        """Read the controls files; a control given both daily and monthly is a `mixed_forms` finding."""
+        frames = [f for f in (_read_controls(snapshot, key, findings, options) for key in keys) if len(f)]
+        if not frames:
+            return _empty_controls()
+        controls = pd.concat(frames, ignore_index=True)
+        for name, rows in controls.groupby("control", sort=True):
+            if rows["form"].nunique() > 1:
+                first = rows.iloc[0]
+                other = rows[rows["form"] != first["form"]].iloc[0]
+                findings[MIXED_FORMS].add(_example(other["file"], 1, {
+                    "control": name, "found": f"{other['form']}ly values",
+                    "expected": f"{first['form']}ly values, as in {first['file']}"}))
+        _duplicate_periods(controls, ["control", "period"], findings[DUPLICATE_CONTROL_PERIODS])
+        first_form = controls.groupby("control")["form"].transform("first")
+        return controls[controls["form"] == first_form].reset_index(drop=True)
+
+
+def ingest(store: Store, channels: list[str] | None = None, options: ReadOptions | None = None) -> RawData:
+    """Read every spend, revenue and controls file under the store (see `CsvReader`)."""
+    if options is None:
+        options = ReadOptions(channels=tuple(c.lower() for c in channels) if channels else None)
+    return CsvReader(store).read(options)
 
 
 def training_data(raw: RawData) -> TrainingData:
@@ -535,3 +953,145 @@ def training_data(raw: RawData) -> TrainingData:
         months_without_revenue=without, spend_rows=raw.spend_rows, revenue_rows=raw.revenue_rows,
         fingerprint=raw.fingerprint, objects=raw.objects,
     )
+
+
+# ---- periods: what a media-mix model is fitted on ------------------------------------------------------
+
+@dataclass
+class PeriodPlan:
+    """Which periods of one grain have complete revenue and spend, and which were dropped and why."""
+
+    grain: str
+    periods: list[str]  # used: complete revenue, within the spend, consecutive (the newest run)
+    partial: dict[str, str]  # period at an edge -> "12 of 31 days of revenue" (dropped)
+    dropped: dict[str, str]  # other complete periods left out -> why
+
+
+def grain_problem(raw: RawData, grain: str) -> str | None:
+    """Return why `grain` cannot be used with this data (monthly revenue at weekly grain), or None."""
+    check_grain(grain)
+    if grain == "week" and raw.revenue_form == MONTHLY and len(raw.revenue):
+        return ("model.grain=week needs daily revenue (DATE, REVENUE); revenue/ holds monthly rows "
+                "(YEAR, MONTH, REVENUE), which cannot be split into weeks")
+    return None
+
+
+def _period_revenue(raw: RawData, grain: str) -> tuple[pd.Series, dict[str, str]]:
+    """Return revenue per complete period and the incomplete periods (daily revenue only) with their day counts."""
+    if raw.revenue_form != DAILY:
+        return raw.revenue_by_month(), {}
+    daily = raw.daily_revenue()
+    if daily.empty:
+        return pd.Series([], dtype=float, name="revenue"), {}
+    complete = _complete_sums(daily, grain)
+    counts = pd.Series(1, index=period_keys(daily.index, grain)).groupby(level=0).sum()
+    partial = {k: f"{int(n)} of {period_days(k, grain)} days of revenue" for k, n in counts.items()
+               if k not in complete.index}
+    return complete, partial
+
+
+def plan_periods(raw: RawData, grain: str) -> PeriodPlan:
+    """Decide the periods of `grain` a model uses: complete revenue, inside the spend, consecutive."""
+    problem = grain_problem(raw, grain)
+    if problem:
+        raise ConfigError("model.grain", grain, problem.split("; ", 1)[1] + ": use month")
+    revenue, incomplete = _period_revenue(raw, grain)
+    complete = list(revenue.index)
+    partial = {k: why for k, why in incomplete.items()
+               if not complete or k < complete[0] or k > complete[-1]}
+    dropped = {k: why.replace("days of revenue", "days of revenue (a gap)") for k, why in incomplete.items()
+               if k not in partial}
+    if raw.daily_spend.empty or not complete:
+        return PeriodPlan(grain, [], partial, dropped)
+    first_spend, last_spend = raw.daily_spend.index[0].date(), raw.daily_spend.index[-1].date()
+    inside = []
+    for key in complete:
+        if period_end(key, grain) < first_spend or period_start(key, grain) > last_spend:
+            dropped[key] = "no spend rows in or before it" if period_end(key, grain) < first_spend else \
+                "after the last spend day"
+        else:
+            inside.append(key)
+    run: list[str] = []
+    for key in inside:  # the newest consecutive run: the model's carryover needs unbroken time
+        if run and period_start(key, grain) != _after(run[-1], grain):
+            for earlier in run:
+                dropped[earlier] = f"before a gap in revenue at {key}"
+            run = []
+        run.append(key)
+    return PeriodPlan(grain, run, partial, dict(sorted(dropped.items())))
+
+
+def _after(key: str, grain: str) -> date:
+    return date.fromordinal(period_end(key, grain).toordinal() + 1)
+
+
+def _control_table(raw: RawData, grain: str, periods: list[str]) -> pd.DataFrame:
+    """Return one column per control aggregated into `periods` (mean of its days, or sum when configured).
+
+    A monthly control at weekly grain gives each day its month's value (mean) or its month's value spread
+    evenly over the month's days (sum).
+    """
+    table = pd.DataFrame(index=pd.Index(periods, name="period"))
+    if not periods or raw.controls.empty:
+        return table
+    days = pd.date_range(period_start(periods[0], grain), period_end(periods[-1], grain), freq="D")
+    day_period = period_keys(days, grain)
+    for name, rows in raw.controls.groupby("control", sort=False):
+        how = raw.controls_aggregate.get(str(name), "mean")
+        rows = rows.drop_duplicates("period", keep="first")
+        if rows["form"].iloc[0] == DAILY:
+            per_day = pd.Series(rows["value"].to_numpy(), index=pd.DatetimeIndex(rows["period"])).reindex(days)
+        else:
+            month_value = pd.Series(rows["value"].to_numpy(), index=rows["period"].to_numpy())
+            per_day = pd.Series(month_value.reindex(days.strftime("%Y-%m")).to_numpy(), index=days)
+            if how == "sum":
+                per_day = per_day / days.days_in_month
+        missing = sorted(set(day_period[per_day.isna().to_numpy()]))
+        if missing:
+            raise ValueError(f"control {name!r} has no value for period(s) {', '.join(missing[:5])}; expected a "
+                             "value for every day (or month) of every period used")
+        grouped = per_day.groupby(day_period)
+        table[str(name)] = (grouped.sum() if how == "sum" else grouped.mean()).reindex(periods).to_numpy()
+    return table
+
+
+def period_data(raw: RawData, grain: str, channels: list[str] | None = None) -> PeriodData:
+    """Build the PeriodData of `grain` (month | week): daily spend, revenue and controls of the usable periods."""
+    plan = plan_periods(raw, grain)
+    for key, why in {**plan.partial, **plan.dropped}.items():
+        log.info("period %s left out: %s", key, why)
+    channels = list(channels or raw.channels or raw.daily_spend.columns)
+    revenue, _ = _period_revenue(raw, grain)
+    if not plan.periods:
+        empty = pd.DataFrame(columns=channels, index=pd.DatetimeIndex([], name="date"), dtype=float)
+        return PeriodData(grain, [], empty, np.empty(0), _control_table(raw, grain, []))
+    start = min(raw.daily_spend.index[0].date(), period_start(plan.periods[0], grain))
+    days = pd.date_range(start, period_end(plan.periods[-1], grain), freq="D", name="date")
+    spend = raw.daily_spend.reindex(index=days, columns=channels, fill_value=0.0).fillna(0.0).astype(float)
+    return PeriodData(grain, plan.periods, spend, revenue.loc[plan.periods].to_numpy(dtype=float),
+                      _control_table(raw, grain, plan.periods))
+
+
+def control_gaps(raw: RawData) -> dict[str, list[str]]:
+    """Return, per control, the days (daily) or months (monthly) without a value where spend and revenue overlap."""
+    if raw.controls.empty or raw.daily_spend.empty:
+        return {}
+    revenue = raw.revenue_by_month() if raw.revenue_form != DAILY else raw.daily_revenue()
+    if revenue.empty:
+        return {}
+    if raw.revenue_form == DAILY:
+        first, last = revenue.index[0].date(), revenue.index[-1].date()
+    else:
+        first, last = period_start(revenue.index[0], "month"), period_end(revenue.index[-1], "month")
+    first = max(first, raw.daily_spend.index[0].date())
+    last = min(last, raw.daily_spend.index[-1].date())
+    if first > last:
+        return {}
+    days = pd.date_range(first, last, freq="D")
+    gaps = {}
+    for name, rows in raw.controls.groupby("control", sort=True):
+        wanted = days.strftime("%Y-%m-%d") if rows["form"].iloc[0] == DAILY else days.strftime("%Y-%m").unique()
+        missing = sorted(set(wanted) - set(rows["period"]))
+        if missing:
+            gaps[str(name)] = missing
+    return gaps

@@ -209,8 +209,8 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
     _write_json(store, run_id, RUN_FILE, {"run_id": run_id, "started_at": datetime.now(UTC).isoformat(),
                                           "run_date": run_date.isoformat(), "code_version": code_version(settings),
                                           "settings": settings.to_dict()})
-    raw = ingest.ingest(open_store(settings.data), settings.channels)
-    report = validate.validate(raw, settings.validation, run_date)
+    raw = ingest.ingest(open_store(settings.data), options=ingest.ReadOptions.from_settings(settings))
+    report = validate.validate(raw, settings.validation, run_date, settings.model.grain)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
         "warnings": [r.message for r in report.results if r.status == "warn"],

@@ -31,23 +31,34 @@ EXTREME_VALUES = "extreme_values"
 REVENUE_GAPS = "revenue_gaps"
 MONTHS_WITHOUT_REVENUE = "months_without_revenue"
 REVENUE_WITHOUT_SPEND = "revenue_without_spend"
+GRAIN_MISMATCH = "grain_mismatch"
+CONTROL_GAPS = "control_gaps"
+PARTIAL_PERIODS = "partial_periods"
 
 # Rule name -> default action, in the order the report lists them.
 RULES: dict[str, str] = {
     NO_INPUT_FILES: "fail",
+    ingest.UNREADABLE_FILES: "fail",
+    ingest.IGNORED_FILES: "fail",
     ingest.MISSING_COLUMNS: "fail",
     ingest.UNPARSEABLE_VALUES: "fail",
     ingest.NULL_VALUES_RULE: "fail",
     ingest.NEGATIVE_VALUES: "fail",
+    ingest.OUT_OF_RANGE_VALUES: "fail",
     ingest.UNKNOWN_CHANNELS: "fail",
     ingest.DUPLICATE_ROWS: "fail",  # above duplicate_fail_rate; at or below it only warns
     ingest.DUPLICATE_REVENUE_MONTHS: "fail",
+    ingest.MIXED_FORMS: "fail",
+    ingest.DUPLICATE_CONTROL_PERIODS: "fail",
+    GRAIN_MISMATCH: "fail",
+    CONTROL_GAPS: "fail",
     STALE_REVENUE: "fail",
     TOO_FEW_MONTHS: "fail",
     EXTREME_VALUES: "warn",
     REVENUE_GAPS: "warn",
     MONTHS_WITHOUT_REVENUE: "warn",
     REVENUE_WITHOUT_SPEND: "warn",
+    PARTIAL_PERIODS: "warn",
 }
 ACTIONS = ("fail", "warn", "off")
 MAD_SCALE = 0.6745  # makes the median absolute deviation comparable to a standard deviation
@@ -144,23 +155,51 @@ class _Rules:
 
 _FINDING_TEXT = {
     ingest.MISSING_COLUMNS: ("required column(s) missing", "spend: CHANNEL, DATE, TOTAL_COST; "
-                             "revenue: YEAR, MONTH, REVENUE"),
+                             "revenue: YEAR, MONTH, REVENUE or DATE, REVENUE; controls: DATE or YEAR, MONTH "
+                             "and at least one control column"),
     ingest.UNPARSEABLE_VALUES: ("value(s) that could not be parsed",
-                                "DATE as YYYY-MM-DD, numbers in TOTAL_COST/YEAR/MONTH/REVENUE, MONTH 1-12, "
-                                "the header's number of fields"),
+                                "DATE as YYYY-MM-DD, finite numbers in TOTAL_COST/YEAR/MONTH/REVENUE and "
+                                "controls, MONTH 1-12, the header's number of fields"),
     ingest.NULL_VALUES_RULE: ("row(s) with an empty required value", "CHANNEL, DATE, TOTAL_COST, YEAR, MONTH "
                               "and REVENUE on every row"),
     ingest.NEGATIVE_VALUES: ("negative TOTAL_COST or REVENUE value(s)", "values >= 0"),
-    ingest.DUPLICATE_REVENUE_MONTHS: ("revenue row(s) repeating a month", "one revenue row per month"),
+    ingest.DUPLICATE_REVENUE_MONTHS: ("revenue row(s) repeating a month (or a day, for daily revenue)",
+                                      "one revenue row per month (or day)"),
+    ingest.DUPLICATE_CONTROL_PERIODS: ("control value(s) repeating a day or month of the same control",
+                                       "one value per control and day (or month)"),
+}
+# File-level findings: each example says what the file showed and what was expected.
+_FILE_TEXT = {
+    ingest.UNREADABLE_FILES: "file(s) that cannot be read as CSV",
+    ingest.IGNORED_FILES: "file(s) under spend/, revenue/ or controls/ that are not data files and were not read",
+    ingest.MIXED_FORMS: "file(s) in another form than the rest (daily DATE vs monthly YEAR, MONTH)",
 }
 
 
-def validate(raw: RawData, config: ValidationConfig, run_date: date) -> ValidationReport:
-    """Apply every rule to the ingested data and return the report."""
+def _file_message(finding: ingest.Finding, found: str, limit: int) -> str:
+    listed = "; ".join(f"{e['file']}: {e['values'].get('found')}, expected {e['values'].get('expected')}"
+                       for e in finding.examples[:limit])
+    return f"found {finding.count} {found}: {listed}"
+
+
+def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str = "month") -> ValidationReport:
+    """Apply every rule to the ingested data (periods of `grain`: month | week) and return the report."""
     rules = _Rules(config)
     missing = [p for p, files in (("spend/", raw.spend_files), ("revenue/", raw.revenue_files)) if not files]
     rules.add(NO_INPUT_FILES, bool(missing), len(missing), 0,
               f"no .csv files under {', '.join(missing)} in {raw.store_uri}; expected at least one under each")
+
+    for rule, found in _FILE_TEXT.items():
+        finding = raw.findings[rule]
+        rules.add(rule, finding.count > 0, finding.count, 0, _file_message(finding, found, config.max_examples),
+                  finding.examples)
+
+    out = raw.findings[ingest.OUT_OF_RANGE_VALUES]
+    rules.add(ingest.OUT_OF_RANGE_VALUES, out.count > 0, out.count,
+              [config.earliest_date.isoformat(), config.latest_date.isoformat(), config.max_value],
+              f"found {out.count} row(s) with a date, year or value out of range; expected dates from "
+              f"{config.earliest_date} to {config.latest_date} (validation.earliest_date, latest_date) and costs, "
+              f"revenue and |controls| at most {config.max_value:g} (validation.max_value)", out.examples)
 
     for rule, (found, expected) in _FINDING_TEXT.items():
         finding = raw.findings[rule]
@@ -180,6 +219,7 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date) -> Validati
               dup.examples, warn_only=rate <= config.duplicate_fail_rate)
 
     _month_rules(rules, raw, config, run_date)
+    _period_rules(rules, raw, config, grain)
     order = list(RULES)
     report = ValidationReport(sorted(rules.results, key=lambda r: order.index(r.rule)), rows=raw.spend_rows,
                               run_date=run_date.isoformat())
@@ -191,7 +231,7 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date) -> Validati
 
 def _month_rules(rules: _Rules, raw: RawData, config: ValidationConfig, run_date: date) -> None:
     """Freshness, coverage, gaps and extreme monthly totals."""
-    revenue_months = sorted(set(raw.revenue["month"]))
+    revenue_months = list(raw.revenue_by_month().index)  # daily revenue: the months with every day
     spend_months = list(raw.monthly_spend.index)
     limit = config.max_examples
 
@@ -238,6 +278,28 @@ def _month_rules(rules: _Rules, raw: RawData, config: ValidationConfig, run_date
               f"{len(extreme)} monthly channel total(s) with a robust z-score above {config.extreme_z} (largest "
               f"{max((e['values']['z'] for e in extreme), default=0):.1f}); expected at most {config.extreme_z}",
               sorted(extreme, key=lambda e: -e["values"]["z"]))
+
+
+def _period_rules(rules: _Rules, raw: RawData, config: ValidationConfig, grain: str) -> None:
+    """Grain, control coverage and the partial periods at the edges that the model leaves out."""
+    limit = config.max_examples
+    problem = ingest.grain_problem(raw, grain)
+    rules.add(GRAIN_MISMATCH, problem is not None, int(problem is not None), grain,
+              f"{problem}; expected model.grain=month or daily revenue")
+    gaps = ingest.control_gaps(raw)
+    missing = sum(len(v) for v in gaps.values())
+    rules.add(CONTROL_GAPS, bool(gaps), missing, 0,
+              f"{missing} day(s) or month(s) without a control value where spend and revenue overlap ("
+              + "; ".join(f"{name}: {', '.join(keys[:limit])}" for name, keys in gaps.items())
+              + "); expected a value for every day (daily controls) or month (monthly controls)",
+              [{"file": None, "line": None, "values": {"control": name, "period": key}}
+               for name, keys in gaps.items() for key in keys[:limit]])
+    partial = {} if problem else ingest.plan_periods(raw, grain).partial
+    rules.add(PARTIAL_PERIODS, bool(partial), len(partial), 0,
+              f"{len(partial)} {grain}(s) at the edges with incomplete daily revenue, left out of training ("
+              + ", ".join(f"{k}: {why}" for k, why in list(partial.items())[:limit])
+              + f"); expected complete {grain}s", [{"file": None, "line": None, "values": {"period": k, "found": why}}
+                                                   for k, why in partial.items()])
 
 
 def _extreme_values(monthly: pd.DataFrame, z_limit: float) -> list[dict[str, Any]]:

@@ -65,6 +65,12 @@ def test_environment_values_are_coerced_to_declared_types():
     ({"bogus": 1}, "bogus", "one of"),
     ({"validation.actions": {"nulls": "ignore"}}, "validation.actions.nulls", "'fail', 'warn' or 'off'"),
     ({"log_format": "xml"}, "log_format", "'text', 'json' or 'cloud'"),
+    ({"model.grain": "day"}, "model.grain", "'month' or 'week'"),
+    ({"validation.earliest_date": "2100-01-01"}, "validation.latest_date", "after validation.earliest_date"),
+    ({"validation.max_value": "1e300"}, "validation.max_value", "at most 1e200"),
+    ({"channels": "email", "channel_aliases": {"mail": "newsletter"}}, "channel_aliases.mail",
+     "a channel of the `channels` list"),
+    ({"controls.aggregate": {"promo": "max"}}, "controls.aggregate.promo", "'mean' or 'sum'"),
 ])
 def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
     with pytest.raises(ConfigError) as exc:
@@ -92,3 +98,21 @@ def test_deployment_variables_are_not_mistaken_for_settings_but_typos_fail():
     assert load_settings(environ=env).store == "s"
     with pytest.raises(ConfigError, match="stor"):
         load_settings(environ={"ADROI_STOR": "s"})
+
+
+def test_input_settings_from_file_and_environment(tmp_path):
+    from training.ingest import ReadOptions
+
+    path = tmp_path / "adroi.toml"
+    path.write_text('[channel_aliases]\n"Paid Social" = "social_media"\n[controls.aggregate]\npromo = "sum"\n'
+                    '[validation]\nearliest_date = 2015-01-01\n')
+    settings = load_settings(path, environ={"ADROI_MODEL__GRAIN": "week", "ADROI_VALIDATION__MAX_VALUE": "1e9"})
+
+    options = ReadOptions.from_settings(settings)
+
+    assert settings.model.grain == "week"
+    assert options.channel_aliases == {"paid social": "social_media"}
+    assert options.channel_name(" PAID social ") == "social_media"
+    assert (options.earliest_date, options.latest_date, options.max_value) == (date(2015, 1, 1),
+                                                                             date(2099, 12, 31), 1e9)
+    assert options.controls_aggregate == {"promo": "sum"}

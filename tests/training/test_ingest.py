@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import glob
+import gzip
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from training import ingest as ing
-from training.core.errors import ObjectChanged
+from training.config import SAMPLE_RUN_DATE, ValidationConfig
+from training.core.errors import ConfigError, ObjectChanged
 from training.sample import CHANNELS
 from training.core.store import open_store
+from training.validate import validate
 
 
 def upload(source: Path, store_uri: str):
@@ -154,7 +158,10 @@ def test_header_only_and_empty_files_are_read_as_no_rows(tmp_path):
     raw = ing.ingest(open_store(tmp_path))
 
     assert (raw.spend_rows, raw.revenue_rows, len(raw.monthly_spend)) == (0, 0, 0)
-    assert raw.findings[ing.MISSING_COLUMNS].count == 3  # the empty revenue file has no header at all
+    assert raw.findings[ing.MISSING_COLUMNS].count == 0
+    empty = raw.findings[ing.UNREADABLE_FILES]  # the empty revenue file has no header at all: said so
+    assert (empty.count, empty.examples[0]["file"], empty.examples[0]["line"]) == (1, "revenue/empty.csv", 1)
+    assert empty.examples[0]["values"]["found"] == "an empty file (0 bytes)"
     assert ing.training_data(raw).features.empty
 
 
@@ -185,3 +192,218 @@ def test_costs_with_spaces_count_and_infinite_costs_are_unparseable(tmp_path, ot
     bad = raw.findings[ing.UNPARSEABLE_VALUES]
     assert [e["line"] for e in bad.examples] == [3, 5][: 1 + bool(other_bad)]
     assert raw.monthly_spend.loc["2026-01", "email"] == 3.5
+
+
+def test_csv_gz_files_are_read_like_their_plain_text(sample_dir, sample_template, store_uri):
+    for name in ("spend/2025.csv", "revenue/2025.csv"):
+        path = sample_dir / name
+        (sample_dir / f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    store = open_store(store_uri)
+    for path in sorted(p for p in sample_dir.rglob("*") if p.is_file()):
+        store.write(path.relative_to(sample_dir).as_posix(), path.read_bytes())
+
+    raw = ing.ingest(store, CHANNELS)
+    plain = ing.ingest(open_store(sample_template), CHANNELS)
+
+    assert raw.spend_files == ["spend/2024.csv", "spend/2025.csv.gz", "spend/2026.csv"]
+    assert raw.revenue_files == ["revenue/2024.csv", "revenue/2025.csv.gz", "revenue/2026.csv"]
+    assert {f.count for f in raw.findings.values()} == {0}
+    pd.testing.assert_frame_equal(raw.monthly_spend, plain.monthly_spend)
+    pd.testing.assert_series_equal(raw.revenue_by_month(), plain.revenue_by_month())
+    assert raw.spend_rows == plain.spend_rows and "spend/2025.csv.gz" in [o["key"] for o in raw.objects]
+
+
+def test_a_damaged_csv_gz_is_named_not_dropped(sample_dir):
+    data = gzip.compress((sample_dir / "spend/2025.csv").read_bytes())
+    (sample_dir / "spend/2025.csv").unlink()
+    (sample_dir / "spend/2025.csv.gz").write_bytes(data[: len(data) // 2])  # cut short in transfer
+    (sample_dir / "revenue/2025.csv.gz").write_bytes(b"YEAR,MONTH,REVENUE\n")  # named .gz, but plain text
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    found = {e["file"]: e["values"]["found"] for e in raw.findings[ing.UNREADABLE_FILES].examples}
+    assert set(found) == {"spend/2025.csv.gz", "revenue/2025.csv.gz"}
+    assert "damaged gzip" in found["spend/2025.csv.gz"] and "not gzip" in found["revenue/2025.csv.gz"]
+
+
+def test_the_store_files_of_a_local_data_folder_are_not_findings(sample_dir):
+    open_store(sample_dir).write("spend/2027.csv", b"CHANNEL,DATE,TOTAL_COST\n")  # keeps a .generations/ file
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    assert raw.findings[ing.IGNORED_FILES].count == 0
+
+
+# ---- daily spend, daily revenue, controls and periods (issue 8) ------------------------------------------
+
+def daily_revenue_from_monthly(root: Path, first_day: str | None = None, last_day: str | None = None) -> None:
+    """Replace revenue/*.csv by one daily file spreading each month's revenue evenly over its days."""
+    monthly = pd.concat(pd.read_csv(f) for f in sorted((root / "revenue").glob("*.csv")))
+    rows = []
+    for year, month, revenue in monthly[["YEAR", "MONTH", "REVENUE"]].itertuples(index=False):
+        days = pd.date_range(f"{int(year):04d}-{int(month):02d}-01", periods=1, freq="MS")[0]
+        for day in pd.date_range(days, days + pd.offsets.MonthEnd(0), freq="D"):
+            rows.append((day.strftime("%Y-%m-%d"), revenue / days.days_in_month))
+    for path in (root / "revenue").glob("*.csv"):
+        path.unlink()
+    frame = pd.DataFrame(rows, columns=["DATE", "REVENUE"])
+    frame = frame[(frame["DATE"] >= (first_day or "")) & (frame["DATE"] <= (last_day or "9999"))]
+    frame.to_csv(root / "revenue" / "daily.csv", index=False)
+
+
+def test_daily_spend_is_the_sum_per_day_and_channel_and_adds_up_to_the_months(sample_dir, monkeypatch):
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+    spend = pd.concat(pd.read_csv(f) for f in sorted((sample_dir / "spend").glob("*.csv")))
+    expected = spend.pivot_table(index="DATE", columns="CHANNEL", values="TOTAL_COST", aggfunc="sum", fill_value=0.0)
+    monkeypatch.setattr(ing, "BLOCK_SIZE", 4096)
+    batched = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    assert list(raw.daily_spend.index.strftime("%Y-%m-%d")) == list(expected.index)
+    assert list(raw.daily_spend.columns) == sorted(CHANNELS)
+    assert abs(raw.daily_spend.to_numpy() - expected[sorted(CHANNELS)].to_numpy()).max() < 1e-6
+    pd.testing.assert_frame_equal(ing.monthly_from_daily(raw.daily_spend), raw.monthly_spend, rtol=1e-12)
+    pd.testing.assert_frame_equal(batched.daily_spend, raw.daily_spend, rtol=1e-12)
+
+
+def test_daily_revenue_gives_the_same_monthly_table_as_monthly_revenue(sample_dir, sample_template):
+    daily_revenue_from_monthly(sample_dir, first_day="2024-11-11")  # the first month is incomplete
+
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+    monthly = ing.training_data(ing.ingest(open_store(sample_template), CHANNELS))
+    data = ing.training_data(raw)
+
+    assert raw.revenue_form == ing.DAILY and raw.revenue_rows == len(raw.daily_revenue())
+    assert {f.count for f in raw.findings.values()} == {0}
+    assert list(data.features.index) == list(monthly.features.index[1:])  # 2024-11 has 20 of 30 days
+    pd.testing.assert_series_equal(data.revenue, monthly.revenue.iloc[1:], rtol=1e-9)
+
+
+def test_mixing_daily_and_monthly_revenue_is_a_named_failure(sample_dir):
+    lines = (sample_dir / "revenue/2026.csv").read_text().splitlines()
+    (sample_dir / "revenue/2026.csv").write_text("DATE,REVENUE\n2026-01-01,100\n")
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    mixed = raw.findings[ing.MIXED_FORMS]
+    assert (mixed.count, mixed.examples[0]["file"], mixed.examples[0]["line"]) == (1, "revenue/2026.csv", 1)
+    assert "DATE, REVENUE (daily)" in mixed.examples[0]["values"]["found"]
+    assert "revenue/2024.csv" in mixed.examples[0]["values"]["expected"] and len(lines) > 1
+
+
+def test_period_data_at_month_grain_matches_the_monthly_table(sample_dir):
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    periods = ing.period_data(raw, "month", CHANNELS)
+    table = ing.training_data(raw)
+
+    assert periods.grain == "month" and periods.channels == CHANNELS
+    assert periods.periods == list(table.features.index)
+    assert periods.revenue.tolist() == table.revenue.tolist()
+    pd.testing.assert_frame_equal(periods.period_spend(), table.features, rtol=1e-12, check_names=False)
+    days = periods.daily_spend.index
+    assert days[0] == raw.daily_spend.index[0] and (days[1:] - days[:-1]).days.max() == 1
+    assert periods.controls.empty and list(periods.controls.index) == periods.periods
+
+
+def test_period_data_at_week_grain_drops_and_reports_partial_edge_weeks(sample_dir):
+    daily_revenue_from_monthly(sample_dir, first_day="2024-11-06")  # a Wednesday: week 2024-W45 is partial
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    plan = ing.plan_periods(raw, "week")
+    data = ing.period_data(raw, "week", CHANNELS)
+    report = validate(raw, ValidationConfig(), SAMPLE_RUN_DATE, "week")
+
+    assert plan.partial == {"2024-W45": "5 of 7 days of revenue", "2026-W44": "6 of 7 days of revenue"}
+    assert data.periods[0] == "2024-W46" and data.periods[-1] == "2026-W43" and len(data.periods) == 102
+    assert (data.days == 7).all()
+    daily = raw.daily_revenue()
+    assert data.revenue[0] == pytest.approx(daily["2024-11-11":"2024-11-17"].sum(), rel=1e-12)
+    partial = next(r for r in report.results if r.rule == "partial_periods")
+    assert partial.status == "warn" and "2024-W45: 5 of 7 days of revenue" in partial.message
+    assert report.passed
+
+
+def test_week_grain_with_monthly_revenue_fails_validation_and_period_data(sample_dir):
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    report = validate(raw, ValidationConfig(), SAMPLE_RUN_DATE, "week")
+
+    found = next(r for r in report.results if r.rule == "grain_mismatch")
+    assert found.status == "fail" and "needs daily revenue (DATE, REVENUE)" in found.message
+    with pytest.raises(ConfigError, match="model.grain"):
+        ing.period_data(raw, "week")
+
+
+def write_controls(root: Path, name: str, text: str) -> None:
+    (root / "controls").mkdir(exist_ok=True)
+    (root / "controls" / name).write_text(text)
+
+
+def daily_controls(first: str, last: str, price: Any = None, promo: Any = None) -> str:
+    days = pd.date_range(first, last, freq="D")
+    price = price or (lambda d: 100 + d.month)
+    promo = promo or (lambda d: int(d.day == 1))
+    return "DATE,Price_Index,PROMO\n" + "".join(f"{d:%Y-%m-%d},{price(d)},{promo(d)}\n" for d in days)
+
+
+def test_controls_are_averaged_into_periods_unless_summed(sample_dir):
+    write_controls(sample_dir, "daily.csv", daily_controls("2024-10-01", "2026-10-31"))
+    months = pd.period_range("2024-10", "2026-10", freq="M")
+    write_controls(sample_dir, "monthly.csv", "YEAR,MONTH,competitor\n" + "".join(
+        f"{p.year},{p.month},{p.month * 10}\n" for p in months))
+
+    raw = ing.ingest(open_store(sample_dir), CHANNELS, ing.ReadOptions(controls_aggregate={"promo": "sum"}))
+    data = ing.period_data(raw, "month", CHANNELS)
+
+    assert {f.count for f in raw.findings.values()} == {0} and raw.control_files == [
+        "controls/daily.csv", "controls/monthly.csv"]
+    assert list(data.controls.columns) == ["price_index", "promo", "competitor"]
+    assert data.controls.loc["2025-03"].tolist() == [103.0, 1.0, 30.0]
+    assert ing.control_gaps(raw) == {}
+    weekly = ing.period_data(raw, "month", CHANNELS)
+    assert list(weekly.controls.index) == weekly.periods
+
+
+def test_a_monthly_control_at_week_grain_gives_each_day_its_month(sample_dir):
+    daily_revenue_from_monthly(sample_dir)
+    months = pd.period_range("2024-11", "2026-10", freq="M")
+    write_controls(sample_dir, "monthly.csv", "YEAR,MONTH,competitor\n" + "".join(
+        f"{p.year},{p.month},{70 if p.month == 2 else 0}\n" for p in months))
+
+    data = ing.period_data(ing.ingest(open_store(sample_dir), CHANNELS), "week", CHANNELS)
+
+    assert data.controls.loc["2025-W09", "competitor"] == pytest.approx(70 * 5 / 7)  # Feb 24 - Mar 2, 2025
+
+
+def test_control_problems_fail_with_file_and_line(sample_dir):
+    text = daily_controls("2024-11-01", "2026-10-31").splitlines()
+    text[5] = text[5].rsplit(",", 1)[0] + ",lots"
+    del text[40]  # 2024-12-10 has no value
+    write_controls(sample_dir, "daily.csv", "\n".join(text + [text[7]]) + "\n")
+
+    raw = ing.ingest(open_store(sample_dir), CHANNELS)
+    report = validate(raw, ValidationConfig(), SAMPLE_RUN_DATE)
+
+    failed = {r.rule: r for r in report.failed()}
+    assert set(failed) == {"unparseable_values", "duplicate_control_periods", "control_gaps"}
+    assert (failed["unparseable_values"].examples[0]["file"], failed["unparseable_values"].examples[0]["line"]) == (
+        "controls/daily.csv", 6)
+    assert failed["unparseable_values"].examples[0]["values"]["promo"] == "lots"
+    assert failed["duplicate_control_periods"].examples[0]["values"]["first_seen"] == "controls/daily.csv:8"
+    assert "price_index: 2024-11-05, 2024-12-10" in failed["control_gaps"].message
+
+
+def test_channel_aliases_map_renamed_channels_after_lower_casing(tmp_path):
+    (tmp_path / "spend").mkdir()
+    (tmp_path / "spend/a.csv").write_text("CHANNEL,DATE,TOTAL_COST\nsocial_media,2026-01-01,1\n"
+                                          "Paid Social,2026-01-02,2\n PAID SOCIAL ,2026-01-03,4\nTikTok,2026-01-03,8\n")
+    options = ing.ReadOptions(channels=("social_media", "email"),
+                              channel_aliases=ing.normalise_aliases({"Paid Social": "Social_Media"}))
+
+    raw = ing.ingest(open_store(tmp_path), options=options)
+
+    assert raw.monthly_spend.loc["2026-01", "social_media"] == 7.0
+    assert raw.daily_spend["social_media"].tolist() == [1.0, 2.0, 4.0]
+    unknown = raw.findings[ing.UNKNOWN_CHANNELS]
+    assert (unknown.count, unknown.examples[0]["values"]["channel"], unknown.examples[0]["line"]) == (1, "TikTok", 5)

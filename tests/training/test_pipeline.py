@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import threading
@@ -333,3 +334,98 @@ def test_unknown_rule_in_actions_fails_before_reading_any_data(tmp_path, monkeyp
         pipeline.validate_data(settings, "typo")  # the DAG's first task refuses it too
 
     assert "extreme_values" in run_error.value.expected
+
+
+# ---- ingest: input a careless export produces (issue 7, items 15-18) -----------------------------------
+
+def _first_spend_row(data: Path, column: str, value: str) -> tuple[str, int]:
+    path = sorted((data / "spend").glob("*.csv"))[0]
+    return f"spend/{path.name}", _edit_first_data_row(path, column, value)
+
+
+def _first_revenue_row(data: Path, column: str, value: str) -> tuple[str, int]:
+    path = sorted((data / "revenue").glob("*.csv"))[0]
+    return f"revenue/{path.name}", _edit_first_data_row(path, column, value)
+
+
+def _two_huge_costs(data: Path) -> tuple[str, int]:
+    path = sorted((data / "spend").glob("*.csv"))[0]
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    for i in (1, 2):  # same month and channel: 1e308 + 1e308 overflows a float
+        cells = lines[i].split(",")
+        cells[header.index("TOTAL_COST")] = "1e308"
+        cells[header.index("CHANNEL")], cells[header.index("DATE")] = "email", f"2024-01-0{i}"
+        lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    return f"spend/{path.name}", 2
+
+
+def _gzip_named_csv(data: Path) -> tuple[str, int]:
+    path = sorted((data / "spend").glob("*.csv"))[0]
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    return f"spend/{path.name}", 1
+
+
+def _empty_file(data: Path) -> tuple[str, int]:
+    path = sorted((data / "revenue").glob("*.csv"))[0]
+    path.write_bytes(b"")
+    return f"revenue/{path.name}", 1
+
+
+def _semicolons(data: Path) -> tuple[str, int]:
+    path = sorted((data / "revenue").glob("*.csv"))[0]
+    path.write_text(path.read_text().replace(",", ";"))
+    return f"revenue/{path.name}", 1
+
+
+def _stray_file(data: Path) -> tuple[str, int | None]:
+    path = sorted((data / "spend").glob("*.csv"))[0]
+    path.rename(path.with_suffix(".csv.zip"))
+    return f"spend/{path.name}.zip", None
+
+
+# (case, break the data, rule that fails, text the example must show)
+BAD_EXPORTS = [
+    ("cost inf", lambda d: _first_spend_row(d, "TOTAL_COST", "inf"), "unparseable_values", "inf"),
+    ("cost 1e309", lambda d: _first_spend_row(d, "TOTAL_COST", "1e309"), "unparseable_values", "1e309"),
+    ("month sum overflows", _two_huge_costs, "out_of_range_values", "1e+308"),
+    ("revenue year -5", lambda d: _first_revenue_row(d, "YEAR", "-5"), "out_of_range_values", "-5"),
+    ("revenue year 1e20", lambda d: _first_revenue_row(d, "YEAR", "1e20"), "out_of_range_values", "1e20"),
+    ("revenue 1e20", lambda d: _first_revenue_row(d, "REVENUE", "1e20"), "out_of_range_values", "1e20"),
+    ("spend date 1925", lambda d: _first_spend_row(d, "DATE", "1925-03-05"), "out_of_range_values", "1925-03-05"),
+    ("spend date 2125", lambda d: _first_spend_row(d, "DATE", "2125-03-05"), "out_of_range_values", "2125-03-05"),
+    ("gzip named .csv", _gzip_named_csv, "unreadable_files", "gzip"),
+    ("empty file", _empty_file, "unreadable_files", "empty file"),
+    ("semicolon-delimited", _semicolons, "unreadable_files", "semicolon-delimited"),
+    ("file that is not .csv", _stray_file, "ignored_files", ".csv.zip"),
+]
+
+
+@pytest.mark.parametrize(("case", "break_data", "rule", "shown"), BAD_EXPORTS, ids=[c[0] for c in BAD_EXPORTS])
+def test_a_careless_export_ends_in_exit_2_naming_file_line_value_and_expectation(case, break_data, rule, shown,
+                                                                                  sample_dir, tmp_path):
+    where = break_data(sample_dir)
+    settings = make_settings(str(sample_dir), str(tmp_path / "store"), tmp_path)
+
+    result = pipeline.run(settings, "careless")
+
+    assert (result.status, result.exit_code) == ("data_invalid", 2), result.reason
+    assert rule in result.validation["failed"]
+    report = json.loads(Path(result.files["report"]).read_text())
+    failed = next(r for r in report["report"]["results"] if r["rule"] == rule)
+    example = failed["examples"][0]
+    assert (example["file"], example["line"]) == where
+    assert shown in json.dumps(example["values"])
+    assert "expected" in failed["message"]
+    assert ModelRegistry(open_store(settings.store)).versions() == [] and latest_version(settings.store) is None
+
+
+def test_week_grain_on_monthly_revenue_is_invalid_data_not_a_crash(sample_dir, tmp_path):
+    settings = make_settings(str(sample_dir), str(tmp_path / "store"), tmp_path, **{"model.grain": "week"})
+
+    result = pipeline.run(settings, "weekly")
+
+    assert (result.status, result.exit_code) == ("data_invalid", 2)
+    assert result.validation["failed"] == ["grain_mismatch"]
+    assert latest_version(settings.store) is None
