@@ -94,6 +94,8 @@ BAD_TRIGGERS = {
     "threshold_not_a_number": ({"evaluation_threshold": "high"}, "evaluation_threshold"),
     "metrics_not_a_known_uri": ({"metrics_table": "mysql://db/runs"}, "metrics_table"),
     "store_not_a_bucket_or_path": ({"store_uri": "s3://bucket/models"}, "store_uri"),
+    "data_not_a_dataset": ({"data_uri": "bq://project.dataset.table;DROP"}, "data_uri"),
+    "store_not_a_dataset": ({"store_uri": "bq://project.dataset"}, "store_uri"),
     "unknown_algorithm": ({"hyperparameters": {"algorithm": "xgboost"}}, "hyperparameters"),
     "unknown_hyperparameter": ({"hyperparameters": {"depth": 3}}, "hyperparameters"),
 }
