@@ -4,7 +4,7 @@ The spend files can hold tens of millions of daily rows, so they are never mater
 streaming CSV reader yields record batches of the needed columns only (CHANNEL and CAMPAIGN as
 dictionary-encoded strings, DATE as date32, TOTAL_COST as float; a file where a date or number does not
 parse is read again with DATE and TOTAL_COST as text, to locate the bad values), and each batch is reduced
-at once to (month, channel) sums with numpy. Dates read as text are parsed once per distinct value.
+at once to (day, channel) and (month, channel) sums with numpy. Dates read as text are parsed once per distinct value.
 While streaming, everything validation needs is collected: counts and a few examples (file, line,
 values) of unparseable, null and negative values, unknown channels, and one 64-bit key per row
 (campaign, channel, day) to find duplicate rows over the whole data set at the end. Files are read in
@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,9 @@ import pyarrow.csv as pacsv
 from training.core.errors import ConfigError
 from training.core.store import ObjectInfo, Store
 from training.periods import PeriodData, check_grain, period_days, period_end, period_keys, period_start
+
+if TYPE_CHECKING:
+    from training.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ class ReadOptions:
     controls_aggregate: dict[str, str] = field(default_factory=dict)  # control -> "mean" | "sum"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ReadOptions:
+    def from_settings(cls, settings: Settings) -> ReadOptions:
         """Build the options from pipeline `Settings`."""
         v = settings.validation
         return cls(channels=tuple(c.lower() for c in settings.channels) if settings.channels else None,
@@ -317,11 +320,17 @@ def _open_csv(store: InputSnapshot, key: str, findings: dict[str, Finding]
     with contextlib.ExitStack() as stack:
         fh: IO[bytes] = stack.enter_context(store.open_read(key))
         if key.lower().endswith(".gz"):
-            fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))  # type: ignore[arg-type]
+            magic = fh.read(2)
+            fh.seek(0)
+            if magic == b"\x1f\x8b":
+                fh = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb"))  # type: ignore[arg-type]
+            else:  # served decompressed already (GCS decompressive transcoding of a gzip-encoded object)
+                log.info("%s is named .gz but holds no gzip data: read as plain CSV", key)
         try:
             first = fh.readline()
         except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-            problem: tuple[str, str] | None = (f"not gzip data ({exc})", "a gzip-compressed CSV file (.csv.gz)")
+            problem: tuple[str, str] | None = (f"a damaged gzip stream ({exc})",
+                                               "a complete gzip-compressed CSV file (.csv.gz)")
         else:
             problem = _header_problem(first)
         if problem is not None:
@@ -374,10 +383,30 @@ class _FilePart:
     number: int
     rows: int = 0
     sums: dict[tuple[int, int], float] = field(default_factory=dict)  # (month index, channel id) -> cost
-    daily: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (day, channel, cost)
+    day_first: int = 0  # days since epoch of day_cost's first row
+    day_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # day × channel id -> cost
+    day_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # rows per cell
     row_keys: list[np.ndarray] = field(default_factory=list)  # one per batch, in row order
     sorted_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     findings: dict[str, Finding] = field(default_factory=new_findings)
+
+    def add_days(self, first: int, cost: np.ndarray, rows: np.ndarray) -> None:
+        """Add a batch's day × channel sums (starting at day `first`), growing the part's table as needed."""
+        if not self.day_cost.size:
+            self.day_first, self.day_cost, self.day_rows = first, cost, rows
+            return
+        start = min(self.day_first, first)
+        end = max(self.day_first + len(self.day_cost), first + len(cost))
+        width = max(self.day_cost.shape[1], cost.shape[1])
+        if (start, end, width) != (self.day_first, self.day_first + len(self.day_cost), self.day_cost.shape[1]):
+            grown_cost, grown_rows = np.zeros((end - start, width)), np.zeros((end - start, width), dtype=np.int64)
+            at = self.day_first - start
+            grown_cost[at:at + len(self.day_cost), :self.day_cost.shape[1]] = self.day_cost
+            grown_rows[at:at + len(self.day_rows), :self.day_rows.shape[1]] = self.day_rows
+            self.day_first, self.day_cost, self.day_rows = start, grown_cost, grown_rows
+        at = first - self.day_first
+        self.day_cost[at:at + len(cost), :cost.shape[1]] += cost
+        self.day_rows[at:at + len(rows), :rows.shape[1]] += rows
 
     def report(self, name: str, mask: np.ndarray, batch: pa.RecordBatch) -> None:
         """Count the rows of `batch` flagged in `mask` under finding `name`, keeping a few as examples."""
@@ -514,9 +543,9 @@ class _SpendScan:
         for c in np.flatnonzero(rows):
             month, channel = divmod(int(c), width)
             part.sums[(low + month, channel)] = part.sums.get((low + month, channel), 0.0) + float(sums[c])
-        day_sums, day_rows = np.bincount(day_cell, weights=weights), np.bincount(day_cell)
-        filled = np.flatnonzero(day_rows)
-        part.daily.append((filled // width + low_day, filled % width, day_sums[filled]))
+        size = (high_day - low_day + 1) * width
+        part.add_days(low_day, np.bincount(day_cell, weights=weights, minlength=size).reshape(-1, width),
+                      np.bincount(day_cell, minlength=size).reshape(-1, width))
         part.rows += batch.num_rows
 
     def _read_file(self, store: InputSnapshot, key: str, number: int, as_text: bool) -> _FilePart:
@@ -629,23 +658,19 @@ class _SpendScan:
 
     def daily(self, parts: list[_FilePart]) -> pd.DataFrame:
         """Return the summed cost as a day × channel table over the days that have spend rows."""
-        chunks = [chunk for part in parts for chunk in part.daily]
+        total = _FilePart("", -1)
+        for part in parts:
+            if part.day_cost.size:
+                total.add_days(part.day_first, part.day_cost, part.day_rows)
         names = {v: k for k, v in self.channel_ids.items()}
-        if not chunks:
+        if not total.day_cost.size:
             return pd.DataFrame(index=pd.DatetimeIndex([], name="date"), dtype=float)
-        day = np.concatenate([c[0] for c in chunks])
-        chan = np.concatenate([c[1] for c in chunks])
-        cost = np.concatenate([c[2] for c in chunks])
-        first, width = int(day.min()), len(self.channel_ids)
-        grid = np.zeros((int(day.max()) - first + 1, width))
-        filled = np.zeros(grid.shape[0], dtype=bool)
-        np.add.at(grid, (day - first, chan), cost)
-        filled[day - first] = True
-        frame = pd.DataFrame(grid[filled], columns=[names[c] for c in range(width)],
-                             index=pd.DatetimeIndex((np.flatnonzero(filled) + first).astype("datetime64[D]"),
-                                                    name="date"))
-        seen = sorted({names[int(c)] for c in np.unique(chan)})
-        return frame[seen].astype(float)
+        filled = total.day_rows.sum(axis=1) > 0
+        seen = np.flatnonzero(total.day_rows.sum(axis=0) > 0)
+        days = (np.flatnonzero(filled) + total.day_first).astype("datetime64[D]")
+        frame = pd.DataFrame(total.day_cost[filled][:, seen], columns=[names[int(c)] for c in seen],
+                             index=pd.DatetimeIndex(days, name="date"))
+        return frame[sorted(frame.columns)].astype(float)
 
 
 def _revenue_frame(months: list[str], revenue: Any, key: str, lines: Any, days: Any = None) -> pd.DataFrame:
@@ -1073,22 +1098,14 @@ def period_data(raw: RawData, grain: str, channels: list[str] | None = None) -> 
                       _control_table(raw, grain, plan.periods))
 
 
-def control_gaps(raw: RawData) -> dict[str, list[str]]:
-    """Return, per control, the days (daily) or months (monthly) without a value where spend and revenue overlap."""
-    if raw.controls.empty or raw.daily_spend.empty:
+def control_gaps(raw: RawData, grain: str = "month") -> dict[str, list[str]]:
+    """Return, per control, the days (daily) or months (monthly) without a value in the periods a model uses."""
+    if raw.controls.empty or grain_problem(raw, grain):
         return {}
-    revenue = raw.revenue_by_month() if raw.revenue_form != DAILY else raw.daily_revenue()
-    if revenue.empty:
+    periods = plan_periods(raw, grain).periods
+    if not periods:
         return {}
-    if raw.revenue_form == DAILY:
-        first, last = revenue.index[0].date(), revenue.index[-1].date()
-    else:
-        first, last = period_start(revenue.index[0], "month"), period_end(revenue.index[-1], "month")
-    first = max(first, raw.daily_spend.index[0].date())
-    last = min(last, raw.daily_spend.index[-1].date())
-    if first > last:
-        return {}
-    days = pd.date_range(first, last, freq="D")
+    days = pd.date_range(period_start(periods[0], grain), period_end(periods[-1], grain), freq="D")
     gaps = {}
     for name, rows in raw.controls.groupby("control", sort=True):
         wanted = days.strftime("%Y-%m-%d") if rows["form"].iloc[0] == DAILY else days.strftime("%Y-%m").unique()

@@ -189,7 +189,7 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str 
     rules = _Rules(config)
     missing = [p for p, files in (("spend/", raw.spend_files), ("revenue/", raw.revenue_files)) if not files]
     rules.add(NO_INPUT_FILES, bool(missing), len(missing), 0,
-              f"no .csv files under {', '.join(missing)} in {raw.store_uri}; expected at least one under each")
+              f"no .csv or .csv.gz files under {', '.join(missing)} in {raw.store_uri}; expected at least one under each")
 
     for rule, found in _FILE_TEXT.items():
         finding = raw.findings[rule]
@@ -288,10 +288,10 @@ def _period_rules(rules: _Rules, raw: RawData, config: ValidationConfig, grain: 
     problem = ingest.grain_problem(raw, grain)
     rules.add(GRAIN_MISMATCH, problem is not None, int(problem is not None), grain,
               f"{problem}; expected model.grain=month or daily revenue")
-    gaps = ingest.control_gaps(raw)
+    gaps = ingest.control_gaps(raw, grain)
     missing = sum(len(v) for v in gaps.values())
     rules.add(CONTROL_GAPS, bool(gaps), missing, 0,
-              f"{missing} day(s) or month(s) without a control value where spend and revenue overlap ("
+              f"{missing} day(s) or month(s) without a control value in the {grain}s used for training ("
               + "; ".join(f"{name}: {', '.join(keys[:limit])}" for name, keys in gaps.items())
               + "); expected a value for every day (daily controls) or month (monthly controls)",
               [{"file": None, "line": None, "values": {"control": name, "period": key}}

@@ -169,3 +169,11 @@ def test_gcs_data_to_bigquery_row_end_to_end(gcs_bucket, bq_table_uri):
     assert registry.latest().version == version and manifest["run_id"] == "gcs-bq"
     row = open_metrics(bq_table_uri).get("gcs-bq")
     assert row["status"] == "promoted" and row["model_version"] == version
+
+
+def test_grain_option_reaches_validation(good_data, tmp_path, no_adroi_env, capsys):
+    code = cli.main(["run", "--data", good_data, "--store", str(tmp_path / "store"), "--metrics",
+                     f"sqlite:///{tmp_path / 'metrics.db'}", "--run-date", "2026-11-01", "--grain", "week", "--json"])
+
+    assert code == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["validation"]["failed"] == ["grain_mismatch"]

@@ -13,8 +13,8 @@ import pytest
 from training import ingest as ing
 from training.config import SAMPLE_RUN_DATE, ValidationConfig
 from training.core.errors import ConfigError, ObjectChanged
-from training.sample import CHANNELS
 from training.core.store import open_store
+from training.sample import CHANNELS
 from training.validate import validate
 
 
@@ -218,13 +218,23 @@ def test_a_damaged_csv_gz_is_named_not_dropped(sample_dir):
     data = gzip.compress((sample_dir / "spend/2025.csv").read_bytes())
     (sample_dir / "spend/2025.csv").unlink()
     (sample_dir / "spend/2025.csv.gz").write_bytes(data[: len(data) // 2])  # cut short in transfer
-    (sample_dir / "revenue/2025.csv.gz").write_bytes(b"YEAR,MONTH,REVENUE\n")  # named .gz, but plain text
+    (sample_dir / "revenue/2026.csv.gz").write_bytes(gzip.compress(b"YEAR,MONTH,REVENUE\n2026,1,5\n")[:-12])
 
     raw = ing.ingest(open_store(sample_dir))
 
     found = {e["file"]: e["values"]["found"] for e in raw.findings[ing.UNREADABLE_FILES].examples}
-    assert set(found) == {"spend/2025.csv.gz", "revenue/2025.csv.gz"}
-    assert "damaged gzip" in found["spend/2025.csv.gz"] and "not gzip" in found["revenue/2025.csv.gz"]
+    assert set(found) == {"spend/2025.csv.gz", "revenue/2026.csv.gz"}
+    assert all("damaged gzip" in text for text in found.values())
+
+
+def test_a_csv_gz_served_decompressed_is_read_as_text(sample_dir, sample_template):
+    """GCS serves an object uploaded with Content-Encoding: gzip decompressed (decompressive transcoding)."""
+    (sample_dir / "revenue/2025.csv").rename(sample_dir / "revenue/2025.csv.gz")
+
+    raw = ing.ingest(open_store(sample_dir))
+
+    assert {f.count for f in raw.findings.values()} == {0}
+    pd.testing.assert_series_equal(raw.revenue_by_month(), ing.ingest(open_store(sample_template)).revenue_by_month())
 
 
 def test_the_store_files_of_a_local_data_folder_are_not_findings(sample_dir):
@@ -407,3 +417,19 @@ def test_channel_aliases_map_renamed_channels_after_lower_casing(tmp_path):
     assert raw.daily_spend["social_media"].tolist() == [1.0, 2.0, 4.0]
     unknown = raw.findings[ing.UNKNOWN_CHANNELS]
     assert (unknown.count, unknown.examples[0]["values"]["channel"], unknown.examples[0]["line"]) == (1, "TikTok", 5)
+
+
+def test_another_reader_builds_the_same_raw_data_from_daily_sums(sample_dir):
+    """What a BigQuery reader would return: day × channel sums, revenue rows, findings, its tables as objects."""
+    csv = ing.ingest(open_store(sample_dir), CHANNELS)
+
+    raw = ing.RawData.build(
+        store_uri="bq://project.dataset", channels=list(CHANNELS), spend_files=["spend"], revenue_files=["revenue"],
+        objects=[{"key": "spend", "generation": 1, "checksum": "2026-11-01T00:00:00Z:4380", "size": 0}],
+        spend_rows=csv.spend_rows, revenue_rows=csv.revenue_rows, bytes_read=0, revenue=csv.revenue,
+        findings=ing.new_findings(), daily_spend=csv.daily_spend)
+
+    pd.testing.assert_frame_equal(raw.monthly_spend, csv.monthly_spend, rtol=1e-12)
+    assert validate(raw, ValidationConfig(), SAMPLE_RUN_DATE).passed
+    assert ing.period_data(raw, "month", CHANNELS).periods == ing.period_data(csv, "month", CHANNELS).periods
+    assert len(raw.fingerprint) == 64 and raw.fingerprint != csv.fingerprint
