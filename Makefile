@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 RUN_ARGS ?=
 
-.PHONY: run train serve schema test test-fast lint bench-train bench-serve airflow-venvs clean
+.PHONY: run train serve schema test test-fast lint bench-train bench-serve bench-bigquery airflow-venvs clean
 
 $(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-train: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python bench/bench_serve.py
+
+## make bench-bigquery [BENCH_ROWS=10000000]: train from bqemulator and from the same rows as CSV, at N/10 and N.
+BENCH_ROWS ?= 10000000
+bench-bigquery: $(STAMP)
+	$(BIN)/python bench/bench_bigquery.py --rows $(BENCH_ROWS)
 
 airflow-venvs: .venv-airflow2/.installed .venv-airflow3/.installed
 
