@@ -320,10 +320,13 @@ class BigQueryReader:
         except (GoogleAPIError, OSError) as exc:
             raise DataSourceError(f"cannot read the metadata of table {ref.id} in {self.uri}: {exc}") from exc
 
+    def _travels(self, table: bigquery.Table) -> bool:
+        """Say whether `table` is read as of the run's start: a table (not a view) that existed then."""
+        return self._time_travel and table.table_type == "TABLE" and (table.created or self.as_of) <= self.as_of
+
     def _from(self, ref: TableRef, table: bigquery.Table) -> str:
         """Return a FROM item of `table`: as of the run's start where BigQuery offers time travel (not views)."""
-        created = table.created or self.as_of
-        if self._time_travel and table.table_type == "TABLE" and created <= self.as_of:
+        if self._travels(table):
             # A timestamp we formatted ourselves, not user data (some endpoints refuse a parameter here).
             return (f"(SELECT * FROM {ref.sql} FOR SYSTEM_TIME AS OF "
                     f"TIMESTAMP '{self.as_of:%Y-%m-%d %H:%M:%S.%f}+00')")
@@ -648,7 +651,7 @@ class BigQueryReader:
         """Read the dataset's tables (and declared ad tables) into the RawData the CSV reader would return."""
         self._queries = []
         findings = ingest.new_findings()
-        objects: list[dict[str, Any]] = []
+        read: list[tuple[TableRef, bigquery.Table]] = []  # described once every query ran (time travel known)
         spend_refs: list[tuple[TableRef, bigquery.Table, AdsSource | None]] = []
         ref = TableRef(self.project, self.dataset, SPEND_TABLE)
         spend = self._table(ref)
@@ -661,8 +664,7 @@ class BigQueryReader:
                     "found": "no such table", "expected": f"the {source.kind} table declared in bigquery.sources"}))
                 continue
             spend_refs.append((source.table, table, source))
-        for ref_, table, _ in spend_refs:
-            objects.append(self._object(ref_, table))
+        read += [(ref_, table) for ref_, table, _ in spend_refs]
         daily, spend_rows = self._spend(spend_refs, findings, options)
 
         snapshot: dict[str, bytes] = {}
@@ -672,7 +674,7 @@ class BigQueryReader:
             table = self._table(ref)
             if table is None:
                 continue
-            objects.append(self._object(ref, table))
+            read.append((ref, table))
             snapshot[ref.id] = self._period_table(ref, table, name)
             keys.append(ref.id)
         period_findings = ingest.new_findings()
@@ -686,6 +688,7 @@ class BigQueryReader:
         controls["line"] = 0
 
         self.cost = self._cost()
+        objects = [self._object(ref_, table) for ref_, table in read]
         raw = RawData.build(
             daily_spend=daily, store_uri=self.uri, channels=list(options.channels) if options.channels else None,
             spend_files=[f"bq://{r.id}" for r, _, _ in spend_refs], revenue_files=[f"bq://{k}" for k in revenue_keys],
@@ -705,7 +708,7 @@ class BigQueryReader:
         return {"key": f"bq://{ref.id}", "generation": int(modified.timestamp() * 1000) if modified else 0,
                 "checksum": f"rows={table.num_rows};modified={modified.isoformat() if modified else None}",
                 "size": int(table.num_bytes or 0), "type": table.table_type,
-                "as_of": self.as_of.isoformat() if self._time_travel and table.table_type == "TABLE" else None}
+                "as_of": self.as_of.isoformat() if self._travels(table) else None}
 
     def _cost(self) -> dict[str, Any]:
         """Return what the queries scanned, billed and returned (for the run's validation report)."""
