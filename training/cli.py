@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", parents=[common], help="run the training pipeline once")
-    run.add_argument("--data", help="input root: folder or gs://bucket/prefix with spend/ and revenue/")
+    run.add_argument("--data", help="input root: folder or gs://bucket/prefix with spend/ and revenue/, or "
+                     "bq://project.dataset with spend and revenue tables")
     run.add_argument("--store", help="model store: folder or gs://bucket/prefix")
     run.add_argument("--metrics", help="sqlite:///path.db or bq://project.dataset.table")
     run.add_argument("--run-date", help="the run's logical date, YYYY-MM-DD (data freshness is judged on it)")

@@ -296,3 +296,55 @@ def test_bq_data_uris_are_accepted_by_the_settings_and_open_a_bigquery_reader(tm
     with pytest.raises(ConfigError) as error:
         load_settings(overrides={"bigquery.sources": '[{"kind": "meta_ads", "channel": "x"}]'}, environ={})
     assert error.value.field == "bigquery.sources"  # ad tables need a bq:// data source
+
+
+def daily_folder(root: Path, good_data: str) -> Path:
+    """The good data's spend with daily revenue (each month's revenue spread over its days) and daily controls."""
+    import shutil
+
+    shutil.copytree(Path(good_data) / "spend", root / "spend")
+    monthly = pd.concat(pd.read_csv(f) for f in sorted((Path(good_data) / "revenue").glob("*.csv")))
+    days = []
+    for row in monthly.itertuples():
+        month = pd.date_range(f"{row.YEAR}-{row.MONTH:02d}-01", periods=1, freq="MS")[0]
+        for day in pd.date_range(month, month + pd.offsets.MonthEnd(0)):
+            days.append({"DATE": day.strftime("%Y-%m-%d"), "REVENUE": round(row.REVENUE / month.days_in_month, 2)})
+    (root / "revenue").mkdir()
+    pd.DataFrame(days).to_csv(root / "revenue" / "daily.csv", index=False)
+    (root / "controls").mkdir()
+    pd.DataFrame({"DATE": [d["DATE"] for d in days], "PRICE_INDEX": [100 + i % 7 for i in range(len(days))],
+                  "PROMO": [i % 11 == 0 for i in range(len(days))]}).astype({"PROMO": int}).to_csv(
+        root / "controls" / "daily.csv", index=False)
+    return root
+
+
+def test_daily_revenue_and_controls_give_the_same_weekly_periods_as_files(good_data, bq_dataset, tmp_path):
+    from training.ingest import period_data
+
+    folder = daily_folder(tmp_path / "daily", good_data)
+    bq_dataset.load_csv_folder(folder, {"DATE": "DATE", "TOTAL_COST": "FLOAT64", "REVENUE": "FLOAT64",
+                                        "PRICE_INDEX": "FLOAT64", "PROMO": "INT64"})
+    options = ReadOptions(controls_aggregate={"promo": "sum"})
+
+    from_csv = period_data(CsvReader(open_store(folder)).read(options), "week")
+    from_bq = period_data(BigQueryReader(bq_dataset.uri).read(options), "week")
+
+    assert from_bq.periods == from_csv.periods and len(from_bq.periods) > 100
+    pd.testing.assert_frame_equal(from_bq.daily_spend, from_csv.daily_spend, rtol=1e-12)
+    assert from_bq.revenue.tolist() == pytest.approx(from_csv.revenue.tolist(), rel=1e-12)
+    pd.testing.assert_frame_equal(from_bq.controls, from_csv.controls)
+
+
+def test_an_unreachable_bigquery_fails_fast_with_a_typed_error(monkeypatch):
+    import socket
+
+    from training.core.errors import DataSourceError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    reader = BigQueryReader("bq://adroi-test.nowhere", BigQueryConfig(timeout=2))
+
+    with pytest.raises(DataSourceError, match="adroi-test.nowhere.spend"):
+        reader.read(ReadOptions())
