@@ -8,6 +8,7 @@ fake-gcs-server and bqemulator (started from this virtualenv; the Airflow ones o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,18 @@ def test_params_are_json_schema_validated_and_default_to_the_environment(parsed)
     assert params["hyperparameters"]["additionalProperties"] is False
     assert parsed["dag"]["param_defaults"] == {"data_uri": None, "store_uri": None, "metrics_table": None,
                                               "evaluation_threshold": None, "hyperparameters": {}}
+
+
+def test_data_uri_takes_a_bigquery_dataset_and_the_store_does_not(parsed):
+    from training.config import BQ_DATA_URI
+
+    params = parsed["dag"]["params"]
+    for uri in ("bq://my-project.google_ads_transfer", "bq://example.com:my-project.ads", "gs://data/adroi", "/data"):
+        assert re.fullmatch(params["data_uri"]["pattern"], uri), uri
+    assert BQ_DATA_URI.fullmatch("bq://example.com:my-project.ads")  # the CLI accepts what the DAG accepts
+    for uri in ("bq://my-project", "bq://my-project.ads.spend", "bq://my-project.a`b", "s3://data"):
+        assert not re.fullmatch(params["data_uri"]["pattern"], uri), uri
+    assert not re.fullmatch(params["store_uri"]["pattern"], "bq://my-project.google_ads_transfer")
 
 
 BAD_TRIGGERS = {
