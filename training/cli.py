@@ -75,6 +75,10 @@ def format_summary(result: RunResult) -> str:
         v = result.validation
         state = "passed" if v.get("passed") else "FAILED: " + ", ".join(v.get("failed", []))
         lines.append(f"  validation    {state}; {v.get('rows', 'n/a')} rows")
+        source = v.get("source")  # a table source (BigQuery): what its queries scanned and returned
+        if source:
+            lines.append(f"  data source   {source['bytes_estimated']:,} bytes scanned (dry runs), "
+                         f"{source['rows_returned']:,} rows returned, ${source['on_demand_usd']:.4f} on demand")
     lines += [f"  warning       {w}" for w in result.warnings]
     lines += [f"  {name:<13} {where}" for name, where in result.files.items()]
     return "\n".join(lines)

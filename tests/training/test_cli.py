@@ -192,7 +192,13 @@ def test_run_trains_from_a_bigquery_dataset_and_exits_2_on_a_bad_row_there(good_
     usage = run_cli("run", "--data", "bq://adroi-test.not.a.dataset", *common)
 
     assert good.returncode == 0, good.stderr[-2000:]
-    assert json.loads(good.stdout)["status"] == "promoted"
+    result = json.loads(good.stdout)
+    assert result["status"] == "promoted"
+    source = result["validation"]["source"]  # the cost of the read is in the run's summary
+    assert 0 < source["rows_returned"] < result["validation"]["rows"] and source["time_travel"] is True
+    from training.pipeline import RunResult
+
+    assert f"{source['rows_returned']:,} rows returned" in cli.format_summary(RunResult(**result))
     assert bad.returncode == 2, bad.stderr[-2000:]
     assert json.loads(bad.stdout)["status"] == "data_invalid"
     assert "negative_values: found 1 negative" in json.loads(bad.stdout)["reason"]

@@ -13,7 +13,8 @@ Tables read (column names are matched case-insensitively, as CSV headers are):
 
 Pushdown: spend tables can hold billions of rows, so they never leave BigQuery. Three parameterised queries
 over the same normalised rows compute (1) one row of counts per table for every validation rule (null,
-unparseable, out-of-range and negative values, unknown channels, duplicate (CAMPAIGN, CHANNEL, DATE) rows),
+unparseable, out-of-range and negative values, unknown channels, duplicate (CAMPAIGN, CHANNEL, DATE) rows:
+one scan, grouped by that key),
 (2) the daily per-channel sums of the usable rows, and, only when a count is above 0, (3) up to
 `EXAMPLES_PER_RULE` example rows per rule; a fourth groups rows per ad account and currency for ad sources.
 Revenue and controls tables hold one row per period (at most one per day), so they are read whole and go
@@ -540,15 +541,14 @@ class BigQueryReader:
             return _empty_daily(), 0
 
         def checks() -> tuple[str, list[Any]]:
-            built = parts()
-            head, params = self._with(built, options)
-            counts = ", ".join(f"COUNTIF({flag}) AS {rule}" for rule, flag in _FLAGS.items())
-            zeros = ", ".join(f"0 AS {rule}" for rule in _FLAGS)
-            return (head + f"SELECT source, COUNT(*) AS spend_rows, {counts}, 0 AS {ingest.DUPLICATE_ROWS} "
-                    "FROM checked GROUP BY source UNION ALL "
-                    f"SELECT source, 0, {zeros}, SUM(n - 1) FROM (SELECT source, COUNT(*) AS n FROM checked "
-                    "WHERE keyed AND channel IS NOT NULL AND day IS NOT NULL GROUP BY source, campaign, channel, day) "
-                    "GROUP BY source"), params
+            # One scan: rows grouped by their duplicate key count every rule and, per keyed group, its repeats.
+            head, params = self._with(parts(), options)
+            per_key = ", ".join(f"COUNTIF({flag}) AS {rule}" for rule, flag in _FLAGS.items())
+            totals = ", ".join(f"SUM({rule}) AS {rule}" for rule in _FLAGS)
+            return (head + f"SELECT source, SUM(n) AS spend_rows, {totals}, SUM(IF(keyed_group, n - 1, 0)) AS "
+                    f"{ingest.DUPLICATE_ROWS} FROM (SELECT source, COUNT(*) AS n, {per_key}, "
+                    "(keyed AND channel IS NOT NULL AND day IS NOT NULL) AS keyed_group FROM checked "
+                    "GROUP BY source, campaign, channel, day, keyed_group) GROUP BY source"), params
 
         built = parts()
         totals: dict[int, dict[str, int]] = {}
