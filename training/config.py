@@ -82,6 +82,7 @@ class BigQueryConfig:
     time_travel: bool = True  # read every table FOR SYSTEM_TIME AS OF the run's start (tables, not views)
     timeout: float = 600.0  # seconds per API call and per query
     location: str | None = None  # the datasets' location, when the client cannot infer it
+    billing_project: str | None = None  # the project that runs (and pays for) the queries; None: the data's
     currency: str | None = None  # the one currency ad accounts must report in; None: whichever they agree on
     # One table per entry: {kind = "google_ads" | "meta_ads", dataset, customer_id, table, channel | rules, ...}
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -310,6 +311,9 @@ def _check_data_source(s: Settings) -> None:
         raise ConfigError("bigquery.max_bytes_billed", b.max_bytes_billed, "a number of bytes above 0")
     if b.timeout <= 0:
         raise ConfigError("bigquery.timeout", b.timeout, "a number of seconds above 0")
+    if b.billing_project is not None and not re.fullmatch(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]",
+                                                          b.billing_project):
+        raise ConfigError("bigquery.billing_project", b.billing_project, "a project id")
     if b.sources:
         if not data.startswith("bq://"):
             raise ConfigError("bigquery.sources", f"{len(b.sources)} table(s)", "--data bq://project.dataset "

@@ -306,7 +306,8 @@ class BigQueryReader:
         if self._client is None:
             from training.metrics import bigquery_client
 
-            self._client = bigquery_client(self.project)
+            # Jobs run in the billing project (roles/bigquery.jobUser there); tables are named in full.
+            self._client = bigquery_client(self.config.billing_project or self.project)
         return self._client
 
     # ---- BigQuery calls -------------------------------------------------------------------------------

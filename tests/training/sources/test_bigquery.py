@@ -348,3 +348,17 @@ def test_an_unreachable_bigquery_fails_fast_with_a_typed_error(monkeypatch):
 
     with pytest.raises(DataSourceError, match="adroi-test.nowhere.spend"):
         reader.read(ReadOptions())
+
+
+def test_queries_run_in_the_billing_project_and_read_tables_named_in_full(bq_dataset):
+    bq_dataset.create_table("spend", {"CHANNEL": "STRING", "DATE": "DATE", "TOTAL_COST": "FLOAT64"},
+                            [{"CHANNEL": "video", "DATE": "2024-01-01", "TOTAL_COST": 2.0}])
+    reader = BigQueryReader(bq_dataset.uri, BigQueryConfig(billing_project="adroi-billing"))
+
+    raw = reader.read(ReadOptions())
+
+    assert reader.client.project == "adroi-billing"
+    assert raw.daily_spend["video"].tolist() == [2.0]
+    with pytest.raises(ConfigError) as error:
+        load_settings(overrides={"bigquery.billing_project": "Not A Project"}, environ={})
+    assert error.value.field == "bigquery.billing_project"
