@@ -277,7 +277,8 @@ def _check(s: Settings) -> None:
     from training.core.store import check_store_uri
     from training.metrics import check_metrics_uri  # imported here: training.metrics imports this module
 
-    check_store_uri(s.data, "data")
+    if not str(s.data).startswith("bq://"):  # a BigQuery dataset is checked with the other input settings
+        check_store_uri(s.data, "data")
     check_store_uri(s.store, "store")
     check_metrics_uri(s.metrics)
     if s.channels is not None and len(set(s.channels)) != len(s.channels):
