@@ -359,7 +359,7 @@ def write_mmm_sample(store_or_dir: Store | str | os.PathLike[str], seed: int, ye
     spend = pa.table({
         "CAMPAIGN": pa.DictionaryArray.from_arrays(np.tile(np.arange(2 * n_ch), n).astype(np.int32), names),
         "CHANNEL": pa.DictionaryArray.from_arrays(np.tile(chan_idx, n).astype(np.int32),
-                                                  [c.upper() for c in sim.channels]),
+                                                  list(sim.channels)),
         "DATE": pa.array(np.repeat(sim.days, 2 * n_ch)),
         "TOTAL_CLICKS": clicks.ravel(), "TOTAL_COST": np.round(cost.ravel(), 2), "ADS_SERVED": ads.ravel(),
     })
