@@ -1,6 +1,6 @@
 """Benchmark: does the media-mix model recover the true ROI and mROI of a known media-mix process?
 
-    .venv/bin/python bench/bench_model.py [--seeds 0 1 2 3 4 5] [--years 4] [--replicates 200]
+    .venv/bin/python bench/bench_model.py [--seeds 0 1 2 3 4 5 6 7] [--years 4] [--replicates 200]
 
 For each seed, `training.sample.simulate_mmm` draws its own process (3 to 6 channels by seed, each with its own
 daily decay, Hill saturation, ROI, seasonality, trend, price and promotion effects, spend that follows
@@ -115,7 +115,7 @@ def report(rows: list[dict]) -> None:
 def main() -> None:
     """Parse arguments, run the fits, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     parser.add_argument("--years", type=int, default=4)
     parser.add_argument("--replicates", type=int, default=ModelConfig().bootstrap_replicates)
     args = parser.parse_args()

@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 INTERVAL_LEVEL = 0.9
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 CURVE_POINTS = 41
-RESELECT_BAND = 1.5  # bootstrap: candidate transforms are within this factor of the best CV error
-RESELECT_MAX = 1000
+RESELECT_PASSES = 1  # bootstrap: coordinate passes of the per-replicate re-selection
 
 
 @dataclass
@@ -123,19 +122,22 @@ def fit_coefficients(base: np.ndarray, media: np.ndarray, y: np.ndarray, alphas:
     cost 50 times the solve on problems this small.
     """
     q = _projector(base) if q is None else q
-    ry = y - q @ (q.T @ y)
-    rm = media - q @ (q.T @ media)
-    n = len(y)
-    scale = np.sqrt((rm ** 2).mean(axis=0))
-    scale[scale == 0] = 1.0
-    penalty = np.diag(np.sqrt(np.asarray(alphas, float) * n) * scale)
-    x = np.vstack([rm, penalty])
-    target = np.concatenate([ry, np.zeros(media.shape[1])])
+    x, target = _penalised_system(media - q @ (q.T @ media), y - q @ (q.T @ y), alphas)
     if final:
         beta = np.maximum(LinearRegression(positive=True, fit_intercept=False).fit(x, target).coef_, 0.0)
         return LinearRegression(fit_intercept=False).fit(base, y - media @ beta).coef_, beta
     beta = nnls(x, target)[0]
     return np.linalg.lstsq(base, y - media @ beta, rcond=None)[0], beta
+
+
+def _penalised_system(residual_media: np.ndarray, residual_y: np.ndarray,
+                      alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stack one ridge row per channel under the base-residualised media: NNLS of it is the penalised fit."""
+    n = len(residual_y)
+    scale = np.sqrt((residual_media ** 2).mean(axis=0))
+    scale[scale == 0] = 1.0
+    penalty = np.diag(np.sqrt(np.asarray(alphas, float) * n) * scale)
+    return np.vstack([residual_media, penalty]), np.concatenate([residual_y, np.zeros(residual_media.shape[1])])
 
 
 class _Search:
@@ -191,18 +193,16 @@ class _Search:
             scores[t] = self.cv_error([t if i == c else x for i, x in enumerate(choice)], alphas)
         return scores
 
-    def select(self) -> tuple[list[int], list[float], float, list[np.ndarray]]:
+    def select(self) -> tuple[list[int], list[float], float]:
         """Coordinate descent over channels: transforms then penalty, until a pass changes nothing."""
         middle = self.transforms.index(min(self.transforms, key=lambda t: (abs(t[0] - 0.5), abs(t[1] - 1.0), t[2])))
         choice = [middle] * len(self.d.channels)
         alphas = [self.alphas[0]] * len(self.d.channels)
         best = self.cv_error(choice, alphas)
-        last_scores: list[np.ndarray] = [np.full(len(self.transforms), np.nan) for _ in self.d.channels]
         for _ in range(self.config.mmm_sweeps):
             changed = False
             for c in range(len(self.d.channels)):
                 scores = self.channel_scores(c, choice, alphas)
-                last_scores[c] = scores
                 t = int(np.argmin(scores))
                 if scores[t] < best * (1 - 1e-12) and t != choice[c]:
                     choice[c], best, changed = t, float(scores[t]), True
@@ -213,7 +213,7 @@ class _Search:
                         alphas, best, changed = trial, err, True
             if not changed:
                 break
-        return choice, alphas, best, last_scores
+        return choice, alphas, best
 
 
 def _lift(d: _Design, c: int, decay: float, half: float, shape: float) -> tuple[float, float]:
@@ -235,22 +235,18 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
                config: ModelConfig) -> dict[str, np.ndarray]:
     """Moving-block bootstrap over periods: ROI and mROI per replicate (R, C), model refitted on each.
 
-    Transforms are re-selected per replicate: one coordinate pass over the channels, each trying the
-    transforms its cross-validation could not clearly rule out (CV error within `RESELECT_BAND` of its best,
-    at most `RESELECT_MAX`), scored on the replicate's out-of-bag periods (those no block drew). This carries
-    the uncertainty of the transform choice into the interval, which fixed transforms would hide.
+    Transforms are re-selected per replicate: one coordinate pass over the channels (starting from the
+    selected model), each trying every transform of its grid, scored on the replicate's out-of-bag periods
+    (those no block drew), then the coefficients are refitted on the drawn periods. This carries the
+    uncertainty of the transform choice into the interval, which fixed transforms would hide (measured:
+    intervals with fixed transforms covered the true ROI in 58% of cases, these in 88%; `make bench-model`).
     """
     n, n_ch = d.n_periods, len(d.channels)
     block = min(config.bootstrap_block_length or max(2, int(round(n ** (1 / 3)))), n)
     rng = np.random.default_rng(config.seed)
     spend = d.spend[d.window].sum(axis=0)
     spend[spend == 0] = 1.0
-    candidates = []
-    for c in range(n_ch):
-        scores = search.last_scores[c]
-        order = [int(t) for t in np.argsort(scores, kind="stable")]
-        near = [t for t in order[:RESELECT_MAX] if scores[t] <= scores[order[0]] * RESELECT_BAND]
-        candidates.append(near if choice[c] in near else [choice[c], *near[:RESELECT_MAX - 1]])
+    candidates = [list(range(len(search.transforms)))] * n_ch
     lifts: dict[tuple[int, int], tuple[float, float]] = {}
     roi = np.empty((config.bootstrap_replicates, n_ch))
     mroi = np.empty_like(roi)
@@ -259,21 +255,31 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
         rows = _block_indices(rng, n, block)
         oob = np.setdiff1d(np.arange(n), rows)
         pick = list(choice)
-        q = _projector(d.base[rows])
+        base_rows, y_rows = d.base[rows], d.y[rows]
+        q = _projector(base_rows)
+        pinv = np.linalg.pinv(base_rows)
+        residual_y = y_rows - q @ (q.T @ y_rows)
         media = np.column_stack([search.features[i][x] for i, x in enumerate(pick)])
-        if len(oob) >= 3:
+        residual_media = media[rows] - q @ (q.T @ media[rows])
+        for _ in range(RESELECT_PASSES if len(oob) >= 3 else 0):
             for c in range(n_ch):
                 if len(candidates[c]) == 1:
                     continue
-                errors = []
-                for t in candidates[c]:
-                    media[:, c] = search.features[c][t]
-                    b, beta = fit_coefficients(d.base[rows], media[rows], d.y[rows], alpha_arr, q)
+                options = search.features[c][candidates[c]].T  # (P, candidates)
+                residual_options = options[rows] - q @ (q.T @ options[rows])
+                errors = np.empty(len(candidates[c]))
+                for j in range(len(candidates[c])):
+                    residual_media[:, c] = residual_options[:, j]
+                    media[:, c] = options[:, j]
+                    beta = nnls(*_penalised_system(residual_media, residual_y, alpha_arr))[0]
+                    b = pinv @ (y_rows - media[rows] @ beta)
                     resid = d.y[oob] - d.base[oob] @ b - media[oob] @ beta
-                    errors.append(float(resid @ resid))
-                pick[c] = candidates[c][int(np.argmin(errors))]
-                media[:, c] = search.features[c][pick[c]]
-        _, beta = fit_coefficients(d.base[rows], media[rows], d.y[rows], alpha_arr, q)
+                    errors[j] = resid @ resid
+                best = int(np.argmin(errors))
+                pick[c] = candidates[c][best]
+                media[:, c] = options[:, best]
+                residual_media[:, c] = residual_options[:, best]
+        beta = nnls(*_penalised_system(residual_media, residual_y, alpha_arr))[0]
         for c in range(n_ch):
             if (c, pick[c]) not in lifts:
                 lam, k, s = search.transforms[pick[c]]
@@ -316,8 +322,7 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
     started = time.perf_counter()
     d = _design(data, config.fourier_order)
     search = _Search(d, config)
-    choice, alphas, cv_mse, last_scores = search.select()
-    search.last_scores = last_scores
+    choice, alphas, cv_mse = search.select()
     decay = np.array([search.transforms[t][0] for t in choice])
     half = np.array([search.transforms[t][1] for t in choice]) * search.mean_daily
     shape = np.array([search.transforms[t][2] for t in choice])
@@ -374,7 +379,7 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
         "fourier_order": config.fourier_order, "cv_folds": len(search.folds), "cv_rmse": float(np.sqrt(cv_mse)),
         "bootstrap_replicates": config.bootstrap_replicates if boot else 0,
         "bootstrap_block_length": int(boot["block_length"]) if boot else None,
-        "transforms_reselected_per_replicate": f"by out-of-bag error among CV errors within {RESELECT_BAND}x of the best",
+        "transforms_reselected_per_replicate": "yes: one coordinate pass over each channel's grid, by out-of-bag error",
         "seed": config.seed,
     }
     log.info("fitted mmm on %d periods (%s), %d channels in %.2fs, intervals in %.2fs", d.n_periods, data.grain,
