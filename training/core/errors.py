@@ -17,6 +17,14 @@ class ConfigError(AdroiError, ValueError):
         super().__init__(f"{field}={value!r}: expected {expected}")
 
 
+class AllocationError(AdroiError, ValueError):
+    """A budget-allocation request cannot be solved as asked: names the field, the value and what was expected."""
+
+    def __init__(self, field: str, value: Any, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field}={value!r}: expected {expected}")
+
+
 class StorageError(AdroiError):
     """The store (local folder or bucket) could not be read or written."""
 
