@@ -196,9 +196,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
     """Write a synthetic data set."""
-    from training.sample import write_sample
+    from training.sample import write_mmm_sample, write_sample
 
     configure_logging(args.log_format)
+    if args.process == "mmm":
+        channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
+        truth = write_mmm_sample(args.out, seed=args.seed, years=args.years, channels=channels,
+                                 revenue_grain=args.grain_revenue)
+        roi = ", ".join(f"{c} {v:.2f}" for c, v in truth["roi"].items())
+        print(f"wrote {args.years} years of daily spend, {args.grain_revenue} revenue and controls, "
+              f"{truth['spend_rows']} spend rows to {args.out}; true ROI: {roi}")
+        return EXIT_OK
     extra = {"end_month": args.end_month} if args.end_month else {}
     truth = write_sample(args.out, months=args.months, campaigns=args.campaigns, seed=args.seed, **extra)
     print(f"wrote {len(truth['months'])} months, {truth['spend_rows']} spend rows to {args.out}")
@@ -285,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--end-month", type=end_month,
                         help="newest month, YYYY-MM, or 'last' for the month before today "
                              "(default: 2026-10, the bundled sample's)")
+    sample.add_argument("--process", choices=["linear", "mmm"], default="linear",
+                        help="linear: revenue linear in monthly spend (default); mmm: a media-mix process with "
+                             "daily adstock, saturation, seasonal demand, trend and controls")
+    sample.add_argument("--grain-revenue", choices=["daily", "monthly"], default="monthly",
+                        help="mmm: revenue per day (DATE, REVENUE) or per month (YEAR, MONTH, REVENUE)")
+    sample.add_argument("--years", type=int, default=4, help="mmm: years of revenue")
+    sample.add_argument("--channels", help="mmm: comma-separated channel names (default tv,search,social,display)")
     sample.set_defaults(func=cmd_sample_data)
 
     schema = commands.add_parser("export-schema", parents=[common], help="write the metrics table JSON schema")
