@@ -375,6 +375,72 @@ def store(tmp_path, publish_model) -> str:
     return publish_model(str(tmp_path / "store")).store_uri
 
 
+# ---- app: a real media-mix model (serving, /predict, /allocate, the CLI's allocate) ---------------------
+
+MMM_TEST_CHANNELS = ("tv", "search", "social", "display")
+_FITTED_MMM: dict[tuple[Any, ...], Any] = {}
+
+
+def fitted_mmm(channels: tuple[str, ...] = MMM_TEST_CHANNELS, grain: str = "month", seed: int = 3,
+               years: int = 4, replicates: int = 20) -> Any:
+    """A media-mix model fitted on data simulated from a known process (`training.sample`), once per session.
+
+    Monthly grain: monthly revenue; weekly grain: daily revenue. The data end in 2026-10. Returns FittedMMM.
+    """
+    key = (channels, grain, seed, years, replicates)
+    if key not in _FITTED_MMM:
+        from training.config import ModelConfig
+        from training.mmm import fit_mmm
+        from training.sample import mmm_period_data, simulate_mmm
+
+        data, _ = mmm_period_data(simulate_mmm(seed, years, list(channels)), grain,
+                                  "monthly" if grain == "month" else "daily")
+        _FITTED_MMM[key] = fit_mmm(data, ModelConfig(bootstrap_replicates=replicates, seed=seed))
+    return _FITTED_MMM[key]
+
+
+def publish_fitted_mmm(store_uri: str, fitted: Any, promote: bool = True, **manifest: Any) -> PublishedModel:
+    """Publish a FittedMMM's spec with the manifest the pipeline writes (the CONTRACTS blocks); promote it."""
+    from datetime import UTC, datetime
+    from importlib import metadata
+
+    from training.core.artifact import dump_spec
+    from training.core.registry import ModelRegistry, version_name
+    from training.core.store import open_store
+
+    model_bytes = dump_spec(fitted.spec)
+    created_at = datetime.now(UTC)
+    channels = list(fitted.spec["channels"])
+    body = {
+        "status": "promoted", "created_at": created_at.isoformat(timespec="seconds"), "run_id": "test-run",
+        "channels": channels, "algorithm": "mmm", "grain": fitted.spec["grain"],
+        "hyperparameters": fitted.hyperparameters,
+        "metrics": {"holdout": {"r2": 0.93, "rmse": 61_250.0, "mae": 48_900.0, "mape": 0.027}},
+        "libraries": {name: metadata.version(name) for name in ("scikit-learn", "numpy", "joblib")}
+        | {"python": "3.11"},
+        "code_version": "unknown",
+        "roi": fitted.roi, "response_curves": fitted.response_curves, "decomposition": fitted.decomposition,
+    } | manifest
+    registry = ModelRegistry(open_store(store_uri))
+    version = version_name(created_at, model_bytes)
+    registry.publish(version, model_bytes, json.loads(json.dumps(body)))
+    if promote:
+        registry.promote(version)
+    return PublishedModel(store_uri, version, fitted)
+
+
+@pytest.fixture
+def mmm_store(tmp_path) -> PublishedModel:
+    """A local store whose promoted version is a media-mix model (4 channels, monthly, fitted once a session)."""
+    return publish_fitted_mmm(str(tmp_path / "store"), fitted_mmm())
+
+
+@pytest.fixture
+def mmm_client(mmm_store, make_app):
+    """A test client of the API serving the media-mix model of `mmm_store`."""
+    return make_app({"MODEL_STORE": mmm_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096}).test_client()
+
+
 # ---- app: the page at / (media-mix blocks, a browser) ---------------------------------------------------
 
 PAGE_CHANNELS = ["tv", "search_engine", "social_media", "video", "email", "display", "radio", "podcast",

@@ -289,10 +289,21 @@ def check_linear(version: str, manifest: Mapping[str, Any], spec: Mapping[str, A
                                            f"manifest says {libraries.get('scikit-learn')}")
 
 
-# algorithm -> check of the spec against its manifest (after the common checks). The media-mix model adds its own.
+def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Refuse a media-mix spec that `training.core.response` cannot predict from."""
+    from training.core import response
+
+    try:
+        response.check_spec(dict(spec))
+    except ValueError as exc:
+        raise ModelIntegrityError(version, f"model.joblib: {exc}") from exc
+
+
+# algorithm -> check of the spec against its manifest (after the common checks).
 CONSISTENCY_CHECKS: dict[str, Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]] = {
     "ols": check_linear,
     "ridge": check_linear,
+    "mmm": check_mmm,
 }
 
 

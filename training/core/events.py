@@ -16,6 +16,8 @@ MODEL_ROLLED_BACK = "model_rolled_back"
 
 MODEL_LOADED = "model_loaded"
 MODEL_LOAD_FAILED = "model_load_failed"
+# A /predict or /allocate request with spend beyond what the model saw in training (one line per request).
+PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"
 
 ALL_EVENTS = frozenset(
     {
@@ -28,5 +30,6 @@ ALL_EVENTS = frozenset(
         MODEL_ROLLED_BACK,
         MODEL_LOADED,
         MODEL_LOAD_FAILED,
+        PREDICTION_OUT_OF_RANGE,
     }
 )
