@@ -144,7 +144,8 @@ class AllocateRequest(BaseModel):
                           description="Total spend for one period of the model's grain: a positive finite number.")
     period: str | None = Field(None, description="As in /predict; default: the period after the training window.",
                                examples=["2026-12", "2026-W50"])
-    bounds: dict[str, Annotated[tuple[Bound, Bound], Field(description="[min, max]; either may be null")]] | None = Field(
+    bounds: dict[str, Annotated[list[Bound], Field(min_length=2, max_length=2,
+                                                    description="[min, max]; either may be null")]] | None = Field(
         None, description="Absolute spend per period per channel (case-insensitive), `[min, max]`; a channel "
                           "without bounds may get anything from 0 to the budget.")
     scenario: Literal["max_revenue", "target_mroi"] = Field(

@@ -227,3 +227,66 @@ def test_grain_option_reaches_validation(good_data, tmp_path, no_adroi_env, caps
 
     assert code == 2
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["validation"]["failed"] == ["grain_mismatch"]
+
+
+# ---- allocate ------------------------------------------------------------------------------------------
+
+def _allocate_json(store: str, *args: str, capsys) -> dict:
+    assert cli.main(["allocate", "--store", store, *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_allocate_prints_a_table_a_person_reads(mmm_store, no_adroi_env, capsys):
+    answer = _allocate_json(mmm_store.store_uri, "--budget", "400000", "--bounds", "tv=0:150000,search=50000:",
+                            capsys=capsys)
+
+    assert cli.main(["allocate", "--store", mmm_store.store_uri, "--budget", "400000",
+                     "--bounds", "tv=0:150000,search=50000:"]) == 0
+    table = capsys.readouterr().out.splitlines()
+
+    assert table[0].startswith(f"model {mmm_store.version} (mmm), period 2026-11, budget 400,000 per month")
+    assert table[2].split() == ["channel", "current", "spend", "recommended", "change", "mROI", "bound"]
+    rows = {line.split()[0]: line.split() for line in table[3:8]}
+    assert list(rows) == ["tv", "search", "social", "display", "total"]
+    for channel, spend in answer["allocation"].items():
+        current = answer["current_mix"]["allocation"][channel]
+        assert rows[channel][1:4] == [f"{current:,.0f}", f"{spend:,.0f}", f"{spend - current:+,.0f}"]
+        assert rows[channel][4] == f"{answer['channels'][channel]['mroi']:.2f}"
+    assert rows["tv"][5] == "max" and rows["search"][5] == "min"  # tv at its 150,000 cap, search at its floor
+    assert f"predicted revenue  {answer['predicted_revenue']:,.0f}" in "\n".join(table)
+    assert f"lift               {answer['lift']['revenue']:+,.0f}  ({answer['lift']['relative']:+.1%})" in table
+
+
+def test_allocate_json_is_the_apis_answer(mmm_store, make_app, no_adroi_env, capsys):
+    from_cli = _allocate_json(mmm_store.store_uri, "--budget", "250000", "--period", "2027-01", "--scenario",
+                              "target_mroi", "--target-mroi", "2", capsys=capsys)
+
+    client = make_app({"MODEL_STORE": mmm_store.store_uri}).test_client()
+    from_api = client.post("/allocate", json={"budget": 250000, "period": "2027-01", "scenario": "target_mroi",
+                                              "target_mroi": 2}).get_json()
+
+    assert from_cli == from_api
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--budget", "-5"], "budget=-5.0: expected a positive finite number"),
+    (["--budget", "1e5", "--bounds", "tv=5"], "--bounds='tv=5': expected channel=min:max"),
+    (["--budget", "1e5", "--bounds", "tv=a:b"], "expected numbers for min and max"),
+    (["--budget", "1e5", "--bounds", "radio=0:5"], "bounds.radio='radio': expected a channel of the model"),
+    (["--budget", "1e5", "--bounds", "tv=90000:,search=20000:"], "sum of minimums (110,000.00)"),
+    (["--budget", "1e5", "--period", "2026-W50"], "period='2026-W50': expected a period of the model's grain"),
+])
+def test_allocate_refusals_are_usage_errors_naming_the_field(mmm_store, no_adroi_env, capsys, args, message):
+    assert cli.main(["allocate", "--store", mmm_store.store_uri, *args]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_allocate_without_a_promoted_model_says_so(tmp_path, no_adroi_env, capsys):
+    assert cli.main(["allocate", "--store", str(tmp_path / "empty"), "--budget", "1e5"]) == cli.EXIT_USAGE
+    assert "no promoted model" in capsys.readouterr().err
+
+
+def test_parse_bounds_reads_open_ends():
+    assert cli.parse_bounds("tv=0:50000, search=10000:,email=:5") == {
+        "tv": [0.0, 50000.0], "search": [10000.0, None], "email": [None, 5.0]}
+    assert cli.parse_bounds(None) is None
