@@ -500,18 +500,17 @@ def media_mix_blocks(channels: list[str], periods: int = 36, seed: int = 7) -> d
 
 
 @pytest.fixture
-def page_model(tmp_path, publish_model) -> PublishedModel:
-    """A local store whose promoted model has ten channels and media-mix blocks in its manifest."""
-    coefficients = {c: 0.5 + i / 4 for i, c in enumerate(PAGE_CHANNELS)}
+def page_model(tmp_path) -> PublishedModel:
+    """A local store whose promoted version is a real media-mix model of ten channels (3 years, monthly)."""
+    fitted = fitted_mmm(tuple(PAGE_CHANNELS), seed=7, years=3)
+    periods = fitted.decomposition["periods"]
     holdout = {"r2": 0.912, "rmse": 61_250.0, "mae": 48_900.0, "mape": 0.027}
     gate = {"decision": "promoted", "reason": "promoted: holdout R² 0.9120 ≥ threshold 0.8; RMSE 61250 within "
                                               "5% of the champion's 63010", "evaluation_threshold": 0.8,
             "rmse_tolerance": 0.05, "champion": {"version": "20261101T040000Z-3c1d9e0a"}}
-    training = {"months": [f"{2023 + (10 + i) // 12}-{(10 + i) % 12 + 1:02d}" for i in range(36)],
-                "holdout_months": ["2026-03", "2026-04", "2026-05", "2026-06", "2026-07", "2026-08", "2026-09",
-                                   "2026-10"], "refit_on_all_months": True}
-    return publish_model(str(tmp_path / "store"), coefficients, metrics={"holdout": holdout}, gate=gate,
-                         training=training, **media_mix_blocks(PAGE_CHANNELS))
+    training = {"months": periods, "holdout_months": periods[-8:], "refit_on_all_months": True}
+    return publish_fitted_mmm(str(tmp_path / "store"), fitted, metrics={"holdout": holdout}, gate=gate,
+                              training=training)
 
 
 # Debian's `chromium` package (`make test` installs it); Playwright drives it, it never downloads a browser.
