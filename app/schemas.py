@@ -10,6 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Models that only describe answers (and the /allocate body) are built when first used, not at import: the
+# worker's import is on the cold-start path, /openapi.json and the first /allocate are not.
+DEFERRED = ConfigDict(defer_build=True)
+
 Spend = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False,
                                description="Spend on one channel: a finite number >= 0 (not a string or boolean)")]
 SpendByChannel = Annotated[dict[str, Spend], Field(
@@ -65,6 +69,8 @@ class PredictRequest(BaseModel):
 class PredictResponse(BaseModel):
     """Body of a successful `POST /predict`, one entry per instance in input order."""
 
+    model_config = DEFERRED
+
     predictions: list[float] = Field(description="Predicted revenue per instance.")
     roi: list[float | None] = Field(description="Predicted revenue ÷ total spend; null when total spend is 0.")
     contributions: list[dict[str, float]] = Field(
@@ -83,6 +89,8 @@ class PredictResponse(BaseModel):
 class ErrorDetail(BaseModel):
     """What went wrong, on which field, and what was expected."""
 
+    model_config = DEFERRED
+
     code: str = Field(examples=["invalid_value", "unknown_channel", "missing_channel", "model_unavailable"])
     message: str
     field: str | None = Field(None, description="Path of the offending field, e.g. `instances[3].video`.")
@@ -91,18 +99,22 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     """Body of every 4xx and 5xx answer."""
 
+    model_config = DEFERRED
+
     error: ErrorDetail
 
 
 class ModelMetrics(BaseModel):
     """Evaluation metrics recorded by the pipeline (free-form beyond these keys)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     holdout: dict[str, Any] | None = None
 
 
 class ModelInfo(BaseModel):
     """Body of `GET /model`: the served version and what it says about each channel."""
+
+    model_config = DEFERRED
 
     version: str
     sha256: str
@@ -134,7 +146,7 @@ Bound = Annotated[float | None, Field(strict=True, ge=0, allow_inf_nan=False)]
 class AllocateRequest(BaseModel):
     """Body of `POST /allocate`: a budget for one period of the model's grain, optional bounds and scenario."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra={"examples": [
         {"budget": 120000},
         {"budget": 120000, "period": "2026-12", "bounds": {"tv": [10000, 50000], "search": [20000, None]}},
         {"budget": 120000, "scenario": "target_mroi", "target_mroi": 1.2},
@@ -159,6 +171,8 @@ class AllocateRequest(BaseModel):
 class ChannelPlan(BaseModel):
     """One channel of an allocation."""
 
+    model_config = DEFERRED
+
     spend: float
     revenue: float = Field(description="Revenue per period from this spend (steady state).")
     mroi: float | None = Field(description="Revenue of one more unit of spend at the recommendation.")
@@ -171,6 +185,8 @@ class ChannelPlan(BaseModel):
 class CurrentMix(BaseModel):
     """The average split of the last 12 training periods, scaled to the same total as the recommendation."""
 
+    model_config = DEFERRED
+
     allocation: dict[str, float]
     media_revenue: float
     predicted_revenue: float
@@ -179,6 +195,8 @@ class CurrentMix(BaseModel):
 class Lift(BaseModel):
     """How much more the recommendation is predicted to bring than the current mix."""
 
+    model_config = DEFERRED
+
     revenue: float
     relative: float | None = Field(description="Over the current mix's predicted revenue (base included).")
     media_relative: float | None = Field(description="Over the current mix's media revenue.")
@@ -186,6 +204,8 @@ class Lift(BaseModel):
 
 class AllocateResponse(BaseModel):
     """Body of a successful `POST /allocate`; channels in the model's order."""
+
+    model_config = DEFERRED
 
     model_version: str
     algorithm: str
@@ -208,6 +228,8 @@ class AllocateResponse(BaseModel):
 
 class Health(BaseModel):
     """Body of `GET /healthz` and `GET /readyz`."""
+
+    model_config = DEFERRED
 
     status: str = Field(examples=["ok", "ready", "unavailable"])
     model_version: str | None = None
