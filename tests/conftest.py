@@ -735,14 +735,16 @@ def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken:
 
 @pytest.fixture(scope="module")
 def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[str, tuple[Scenario, dict]]:
-    """Three dag.test() runs in one Airflow process: good data, broken data, and a gate rejection."""
+    """Four dag.test() runs in one Airflow process: good data, broken data, a gate rejection, unchanged input."""
     workdir = tmp_path_factory.mktemp(f"{airflow.name}-runs")
     scenarios = {  # name: (scenario, extra params)
         "good": (_new_scenario(fake_gcs, workdir, "good", champion=False),
                  {"hyperparameters": {"positive": True}}),
         "broken": (_new_scenario(fake_gcs, workdir, "broken", champion=True, broken=True), {}),
+        # A model setting differs from the champion's: otherwise the run would only repeat it (unchanged).
         "rejected": (_new_scenario(fake_gcs, workdir, "rejected", champion=True),
-                     {"evaluation_threshold": 1.0}),
+                     {"evaluation_threshold": 1.0, "hyperparameters": {"positive": True}}),
+        "unchanged": (_new_scenario(fake_gcs, workdir, "unchanged", champion=True), {}),
     }
     runs = [{"name": name, "logical_date": LOGICAL_DATE.replace("-20T", f"-{20 + i}T"),
              "conf": {"data_uri": s.data, "store_uri": s.store, "metrics_table": s.metrics, **conf}}

@@ -4,6 +4,11 @@ The challenger must reach `gate.evaluation_threshold` holdout R². When a champi
 challenger's RMSE must also be no worse than the champion's by more than `gate.rmse_tolerance` (relative),
 both scored on months neither model was fitted on: the challenger's holdout months that are not in the
 champion's training months. When there are none, the reason says so and the threshold alone decides.
+
+A challenger whose channel set differs from the champion's is never promoted unless
+`gate.allow_channel_change` is set: every API client sends the champion's channels, and a model with another
+set answers them `400 missing_channel` (or ignores a channel they pay for). The reason names the channels
+added and removed and what to do.
 """
 
 from __future__ import annotations
@@ -27,6 +32,27 @@ class ChampionComparison:
     champion_rmse: float | None = None
     challenger_rmse: float | None = None
     note: str = ""  # why there is no comparison, when there is none
+    champion_channels: list[str] | None = None  # None: unknown (the champion could not be read)
+    challenger_channels: list[str] | None = None
+
+    @property
+    def channels_added(self) -> list[str]:
+        """Return the challenger's channels the champion does not have."""
+        if self.champion_channels is None or self.challenger_channels is None:
+            return []
+        return sorted(set(self.challenger_channels) - set(self.champion_channels))
+
+    @property
+    def channels_removed(self) -> list[str]:
+        """Return the champion's channels the challenger does not have."""
+        if self.champion_channels is None or self.challenger_channels is None:
+            return []
+        return sorted(set(self.champion_channels) - set(self.challenger_channels))
+
+    @property
+    def channels_changed(self) -> bool:
+        """Say whether the challenger's channel set differs from the champion's."""
+        return bool(self.channels_added or self.channels_removed)
 
 
 @dataclass
@@ -40,6 +66,7 @@ class GateDecision:
     holdout_r2: float | None
     holdout_rmse: float | None
     comparison: ChampionComparison | None = None
+    allow_channel_change: bool = False
 
     @property
     def decision(self) -> str:
@@ -59,6 +86,9 @@ class GateDecision:
             "champion": None if c is None else {"version": c.version, "rmse": c.champion_rmse,
                                                 "challenger_rmse": c.challenger_rmse},
             "compared_on_months": [] if c is None else list(c.months),
+            "allow_channel_change": self.allow_channel_change,
+            "channel_change": None if c is None or not c.channels_changed else {
+                "added": c.channels_added, "removed": c.channels_removed},
         }
 
 
@@ -70,19 +100,40 @@ def compare_with_champion(
     features: pd.DataFrame,
     revenue: pd.Series,
     holdout_months: list[str],
+    champion_channels: list[str] | None = None,
 ) -> ChampionComparison:
     """Score champion and challenger on the holdout months the champion was not fitted on."""
+    channels = {"champion_channels": None if champion_channels is None else list(champion_channels),
+                "challenger_channels": [str(c) for c in features.columns]}
     seen = set(champion_training_months)
     months = [m for m in holdout_months if m not in seen]
     if not months:
-        return ChampionComparison(version, [], note="it was fitted on every holdout month")
+        return ChampionComparison(version, [], note="it was fitted on every holdout month", **channels)
     X, y = features.loc[months], revenue.loc[months]
     return ChampionComparison(
         version,
         months,
         champion_rmse=regression_scores(y, model.predict(champion, X))["rmse"],
         challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+        **channels,
     )
+
+
+def _names(channels: list[str]) -> str:
+    return ", ".join(channels) if channels else "none"
+
+
+def channel_change_text(comparison: ChampionComparison, allowed: bool) -> str:
+    """Say which channels the challenger adds and removes, and (when not allowed) what to do about it."""
+    text = (f"channel set differs from champion {comparison.version}'s: added {_names(comparison.channels_added)}; "
+            f"removed {_names(comparison.channels_removed)}")
+    if allowed:
+        return f"{text} (allowed by gate.allow_channel_change)"
+    kept = ",".join(comparison.champion_channels or [])
+    return (f"{text}; API clients that send the champion's channels would be refused (400 missing_channel). "
+            "To accept the new channel set, run once with gate.allow_channel_change = true "
+            "(ADROI_GATE__ALLOW_CHANNEL_CHANGE=true, or the DAG param allow_channel_change); to keep the "
+            f"champion's, fix the channel list (channels = {kept}, ADROI_CHANNELS or --channels)")
 
 
 def fmt(value: float | None) -> str:
@@ -99,6 +150,9 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
         failures.append(f"holdout R² {fmt(r2)} < threshold {config.evaluation_threshold:g}")
     else:
         checks.append(f"holdout R² {fmt(r2)} ≥ threshold {config.evaluation_threshold:g}")
+    if comparison is not None and comparison.channels_changed:
+        text = channel_change_text(comparison, config.allow_channel_change)
+        (checks if config.allow_channel_change else failures).insert(0, text)
     if comparison is None:
         checks.append("no champion yet")
     elif not comparison.months or comparison.champion_rmse is None or comparison.challenger_rmse is None:
@@ -113,4 +167,5 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
         (checks if comparison.challenger_rmse <= limit else failures).append(text)
     promote = not failures
     reason = ("promoted: " if promote else "rejected: ") + "; ".join(failures + checks)
-    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison)
+    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison,
+                        config.allow_channel_change)

@@ -66,3 +66,44 @@ def test_much_worse_challenger_is_rejected(data):
     decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
     assert not decision.promote
     assert decision.reason.startswith("rejected: challenger RMSE")
+
+
+def _changed_channels(data, champion_channels):
+    features, revenue = data
+    fitted = [c for c in champion_channels if c in features.columns]
+    champion, _ = model.fit(features[fitted].iloc[:20], revenue.iloc[:20], ModelConfig())
+    challenger, _ = model.fit(features.iloc[:18], revenue.iloc[:18], ModelConfig())
+    return gate.compare_with_champion("v1", champion, MONTHS[:20], challenger, features, revenue, MONTHS[18:],
+                                      champion_channels=champion_channels)
+
+
+def test_a_challenger_with_another_channel_set_is_rejected_naming_the_channels_and_the_remedy(data):
+    comparison = _changed_channels(data, ["email", "search_engine"])
+
+    decision = gate.decide({"r2": 0.95, "rmse": 1.0}, GateConfig(rmse_tolerance=10.0), comparison)
+
+    assert not decision.promote
+    assert decision.reason.startswith("rejected: channel set differs from champion v1's: added video; "
+                                      "removed search_engine")
+    assert "gate.allow_channel_change = true" in decision.reason and "channels = email,search_engine" in decision.reason
+    assert decision.to_dict()["channel_change"] == {"added": ["video"], "removed": ["search_engine"]}
+
+
+def test_allow_channel_change_promotes_and_still_names_the_change(data):
+    comparison = _changed_channels(data, ["email"])
+
+    decision = gate.decide({"r2": 0.95, "rmse": 1.0}, GateConfig(rmse_tolerance=10.0, allow_channel_change=True),
+                           comparison)
+
+    assert decision.promote, decision.reason
+    assert "added video; removed none (allowed by gate.allow_channel_change)" in decision.reason
+    assert decision.to_dict()["allow_channel_change"] is True
+
+
+def test_the_same_channel_set_in_another_order_is_no_change(data):
+    comparison = _changed_channels(data, ["video", "email"])
+
+    decision = gate.decide({"r2": 0.95, "rmse": 1.0}, GateConfig(rmse_tolerance=10.0), comparison)
+
+    assert not comparison.channels_changed and "channel set" not in decision.reason
+    assert decision.to_dict()["channel_change"] is None
