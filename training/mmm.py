@@ -250,6 +250,7 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
     lifts: dict[tuple[int, int], tuple[float, float]] = {}
     roi = np.empty((config.bootstrap_replicates, n_ch))
     mroi = np.empty_like(roi)
+    picks = np.empty((config.bootstrap_replicates, n_ch), dtype=np.int64)
     alpha_arr = np.asarray(alphas)
     for r in range(config.bootstrap_replicates):
         rows = _block_indices(rng, n, block)
@@ -288,7 +289,8 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
         extra = np.array([lifts[c, pick[c]][1] for c in range(n_ch)])
         roi[r] = beta * total / spend
         mroi[r] = beta * extra / (0.01 * spend)
-    return {"roi": roi, "mroi": mroi, "block_length": np.int64(block)}
+        picks[r] = pick
+    return {"roi": roi, "mroi": mroi, "transforms": picks, "block_length": np.int64(block)}
 
 
 def _interval(values: np.ndarray) -> list[float]:
