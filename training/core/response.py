@@ -64,14 +64,14 @@ def hill(adstocked: np.ndarray, half_saturation: float | np.ndarray, shape: floa
 
 def hill_derivative(adstocked: np.ndarray, half_saturation: float | np.ndarray,
                     shape: float | np.ndarray) -> np.ndarray:
-    """dh/da = s·(a/K)^s / (a·(1 + (a/K)^s)²); at a = 0 it is 1/K for s = 1 and 0 for s > 1."""
+    """dh/da = s·(a/K)^s / (a·(1 + (a/K)^s)²); at a = 0 it is 1/K for s = 1, 0 for s > 1, infinite for s < 1."""
     a = np.maximum(np.asarray(adstocked, dtype=float), 0.0)
     k = np.asarray(half_saturation, dtype=float)
     s = np.asarray(shape, dtype=float)
     ratio = (a / k) ** s
     with np.errstate(divide="ignore", invalid="ignore"):
         d = s * ratio / (a * (1.0 + ratio) ** 2)
-    at_zero = np.where(s == 1.0, 1.0 / k, 0.0) * np.ones_like(a)
+    at_zero = np.where(s == 1.0, 1.0 / k, np.where(s < 1.0, np.inf, 0.0)) * np.ones_like(a)
     return np.where(a > 0, d, at_zero)
 
 
@@ -264,6 +264,8 @@ def predict_from_period_spend(spec: dict[str, Any], spend_per_period: dict[str, 
     if controls:
         control_values = control_values.copy()
         for name, value in controls.items():
+            if name not in control_names:
+                raise ValueError(f"controls.{name}={value!r}: expected one of the model's controls {control_names}")
             control_values[control_names.index(name)] = float(value)
     design = base_design(ordinals, np.zeros(len(ordinals), dtype=np.int64), 1, int(spec["trend_origin"]),
                          int(spec["fourier_order"]), control_values[None, :] if control_names else None)

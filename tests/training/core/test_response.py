@@ -57,6 +57,8 @@ def test_hill_is_half_at_half_saturation_and_its_derivative_matches_finite_diffe
             (a + eps) - np.maximum(a - eps, 0))
         assert response.hill_derivative(a, 10.0, shape)[1:] == pytest.approx(numeric[1:], rel=1e-5)
     assert response.hill_derivative(np.array([0.0]), 10.0, 1.0) == pytest.approx([0.1])
+    assert response.hill_derivative(np.array([0.0]), 10.0, 2.0) == pytest.approx([0.0])
+    assert response.hill_derivative(np.array([0.0]), 10.0, 0.5) == pytest.approx([np.inf])
 
 
 def test_period_sum_drops_warm_up_days_and_carryover_crosses_the_period_edge():
@@ -199,3 +201,13 @@ def test_the_module_imports_with_numpy_only():
                          cwd=Path(__file__).resolve().parents[3])
 
     assert out.stdout.strip() == "[]"
+
+
+def test_controls_given_with_the_request_override_the_defaults_and_unknown_ones_are_named():
+    spec = make_spec()
+
+    out = response.predict_from_period_spend(spec, {"tv": 1.0}, "2026-03", controls={"price": 2.0})
+
+    assert out["controls"] == {"price": 2.0}
+    with pytest.raises(ValueError, match=r"controls.weather=1: expected one of the model's controls \['price'\]"):
+        response.predict_from_period_spend(spec, {"tv": 1.0}, "2026-03", controls={"weather": 1})
