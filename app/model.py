@@ -21,7 +21,7 @@ import numpy as np
 
 from training.core.artifact import LINEAR_ALGORITHMS
 from training.core.errors import ModelIntegrityError
-from training.core.planner import CONTROL_DEFAULT, ModelFacts, model_facts
+from training.core.planner import CONTROL_DEFAULT, ModelFacts, mixture_array, model_facts
 from training.core.registry import ModelRegistry, Pointer
 
 SERVED_ALGORITHMS = (*LINEAR_ALGORITHMS, "mmm")
@@ -35,7 +35,7 @@ class ServedModel:
     sha256: str
     channels: tuple[str, ...]
     intercept: float  # linear models; nan for mmm (its base depends on the period)
-    coefficients: np.ndarray  # read-only, in channel order (mmm: the media coefficients β)
+    coefficients: np.ndarray  # read-only, in channel order (mmm: Σ over the channel's mixture components of β)
     manifest: Mapping[str, Any]
     pointer: Pointer
     facts: ModelFacts = field(repr=False)
@@ -107,7 +107,7 @@ def build_served_model(pointer: Pointer, manifest: Mapping[str, Any], spec: Mapp
         if algorithm in LINEAR_ALGORITHMS:
             intercept, coefficients = float(spec["intercept"]), np.array(spec["coefficients"], dtype=np.float64)
         else:
-            intercept, coefficients = math.nan, np.array(spec["coefficient"], dtype=np.float64)
+            intercept, coefficients = math.nan, mixture_array(spec, "coefficient").sum(axis=1)
             facts.period(facts.default_period)  # the default period's base and controls, before any request
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelIntegrityError(pointer.version, f"cannot serve model.joblib: {type(exc).__name__}: {exc}") from exc

@@ -47,7 +47,7 @@ class PeriodFacts:
     base: float
     controls: dict[str, float]
     controls_from: str | None
-    media_scale: np.ndarray | None = None  # mmm: β·D per channel (revenue of a saturated channel)
+    media_scale: np.ndarray | None = None  # mmm: β·D per channel and mixture component (C, M)
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ class ModelFacts:
     max_spend_seen: dict[str, float] | None  # largest spend in one training period
     spec: Mapping[str, Any] = field(repr=False)
     max_spend_array: np.ndarray | None = field(default=None, repr=False)  # the same, in channel order
+    # mmm: half-saturation and shape per channel and mixture component (C, M); unused components (β = 0)
+    # are set to 1 so that they stay finite and add 0.
+    half_saturation: np.ndarray | None = field(default=None, repr=False)
+    shape: np.ndarray | None = field(default=None, repr=False)
     _periods: dict[str | None, PeriodFacts] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     @property
@@ -100,7 +104,7 @@ class ModelFacts:
             return PeriodFacts(key, None, float(self.spec["intercept"]), {}, None)
         spec = dict(self.spec)
         zero = response.predict_from_period_spend(spec, np.zeros(len(self.channels)), key)
-        scale = np.asarray(spec["coefficient"], float) * zero["days"]
+        scale = mixture_array(spec, "coefficient") * zero["days"]
         scale.flags.writeable = False
         return PeriodFacts(zero["period"], zero["days"], float(zero["base"]), zero["controls"],
                            zero["controls_from"], scale)
@@ -117,6 +121,12 @@ class ModelFacts:
                 derivative=lambda s: response.steady_state_marginal(spec, channel, s, period.days))
 
         return {c: curve(c) for c in self.channels}
+
+
+def mixture_array(spec: Mapping[str, Any], key: str) -> np.ndarray:
+    """A media-mix spec's per-channel transform array as (C, M): a (C,) spec (one Hill curve) is M = 1."""
+    values = np.asarray(spec[key], dtype=float)
+    return values.reshape(len(spec["channels"]), -1)
 
 
 def _linear_curve(coefficient: float) -> ResponseCurve:
@@ -159,7 +169,14 @@ def model_facts(version: str, spec: Mapping[str, Any], manifest: Mapping[str, An
         default = response.period_after(str(spec["window"][1]), grain)
         max_seen = dict(zip(channels, np.asarray(spec["max_spend_seen"], float).tolist(), strict=True))
     array = None if max_seen is None else np.array([max_seen[c] for c in channels])
-    return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, array)
+    if algorithm in LINEAR_ALGORITHMS:
+        return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, array)
+    live = mixture_array(spec, "coefficient") != 0
+    half = np.where(live, mixture_array(spec, "half_saturation"), 1.0)
+    shape = np.where(live, mixture_array(spec, "shape"), 1.0)
+    for value in (half, shape):
+        value.flags.writeable = False
+    return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, array, half, shape)
 
 
 def out_of_range(facts: ModelFacts, spend: Mapping[str, float]) -> list[str]:
@@ -185,9 +202,9 @@ def media_contributions(facts: ModelFacts, period: PeriodFacts, spend: np.ndarra
     if facts.linear:
         return matrix * np.asarray(facts.spec["coefficients"], float)
     days = float(period.days)
-    saturation = response.hill(matrix / days, np.asarray(facts.spec["half_saturation"], float),
-                               np.asarray(facts.spec["shape"], float))
-    return saturation * period.media_scale
+    # Σ_m β_cm·D·hill_cm(S_c/D): `response.steady_state_revenue` for every instance and channel at once.
+    saturation = response.hill(matrix[..., None] / days, facts.half_saturation, facts.shape)
+    return (saturation * period.media_scale).sum(axis=-1)
 
 
 def plan_budget(facts: ModelFacts, budget: Any, *, period: Any = None,

@@ -160,15 +160,15 @@ def test_verify_model_checks_hash_size_and_manifest():
 
 
 def test_an_algorithm_without_a_consistency_check_is_refused_and_one_can_be_added(monkeypatch):
-    spec = {"format": "adroi-model/2", "algorithm": "mmm", "channels": ["email"], "curve": np.array([1.0])}
+    spec = {"format": "adroi-model/2", "algorithm": "bayes", "channels": ["email"], "curve": np.array([1.0])}
     data = dump_spec(spec)
-    manifest = {"channels": ["email"], "algorithm": "mmm", "libraries": {"numpy": metadata.version("numpy")},
+    manifest = {"channels": ["email"], "algorithm": "bayes", "libraries": {"numpy": metadata.version("numpy")},
                 "sha256": sha256_hex(data), "size": len(data)}
-    with pytest.raises(ModelIntegrityError, match="model algorithm 'mmm': expected one of ols, ridge"):
+    with pytest.raises(ModelIntegrityError, match="model algorithm 'bayes': expected one of mmm, ols, ridge"):
         verify_model("v1", manifest, data)
 
     seen = []
-    monkeypatch.setitem(artifact.CONSISTENCY_CHECKS, "mmm", lambda version, m, s: seen.append(s["curve"][0]))
+    monkeypatch.setitem(artifact.CONSISTENCY_CHECKS, "bayes", lambda version, m, s: seen.append(s["curve"][0]))
 
     verify_model("v1", manifest, data)
     assert seen == [1.0]
