@@ -9,8 +9,8 @@ channels, monthly, `training.mmm`) into two temporary local stores, then in one 
   3. the ceiling: a bare Flask app answering constant JSON (bench/ceiling_app.py), same gunicorn settings,
      same load, in BENCH_ROUNDS (5) rounds of BENCH_SECONDS (3) alternating with /predict's;
   3b. POST /allocate on the media-mix model (10 channels): ALLOCATE_REQUESTS sequential requests over one
-     connection with varied budgets and bounds, p50/p99 of the loopback round trip, against the same
-     requests computed in-process (`training.core.planner.plan_budget`, the baseline: HTTP's share);
+     connection with varied budgets and bounds, p50/p99 of the loopback round trip, each followed by the
+     same request computed in-process (`training.core.planner.plan_budget`, the baseline: HTTP's share);
   4. server time of one batch of 1,000 and of 10,000 instances (loopback round trip, median of 5);
   5. slow uploads (bench/slow_clients.py): 0, 8 and 64 clients that send their headers with
      `Content-Length: 1000` and then one byte every 0.2 s, while 4 normal clients post /predict on fresh
@@ -134,14 +134,20 @@ def allocate_bodies(count: int) -> list[dict]:
 
 
 def allocate_latency(port: int, store: Path) -> dict:
-    """Loopback round trips of /allocate over one connection, and the same requests in-process (baseline)."""
+    """Loopback round trips of /allocate over one connection, each followed by the same request in-process.
+
+    Interleaved, so that other load on the machine hits the request and its baseline alike.
+    """
     from training.core.planner import model_facts, plan_budget
 
-    bodies = allocate_bodies(ALLOCATE_REQUESTS)
+    registry = ModelRegistry(open_store(store))
+    pointer = registry.latest()
+    manifest, spec = registry.load(pointer.version)
+    facts = model_facts(pointer.version, spec, manifest)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    wall = []
+    wall, core = [], []
     try:
-        for body in bodies:
+        for body in allocate_bodies(ALLOCATE_REQUESTS):
             encoded = json.dumps(body).encode()
             started = time.perf_counter()
             conn.request("POST", "/allocate", encoded, {"Content-Type": "application/json"})
@@ -149,17 +155,11 @@ def allocate_latency(port: int, store: Path) -> dict:
             response.read()
             wall.append(time.perf_counter() - started)
             assert response.status == 200, response.status
+            started = time.perf_counter()
+            plan_budget(facts, body.pop("budget"), **body)
+            core.append(time.perf_counter() - started)
     finally:
         conn.close()
-    registry = ModelRegistry(open_store(store))
-    pointer = registry.latest()
-    manifest, spec = registry.load(pointer.version)
-    facts = model_facts(pointer.version, spec, manifest)
-    core = []
-    for body in bodies:
-        started = time.perf_counter()
-        plan_budget(facts, body.pop("budget"), **body)
-        core.append(time.perf_counter() - started)
     wall_q, core_q = statistics.quantiles(wall, n=100), statistics.quantiles(core, n=100)
     return {"p50_ms": wall_q[49] * 1000, "p99_ms": wall_q[98] * 1000, "core_p50_ms": core_q[49] * 1000,
             "core_p99_ms": core_q[98] * 1000}
