@@ -55,7 +55,6 @@ INSTANCE = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "E
 BODY = json.dumps(INSTANCE).encode()
 MMM_CHANNELS = ["tv", "search_engine", "social_media", "video", "email", "display", "radio", "podcast",
                 "out_of_home", "affiliates"]
-MMM_BODY = json.dumps({"spend": {c: 60_000.0 + 5_000 * i for i, c in enumerate(MMM_CHANNELS)}}).encode()
 ALLOCATE_REQUESTS = int(os.environ.get("BENCH_ALLOCATE_REQUESTS", "200"))
 
 WRK_SCRIPT = """
@@ -95,8 +94,11 @@ def publish_model(store_dir: Path) -> str:
     return version
 
 
-def publish_mmm(store_dir: Path) -> tuple[str, float]:
-    """Fit a media-mix model on simulated monthly data (10 channels, 3 years); publish, promote; return version, fit s."""
+def publish_mmm(store_dir: Path) -> tuple[str, float, bytes]:
+    """Fit a media-mix model on simulated monthly data (10 channels, 3 years); publish and promote it.
+
+    Returns the version, the fit's seconds and a /predict body within what the model saw (its current spend).
+    """
     from training.config import ModelConfig
     from training.core.artifact import dump_spec
     from training.mmm import fit_mmm
@@ -116,7 +118,8 @@ def publish_mmm(store_dir: Path) -> tuple[str, float]:
         "decomposition": fitted.decomposition,
         "libraries": {n: metadata.version(n) for n in ("numpy", "scikit-learn", "joblib")}})
     registry.promote(version)
-    return version, fit_seconds
+    current = {c: round(v["current_spend"]) for c, v in fitted.response_curves["channels"].items()}
+    return version, fit_seconds, json.dumps({"spend": current}).encode()
 
 
 def allocate_bodies(count: int) -> list[dict]:
@@ -301,11 +304,11 @@ def main() -> None:
         workdir = Path(tmp)
         store, mmm_store = workdir / "store", workdir / "mmm-store"
         version = publish_model(store)
-        mmm_version, fit_seconds = publish_mmm(mmm_store)
+        mmm_version, fit_seconds, mmm_body = publish_mmm(mmm_store)
         port, ceiling_port, mmm_port = free_port(), free_port(), free_port()
         api, cold_start = start_gunicorn("app:create_app()", port, store, workdir / "api.log")
         mmm_api, mmm_cold_start = start_gunicorn("app:create_app()", mmm_port, mmm_store, workdir / "mmm.log",
-                                                 MMM_BODY)
+                                                 mmm_body)
         ceiling, _ = start_gunicorn("bench.ceiling_app:app", ceiling_port, store, workdir / "ceiling.log")
         try:
             # Alternate short rounds so that other load on the machine hits every side alike.
@@ -313,7 +316,7 @@ def main() -> None:
             for _ in range(ROUNDS):
                 api_rounds.append(load(port))
                 ceiling_rounds.append(load(ceiling_port))
-                mmm_rounds.append(load(mmm_port, MMM_BODY))
+                mmm_rounds.append(load(mmm_port, mmm_body))
             batches = {size: batch_ms(port, size) for size in (1_000, 10_000)}
             allocation = allocate_latency(mmm_port, mmm_store)
             attacks = [slow_upload_attack(port, BODY, slow, seconds=SECONDS) for slow in (0, 8, 64)]
