@@ -253,6 +253,35 @@ def test_every_query_is_dry_run_first_and_capped(bq_dataset):
     assert all(job.state == "DONE" for job in jobs)
 
 
+def test_a_query_whose_dry_run_exceeds_the_cap_is_refused_before_it_runs(bq_dataset, monkeypatch):
+    from google.cloud.bigquery import Client
+    from google.cloud.bigquery.job import QueryJob
+
+    from training.core.errors import DataSourceError
+
+    bq_dataset.create_table("spend", {"CHANNEL": "STRING", "DATE": "DATE", "TOTAL_COST": "FLOAT64"},
+                            [{"CHANNEL": "video", "DATE": "2024-01-01", "TOTAL_COST": 2.0}])
+    # The emulator's dry run always estimates 0 bytes: make it report what a large table would (the only part
+    # of BigQuery's answer replaced here), and record which queries really ran.
+    monkeypatch.setattr(QueryJob, "total_bytes_processed",
+                        property(lambda job: 5 * 2**30 if job.dry_run else 0))
+    ran: list[bool] = []
+    original = Client.query
+
+    def query(self, sql, job_config=None, **kwargs):
+        ran.append(bool(job_config and job_config.dry_run))
+        return original(self, sql, job_config=job_config, **kwargs)
+
+    monkeypatch.setattr(Client, "query", query)
+    reader = BigQueryReader(bq_dataset.uri, BigQueryConfig(max_bytes_billed=10 * 2**20))
+
+    with pytest.raises(DataSourceError) as exc:
+        reader.read(ReadOptions())
+
+    assert "would scan 5,368,709,120 bytes" in str(exc.value) and "max_bytes_billed=10,485,760" in str(exc.value)
+    assert ran == [True]  # the dry run only: nothing was billed
+
+
 @pytest.mark.parametrize(("entry", "field"), [
     ({"kind": "tiktok", "channel": "video"}, "bigquery.sources[0].kind"),
     ({"kind": "meta_ads"}, "bigquery.sources[0].channel"),
