@@ -13,10 +13,10 @@ import pytest
 
 from training import cli
 from training.config import REPO_ROOT, SAMPLE_DATA
-from training.metrics import open_metrics
 from training.core.registry import ModelRegistry
-from training.sample import CHANNELS, write_sample
 from training.core.store import open_store
+from training.metrics import open_metrics
+from training.sample import CHANNELS, write_sample
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -289,10 +289,69 @@ def check_linear(version: str, manifest: Mapping[str, Any], spec: Mapping[str, A
                                            f"manifest says {libraries.get('scikit-learn')}")
 
 
-# algorithm -> check of the spec against its manifest (after the common checks). The media-mix model adds its own.
+# The per-channel arrays of a media-mix spec, and the response-curve parameter each one must equal.
+MMM_CHANNEL_ARRAYS = {"coefficient": "coefficient", "decay": "decay", "half_saturation": "half_saturation",
+                      "shape": "shape", "max_spend_seen": None}
+MMM_GRAINS = ("month", "week")
+
+
+def _finite_array(version: str, spec: Mapping[str, Any], key: str, length: int) -> np.ndarray:
+    value = spec.get(key)
+    if not isinstance(value, np.ndarray) or value.shape != (length,) or value.dtype != np.float64:
+        raise ModelIntegrityError(version, f"model {key} has shape {getattr(value, 'shape', None)}: expected "
+                                           f"({length},) float64")
+    if not np.isfinite(value).all():
+        raise ModelIntegrityError(version, f"model {key} is not all finite")
+    return value
+
+
+def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Refuse a media-mix spec that is incomplete, out of range or differs from its manifest's response curves."""
+    from training.core import response  # the numpy-only model math (serving has it too)
+
+    missing = [k for k in response.SPEC_KEYS if k not in spec]
+    if missing:
+        raise ModelIntegrityError(version, f"model is missing {missing}: expected every key of a media-mix spec")
+    channels = list(spec["channels"])
+    arrays = {key: _finite_array(version, spec, key, len(channels)) for key in MMM_CHANNEL_ARRAYS}
+    _finite_array(version, spec, "base_coefficients", len(spec["base_terms"]))
+    checks = (("decay", lambda v: (v >= 0) & (v < 1), "in [0, 1)"), ("half_saturation", lambda v: v > 0, "> 0"),
+              ("shape", lambda v: v > 0, "> 0"), ("coefficient", lambda v: v >= 0, ">= 0"))
+    for key, ok, expected in checks:
+        bad = [c for c, good in zip(channels, ok(arrays[key]), strict=True) if not good]
+        if bad:
+            raise ModelIntegrityError(version, f"model {key} of {bad} is out of range: expected {expected}")
+    grain = spec.get("grain")
+    if grain not in MMM_GRAINS or manifest.get("grain", grain) != grain:
+        raise ModelIntegrityError(version, f"model grain is {grain!r}, manifest says {manifest.get('grain')!r}: "
+                                           f"expected the same, one of {', '.join(MMM_GRAINS)}")
+    curves = (manifest.get("response_curves") or {}).get("channels")
+    if not isinstance(curves, Mapping):
+        raise ModelIntegrityError(version, "manifest has no response_curves.channels: expected the media-mix "
+                                           "model's curve parameters per channel")
+    for i, channel in enumerate(channels):
+        parameters = (curves.get(channel) or {}).get("parameters") or {}
+        for key, name in MMM_CHANNEL_ARRAYS.items():
+            if name is None:
+                continue
+            listed = parameters.get(name)
+            if not isinstance(listed, int | float) or not _close(float(listed), float(arrays[key][i])):
+                raise ModelIntegrityError(version, f"manifest response_curves {channel}.{name} is {listed!r}, "
+                                                   f"model.joblib says {float(arrays[key][i])!r}")
+    listed_coef = manifest.get("coefficients")
+    if isinstance(listed_coef, Mapping):
+        for i, channel in enumerate(channels):
+            value = listed_coef.get(channel)
+            if not isinstance(value, int | float) or not _close(float(value), float(arrays["coefficient"][i])):
+                raise ModelIntegrityError(version, f"manifest coefficient of {channel} is {value!r}, model.joblib "
+                                                   f"says {float(arrays['coefficient'][i])!r}")
+
+
+# algorithm -> check of the spec against its manifest (after the common checks).
 CONSISTENCY_CHECKS: dict[str, Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]] = {
     "ols": check_linear,
     "ridge": check_linear,
+    "mmm": check_mmm,
 }
 
 
