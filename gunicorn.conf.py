@@ -1,9 +1,16 @@
 """gunicorn settings for the prediction API on Cloud Run (and `make run`, and the benchmark).
 
-Start: `gunicorn -c gunicorn.conf.py 'app:create_app()'`. Binds 0.0.0.0:$PORT (Cloud Run sets PORT; 8080
-otherwise). One worker per CPU the container may use, each with a few threads so one instance can take
-Cloud Run's concurrent requests; every worker builds its own app, so it loads the model once at start-up
-and runs its own model follower thread. `WEB_CONCURRENCY` and `GUNICORN_THREADS` override the counts.
+Start: `gunicorn -c gunicorn.conf.py 'app:create_app()'`. Binds $BIND_HOST:$PORT: loopback unless BIND_HOST
+says otherwise (the Dockerfile sets 0.0.0.0, which the container needs; `make serve` leaves the local,
+unauthenticated API on 127.0.0.1); Cloud Run sets PORT, 8080 otherwise. One worker per CPU the container may
+use (`WEB_CONCURRENCY` overrides it); each is a gevent worker (app/worker.py: a greenlet per connection, so
+clients that upload slowly hold a connection, not the worker) and answers gunicorn's own errors in JSON.
+Every worker builds its own app, so it loads the model once at start-up and runs its own model follower.
+
+Limits gunicorn enforces itself, before the app (answered in JSON by app/worker.py): a request line over
+`limit_request_line` bytes is a 414, more than `limit_request_fields` headers or one over
+`limit_request_field_size` bytes a 431, a malformed request line, header or Content-Length a 400. The request
+line and headers must arrive within `keepalive` seconds; the body within BODY_TIMEOUT_SECONDS (app, 408).
 """
 
 from __future__ import annotations
@@ -25,13 +32,16 @@ def cpu_limit(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return max(1, min(available, math.ceil(int(quota) / int(period))))
 
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
+bind = f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", cpu_limit()))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-timeout = 0  # Cloud Run enforces the request timeout itself
+worker_class = "app.worker.ApiWorker"
+worker_connections = 1000  # open connections per worker, slow ones included; more wait in the backlog
+timeout = 30  # a worker whose event loop is blocked this long (no heartbeat) is replaced
 graceful_timeout = 10
-keepalive = 5
+keepalive = 5  # idle keep-alive connections close after this; also the deadline for a request's headers
+limit_request_line = 4094  # gunicorn's defaults, written out because the README documents them
+limit_request_fields = 100
+limit_request_field_size = 8190
 accesslog = None  # Cloud Run already logs every request
 errorlog = "-"
 control_socket_disable = True  # no ~/.gunicorn socket: the runtime user has no home, Cloud Run no use for it

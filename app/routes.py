@@ -1,16 +1,20 @@
 """HTTP routes: map requests to the pure functions and their typed exceptions to status codes.
 
-Every error answers `{"error": {"code", "message", "field"}}`; bad input is a 400, 413 or 415, never a 5xx.
+Every error answers `{"error": {"code", "message", "field"}}`; bad input is a 400, 408, 413 or 415, never a
+5xx. A 503 tells the client what is wrong in its terms; the store's details (paths, causes) go to the log.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from typing import Any
 
 import pydantic_core
 from flask import Blueprint, Flask, Response, current_app, g, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -22,8 +26,8 @@ from app.schemas import PredictRequest, openapi_document
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               415: "unsupported_media_type"}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+               413: "payload_too_large", 415: "unsupported_media_type"}
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
@@ -44,9 +48,15 @@ def _follower() -> ModelFollower:
 
 
 def _served_model() -> ServedModel:
-    model = _follower().current
+    follower = _follower()
+    model = follower.current
     if model is None:
-        raise ApiError(503, "model_unavailable", f"no verified model is loaded yet ({_follower().last_error}); "
+        reason = follower.last_error
+        if reason != current_app.extensions.get("adroi_unavailable_logged"):  # once per reason, not per request
+            current_app.extensions["adroi_unavailable_logged"] = reason
+            log.warning("answering 503 model_unavailable: %s", reason, extra={"event": "model_unavailable"})
+        raise ApiError(503, "model_unavailable", "no verified model is loaded yet: none has been promoted, or the "
+                                                 "latest could not be read or verified (the server log says which); "
                                                  "retry after the pipeline promotes one")
     return model
 
@@ -81,21 +91,124 @@ def validation_error(exc: ValidationError) -> ApiError:
     return ApiError(400, "invalid_value", message, _field_path(loc))
 
 
+class _BodyTimeout(Exception):
+    """The client did not send its whole body within BODY_TIMEOUT_SECONDS."""
+
+
+def _body_deadline(seconds: float) -> Any:
+    """Return a context that interrupts a body read after `seconds` under gevent (the server's worker)."""
+    from gevent import Timeout, monkey  # gevent is the server's worker (app/worker.py)
+
+    if not monkey.is_module_patched("socket"):
+        return contextlib.nullcontext()  # not under gevent (Flask's test client): the body is in memory
+    return Timeout(seconds, _BodyTimeout)
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """Read the body from the server's stream: the declared length, or a chunked body up to `limit` + 1."""
+    declared = environ.get("CONTENT_LENGTH", "")
+    stream = environ["wsgi.input"]
+    if declared.isascii() and declared.isdigit():
+        if int(declared) > limit:
+            raise RequestEntityTooLarge()
+        # Read the declared length straight from the server's stream (werkzeug's header parsing and
+        # limited-stream wrapper cost more than the rest of a prediction).
+        return stream.read(int(declared))
+    if not environ.get("wsgi.input_terminated"):  # no length and no chunked framing: no body
+        return b""
+    body = stream.read(limit + 1)  # chunked: one byte more than allowed tells a body that is too large
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
+
+
 def _json_body() -> bytes:
-    """Return the request body after checking its content type and size (415, 413)."""
+    """Return the request body after checking its content type, framing, size and timing (415, 400, 413, 408)."""
     environ = request.environ
     content_type = environ.get("CONTENT_TYPE", "")
     if content_type.partition(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"Content-Type is {content_type or 'missing'!r}: expected 'application/json'")
-    declared = environ.get("CONTENT_LENGTH", "")
-    if not (declared.isascii() and declared.isdigit()):  # chunked: werkzeug enforces the limit as it reads
-        return request.get_data(cache=False)
-    if int(declared) > current_app.config["MAX_CONTENT_LENGTH"]:
-        raise RequestEntityTooLarge()
-    # Within the limit: read the declared length straight from the server's stream (werkzeug's header
-    # parsing and limited-stream wrapper cost more than the rest of a prediction).
-    return environ["wsgi.input"].read(int(declared))
+    seconds = current_app.config["BODY_TIMEOUT_SECONDS"]
+    try:
+        with _body_deadline(seconds):
+            return _read_body(environ, current_app.config["MAX_CONTENT_LENGTH"])
+    except ParseException as exc:  # gunicorn's chunked decoder: malformed input, not a server error
+        raise ApiError(400, "invalid_chunked_body",
+                       f"malformed chunked transfer encoding ({type(exc).__name__}: {exc}): expected "
+                       "`<hex size>\\r\\n<data>\\r\\n` chunks ending with `0\\r\\n\\r\\n`") from exc
+    except (NoMoreData, OSError) as exc:  # the client went away mid-body: its problem, not a 5xx (nor a trace)
+        raise ApiError(400, "incomplete_body", f"the connection ended before the whole body arrived "
+                                               f"({type(exc).__name__}): expected "
+                                               f"{environ.get('CONTENT_LENGTH') or 'a chunked body to its end'}"
+                                               f"{' bytes' if environ.get('CONTENT_LENGTH') else ''}") from exc
+    except _BodyTimeout as exc:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {seconds:g} s: "
+                                               "expected the whole body promptly") from exc
+
+
+class _RepeatedKeys(dict):
+    """A parsed JSON object in which `repeated` occurred more than once."""
+
+    repeated: str
+
+
+def _mark_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` for json.loads: the object as a dict, marked when a key occurs twice."""
+    built = dict(pairs)
+    if len(built) == len(pairs):
+        return built
+    marked = _RepeatedKeys(built)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _count_keys(value: Any) -> int:
+    """Number of object keys in a parsed JSON value, nested ones included."""
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values() if isinstance(v, dict | list))
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value if isinstance(v, dict | list))
+    return 0
+
+
+def _parsed_key_count(parsed: PredictRequest) -> int:
+    """Number of object keys left after parsing (a repeated key counts once)."""
+    count = len(parsed.model_fields_set)  # the top-level keys, channel keys included
+    if parsed.spend is not None:
+        count += len(parsed.spend)
+    if parsed.instances is not None:
+        count += sum(map(len, parsed.instances))
+    return count + _count_keys(parsed.index)
+
+
+def _refuse_duplicate_keys(body: bytes, parsed: PredictRequest) -> None:
+    """Refuse a JSON object that repeats a key exactly (JSON parsers keep the last silently): 400.
+
+    Every key is followed by one `:` and a colon elsewhere can only be inside a string, so the colons of the
+    body bound the keys sent from above; when they equal the keys parsed, nothing was repeated. Only
+    otherwise (a repeated key, or a string holding a colon) is the body parsed again key by key.
+    """
+    if body.count(b":") == _parsed_key_count(parsed):
+        return
+    document = json.loads(body, object_pairs_hook=_mark_repeated_keys)
+    objects: list[tuple[str, Any]] = [("", document)]
+    if isinstance(document.get("spend"), dict):
+        objects.append(("spend", document["spend"]))
+    if isinstance(document.get("instances"), list):
+        objects += [(f"instances[{i}]", row) for i, row in enumerate(document["instances"])]
+    for prefix, value in objects:
+        if isinstance(value, _RepeatedKeys):
+            key = value.repeated
+            code = "duplicate_key" if not prefix and key in PredictRequest.model_fields else "duplicate_channel"
+            raise ApiError(400, code, f"key {key!r} given twice in one object: expected each key once",
+                           f"{prefix}.{key}" if prefix else key)
+    # Otherwise a colon inside a string, or a key repeated inside `index`, which is ignored whatever it holds.
 
 
 @bp.post("/predict")
@@ -108,6 +221,7 @@ def predict_route() -> Response:
         parsed = PredictRequest.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from exc
+    _refuse_duplicate_keys(body, parsed)
     rows, prefix = parsed.rows()
     limit = current_app.config["MAX_INSTANCES"]
     if len(rows) > limit:

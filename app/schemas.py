@@ -136,7 +136,7 @@ def openapi_document(max_instances: int, max_body_bytes: int) -> dict[str, Any]:
                     "schema": {"$ref": "#/components/schemas/PredictRequest"}}},
                     "description": f"At most {max_body_bytes} bytes and {max_instances} instances."},
                 "responses": {"200": _response(PredictResponse, "predictions in input order"),
-                              "400": error, "413": error, "415": error, "503": error},
+                              "400": error, "408": error, "413": error, "415": error, "503": error},
             }},
             "/model": {"get": {"summary": "The served model version",
                                "responses": {"200": _response(ModelInfo, "served model"), "503": error}}},

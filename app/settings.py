@@ -28,6 +28,7 @@ class ApiSettings:
     STORE_TIMEOUT_SECONDS: float = 5.0  # per store request, and the retry budget of one poll
     MAX_BODY_BYTES: int = 1024 * 1024  # larger request bodies answer 413
     MAX_INSTANCES: int = 10_000  # larger batches answer 413
+    BODY_TIMEOUT_SECONDS: float = 10.0  # a request body not received within this answers 408 (under gunicorn)
     LOG_FORMAT: str | None = None  # "json" | "text"; None: json on Google Cloud, text elsewhere
     LOG_LEVEL: str = "INFO"
     LOG_REQUESTS: bool = False  # one INFO line per request (Cloud Run already logs requests)
@@ -40,6 +41,8 @@ class ApiSettings:
             raise ConfigError("MODEL_POLL_SECONDS", self.MODEL_POLL_SECONDS, "a finite number of seconds > 0")
         if not 0 < self.STORE_TIMEOUT_SECONDS <= threading.TIMEOUT_MAX:
             raise ConfigError("STORE_TIMEOUT_SECONDS", self.STORE_TIMEOUT_SECONDS, "a finite number of seconds > 0")
+        if not 0 < self.BODY_TIMEOUT_SECONDS <= threading.TIMEOUT_MAX:
+            raise ConfigError("BODY_TIMEOUT_SECONDS", self.BODY_TIMEOUT_SECONDS, "a finite number of seconds > 0")
         if self.MAX_BODY_BYTES < 1:
             raise ConfigError("MAX_BODY_BYTES", self.MAX_BODY_BYTES, "a number of bytes >= 1")
         if self.MAX_INSTANCES < 1:

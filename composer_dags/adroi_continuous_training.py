@@ -10,8 +10,10 @@ then `fail_run_if_a_task_failed`
   fix itself) after writing the validation report under the run's staging folder.
 - **quality_gate** compares the challenger with the thresholds and the current champion. On rejection it
   skips `publish_model` and the run still succeeds (the rejected version is archived, `LATEST` untouched).
+  A run whose input data, settings and code equal those of the newest version is `unchanged`:
+  `train_and_evaluate` fits nothing, `quality_gate` skips `publish_model`, and the run succeeds.
 - **record_metrics** runs whatever happened before it (trigger rule `all_done`), so the metrics table holds
-  one row for every run: `promoted`, `rejected`, `data_invalid` or `failed`.
+  one row for every run: `promoted`, `rejected`, `unchanged`, `data_invalid` or `failed`.
 - **fail_run_if_a_task_failed** marks the run failed when any task failed (`record_metrics` succeeding
   would otherwise make the run look successful).
 
@@ -66,6 +68,7 @@ PARAM_SETTINGS = {
     "store_uri": "store",
     "metrics_table": "metrics",
     "evaluation_threshold": "gate.evaluation_threshold",
+    "allow_channel_change": "gate.allow_channel_change",
 }
 
 
@@ -120,6 +123,12 @@ PARAMS = {
         None, type=["null", "number"], minimum=0, maximum=1,
         title="Minimum holdout R²", description="The quality gate rejects a challenger below it (0 to 1). "
         "Empty: the configured gate.evaluation_threshold (0.8 by default).",
+    ),
+    "allow_channel_change": Param(
+        None, type=["null", "boolean"],
+        title="Allow a channel change", description="true: the gate may promote a challenger whose channels "
+        "differ from the champion's (API clients must then send the new channel set). Set it for one run after "
+        "a rejection that names the channels added and removed. Empty: gate.allow_channel_change (false).",
     ),
     "hyperparameters": Param(
         {}, type="object", additionalProperties=False,
@@ -208,7 +217,7 @@ def adroi_continuous_training() -> None:
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def quality_gate(**context: Any) -> bool:
-        """Decide promote or reject; a rejection skips publish_model without failing the run."""
+        """Decide promote, reject or unchanged; only promote runs publish_model, none fails the run."""
         return run_stage("quality_gate", context)["decision"] == "promote"
 
     @task

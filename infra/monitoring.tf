@@ -9,10 +9,10 @@ locals {
     for f in fileset(local.policy_dir, "*.json") : trimsuffix(f, ".json") => jsondecode(file("${local.policy_dir}/${f}"))
   }
   # Log-based metric -> log filter; counted by the "no promoted model / no successful run in 48 h" policy
-  # (training-stale.json). A run that finished as failed or data_invalid is not a success.
+  # (training-stale.json). A run that finished as failed or data_invalid is not a success; an unchanged one is.
   log_metrics = {
     adroi_model_promoted     = "jsonPayload.event=\"model_promoted\""
-    adroi_training_succeeded = "jsonPayload.event=\"training_finished\" AND jsonPayload.status=(\"promoted\" OR \"rejected\")"
+    adroi_training_succeeded = "jsonPayload.event=\"training_finished\" AND jsonPayload.status=(\"promoted\" OR \"rejected\" OR \"unchanged\")"
   }
 }
 

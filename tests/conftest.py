@@ -299,6 +299,32 @@ def make_app():
 
 
 @pytest.fixture
+def api_server(tmp_path, publish_model, run_gunicorn):
+    """Start the API under the project's gunicorn.conf.py over a local store with one promoted model.
+
+    Returns `start(**env) -> (base URL, port, log path)`; extra env (settings, WEB_CONCURRENCY) as strings.
+    """
+    import sys
+
+    published = publish_model(str(tmp_path / "store"))
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+
+    def start(**env: str) -> tuple[str, int, Path]:
+        env = {"MODEL_STORE": published.store_uri, "WEB_CONCURRENCY": "1", "LOG_FORMAT": "text", **env}
+        base = run_gunicorn([gunicorn, "-c", str(REPO_ROOT / "gunicorn.conf.py"), "app:create_app()"], REPO_ROOT, env)
+        port = int(base.rsplit(":", 1)[1])
+        log_path = tmp_path / f"server-{port}.log"
+        # The socket listens before the workers have booted: wait until each one serves the model.
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("serving model") < int(env["WEB_CONCURRENCY"]):
+            assert time.monotonic() < deadline, f"workers not serving within 30 s: {log_path.read_text()[-2000:]}"
+            time.sleep(0.02)
+        return base, port, log_path
+
+    return start
+
+
+@pytest.fixture
 def client(published_store, make_app):
     """A test client of the API over a published store of each backend (small request limits)."""
     return make_app({"MODEL_STORE": published_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096}
@@ -645,15 +671,17 @@ def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken:
 
 @pytest.fixture(scope="module")
 def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[str, tuple[Scenario, dict]]:
-    """Three dag.test() runs in one Airflow process: good data, broken data, and a gate rejection."""
+    """Four dag.test() runs in one Airflow process: good data, broken data, a gate rejection, unchanged input."""
     workdir = tmp_path_factory.mktemp(f"{airflow.name}-runs")
     scenarios = {  # name: (scenario, extra params)
         "good": (_new_scenario(fake_gcs, workdir, "good", champion=False),
                  {"hyperparameters": {"algorithm": "mmm", "grain": "month", "fourier_order": 1,
                                       "bootstrap_replicates": 30, "mmm_decays": [0.0, 0.5, 0.9]}}),
         "broken": (_new_scenario(fake_gcs, workdir, "broken", champion=True, broken=True), {}),
+        # A model setting differs from the champion's: otherwise the run would only repeat it (unchanged).
         "rejected": (_new_scenario(fake_gcs, workdir, "rejected", champion=True),
-                     {"evaluation_threshold": 1.0}),
+                     {"evaluation_threshold": 1.0, "hyperparameters": {"positive": True}}),
+        "unchanged": (_new_scenario(fake_gcs, workdir, "unchanged", champion=True), {}),
     }
     runs = [{"name": name, "logical_date": LOGICAL_DATE.replace("-20T", f"-{20 + i}T"),
              "conf": {"data_uri": s.data, "store_uri": s.store, "metrics_table": s.metrics, **conf}}

@@ -1,7 +1,7 @@
 """`python -m training`: run the pipeline, list and roll back model versions, show run history.
 
-    run            ingest → validate → fit → evaluate → gate → publish → record (exit 0 promoted,
-                   3 rejected by the gate, 2 invalid data or usage, 1 unexpected failure)
+    run            ingest → validate → fit → evaluate → gate → publish → record (exit 0 promoted or
+                   unchanged, 3 rejected by the gate, 2 invalid data or usage, 1 unexpected failure)
     versions       list the model versions in a store, marking the one LATEST points at (and broken or
                    incomplete ones)
     promote        point LATEST at an earlier version (rollback) after the verification the API runs

@@ -10,6 +10,8 @@ Every setting has a dotted name (`gate.evaluation_threshold`). It can be set
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +29,9 @@ SAMPLE_RUN_DATE = date(2026, 11, 15)
 
 ENV_PREFIX = "ADROI_"
 GRAINS = ("month", "week")  # as training.periods.GRAINS (not imported: it loads pandas)
+# The settings that shape the fitted model: a run whose input data and these settings equal those of the newest
+# version would fit the same model again (see `Settings.settings_fingerprint`). Add new model-shaping settings here.
+MODEL_SETTINGS = ("channels", "channel_aliases", "controls", "model", "evaluation")
 
 
 @dataclass
@@ -44,6 +49,11 @@ class ValidationConfig:
     earliest_date: date = date(1970, 1, 1)
     latest_date: date = date(2099, 12, 31)
     max_value: float = 1e15
+    # identifiability: warn when a channel's ROI cannot be told apart from the base or from another channel
+    min_spend_cv: float = 0.05  # a channel's period spend varies less (std / mean): it looks like the intercept
+    max_spend_correlation: float = 0.95  # two channels' period spend move together above this |correlation|
+    min_active_periods: int = 6  # a channel with spend in fewer periods than this
+    periods_per_parameter: float = 5.0  # the model's parameter count exceeds periods / this
     # rule name -> "fail" | "warn" | "off", overriding each rule's default action
     actions: dict[str, str] = field(default_factory=dict)
 
@@ -94,6 +104,7 @@ class GateConfig:
 
     evaluation_threshold: float = 0.8  # minimum holdout R²
     rmse_tolerance: float = 0.05  # challenger RMSE may be at most this much worse than the champion's
+    allow_channel_change: bool = False  # promote a challenger whose channel set differs from the champion's
 
 
 @dataclass
@@ -126,6 +137,12 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as plain data (for logs and the manifest)."""
         return dataclasses.asdict(self)
+
+    def settings_fingerprint(self) -> str:
+        """Return the sha256 hex of the settings that shape the model (`MODEL_SETTINGS`), as canonical JSON."""
+        shaping = {name: getattr(self, name) for name in MODEL_SETTINGS}
+        doc = {name: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for name, v in shaping.items()}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -308,6 +325,13 @@ def _check(s: Settings) -> None:
     if s.model.grain not in GRAINS:
         raise ConfigError("model.grain", s.model.grain, "'month' or 'week'")
     _check_input(s)
+    if s.validation.min_spend_cv < 0:
+        raise ConfigError("validation.min_spend_cv", s.validation.min_spend_cv, "a number >= 0")
+    if not 0.0 < s.validation.max_spend_correlation <= 1.0:
+        raise ConfigError("validation.max_spend_correlation", s.validation.max_spend_correlation,
+                          "a number above 0, at most 1")
+    if s.validation.periods_per_parameter <= 0:
+        raise ConfigError("validation.periods_per_parameter", s.validation.periods_per_parameter, "a number > 0")
     for rule, action in s.validation.actions.items():
         if action not in ("fail", "warn", "off"):
             raise ConfigError(f"validation.actions.{rule}", action, "'fail', 'warn' or 'off'")

@@ -7,6 +7,11 @@ champion's training periods, each model predicting them with its own spec from t
 linear champion and a media-mix challenger, or two media-mix models with different transforms, are compared
 on the same periods and revenue). When there are none, or the grains differ, the reason says so and the
 threshold alone decides.
+
+A challenger whose channel set differs from the champion's is never promoted unless
+`gate.allow_channel_change` is set: every API client sends the champion's channels, and a model with another
+set answers them `400 missing_channel` (or ignores a channel they pay for). The reason names the channels
+added and removed and what to do.
 """
 
 from __future__ import annotations
@@ -31,6 +36,27 @@ class ChampionComparison:
     champion_rmse: float | None = None
     challenger_rmse: float | None = None
     note: str = ""  # why there is no comparison, when there is none
+    champion_channels: list[str] | None = None  # None: unknown (the champion could not be read)
+    challenger_channels: list[str] | None = None
+
+    @property
+    def channels_added(self) -> list[str]:
+        """Return the challenger's channels the champion does not have."""
+        if self.champion_channels is None or self.challenger_channels is None:
+            return []
+        return sorted(set(self.challenger_channels) - set(self.champion_channels))
+
+    @property
+    def channels_removed(self) -> list[str]:
+        """Return the champion's channels the challenger does not have."""
+        if self.champion_channels is None or self.challenger_channels is None:
+            return []
+        return sorted(set(self.champion_channels) - set(self.challenger_channels))
+
+    @property
+    def channels_changed(self) -> bool:
+        """Say whether the challenger's channel set differs from the champion's."""
+        return bool(self.channels_added or self.channels_removed)
 
 
 @dataclass
@@ -44,6 +70,7 @@ class GateDecision:
     holdout_r2: float | None
     holdout_rmse: float | None
     comparison: ChampionComparison | None = None
+    allow_channel_change: bool = False
 
     @property
     def decision(self) -> str:
@@ -63,6 +90,9 @@ class GateDecision:
             "champion": None if c is None else {"version": c.version, "rmse": c.champion_rmse,
                                                 "challenger_rmse": c.challenger_rmse},
             "compared_on_months": [] if c is None else list(c.months),
+            "allow_channel_change": self.allow_channel_change,
+            "channel_change": None if c is None or not c.channels_changed else {
+                "added": c.channels_added, "removed": c.channels_removed},
         }
 
 
@@ -74,6 +104,7 @@ def compare_with_champion(
     data: PeriodData,
     holdout_months: list[str],
     champion_grain: str = "month",
+    champion_channels: list[str] | None = None,
 ) -> ChampionComparison:
     """Score champion and challenger on the holdout periods the champion was not fitted on.
 
@@ -81,13 +112,15 @@ def compare_with_champion(
     media-mix one from the daily spend up to each period (its carryover and saturation), so both are scored on
     the same periods and the same revenue. Models of different grains are not compared.
     """
+    channels = {"champion_channels": None if champion_channels is None else list(champion_channels),
+                "challenger_channels": [str(c) for c in data.channels]}
     if champion_grain != data.grain:
         return ChampionComparison(version, [], note=f"it was fitted on {champion_grain}s, the challenger on "
-                                                    f"{data.grain}s")
+                                                    f"{data.grain}s", **channels)
     seen = set(champion_training_months)
     months = [m for m in holdout_months if m not in seen]
     if not months:
-        return ChampionComparison(version, [], note="it was fitted on every holdout month")
+        return ChampionComparison(version, [], note="it was fitted on every holdout month", **channels)
     where = np.isin(np.asarray(data.periods), months)
     y = np.asarray(data.revenue, dtype=float)[where]
     return ChampionComparison(
@@ -95,7 +128,25 @@ def compare_with_champion(
         months,
         champion_rmse=regression_scores(y, model.predict_periods(champion, data)[where])["rmse"],
         challenger_rmse=regression_scores(y, model.predict_periods(challenger, data)[where])["rmse"],
+        **channels,
     )
+
+
+def _names(channels: list[str]) -> str:
+    return ", ".join(channels) if channels else "none"
+
+
+def channel_change_text(comparison: ChampionComparison, allowed: bool) -> str:
+    """Say which channels the challenger adds and removes, and (when not allowed) what to do about it."""
+    text = (f"channel set differs from champion {comparison.version}'s: added {_names(comparison.channels_added)}; "
+            f"removed {_names(comparison.channels_removed)}")
+    if allowed:
+        return f"{text} (allowed by gate.allow_channel_change)"
+    kept = ",".join(comparison.champion_channels or [])
+    return (f"{text}; API clients that send the champion's channels would be refused (400 missing_channel). "
+            "To accept the new channel set, run once with gate.allow_channel_change = true "
+            "(ADROI_GATE__ALLOW_CHANNEL_CHANGE=true, or the DAG param allow_channel_change); to keep the "
+            f"champion's, fix the channel list (channels = {kept}, ADROI_CHANNELS or --channels)")
 
 
 def fmt(value: float | None) -> str:
@@ -112,6 +163,9 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
         failures.append(f"holdout R² {fmt(r2)} < threshold {config.evaluation_threshold:g}")
     else:
         checks.append(f"holdout R² {fmt(r2)} ≥ threshold {config.evaluation_threshold:g}")
+    if comparison is not None and comparison.channels_changed:
+        text = channel_change_text(comparison, config.allow_channel_change)
+        (checks if config.allow_channel_change else failures).insert(0, text)
     if comparison is None:
         checks.append("no champion yet")
     elif not comparison.months or comparison.champion_rmse is None or comparison.challenger_rmse is None:
@@ -126,4 +180,5 @@ def decide(holdout: dict[str, float | None], config: GateConfig, comparison: Cha
         (checks if comparison.challenger_rmse <= limit else failures).append(text)
     promote = not failures
     reason = ("promoted: " if promote else "rejected: ") + "; ".join(failures + checks)
-    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison)
+    return GateDecision(promote, reason, config.evaluation_threshold, config.rmse_tolerance, r2, rmse, comparison,
+                        config.allow_channel_change)

@@ -1,4 +1,4 @@
-"""The metrics table: one row per training run (promoted, rejected, invalid data or failed).
+"""The metrics table: one row per training run (promoted, rejected, unchanged, invalid data or failed).
 
 The columns are declared once, on the fields of `RunRecord` (BigQuery type and description in each field's
 metadata; a field without a default is REQUIRED). `METRICS_SCHEMA` is read from them, and everything else is
@@ -41,9 +41,10 @@ ACCEPTED_URIS = "'sqlite:///path/to/metrics.db' or 'bq://project.dataset.table'"
 
 STATUS_PROMOTED = "promoted"
 STATUS_REJECTED = "rejected"
+STATUS_UNCHANGED = "unchanged"
 STATUS_DATA_INVALID = "data_invalid"
 STATUS_FAILED = "failed"
-RUN_STATUSES = (STATUS_PROMOTED, STATUS_REJECTED, STATUS_DATA_INVALID, STATUS_FAILED)
+RUN_STATUSES = (STATUS_PROMOTED, STATUS_REJECTED, STATUS_UNCHANGED, STATUS_DATA_INVALID, STATUS_FAILED)
 
 
 def _column(bq_type: str, description: str, *, required: bool = False) -> Any:
@@ -59,7 +60,8 @@ class RunRecord:
     run_id: str = _column("STRING", "Pipeline run id (the DAG run id or one made by the CLI).", required=True)
     started_at: datetime = _column("TIMESTAMP", "When the run started (UTC); the table's day partition.",
                                    required=True)
-    status: str = _column("STRING", "Outcome: promoted, rejected, data_invalid or failed.", required=True)
+    status: str = _column("STRING", "Outcome: promoted, rejected, unchanged (input data and settings equal "
+                          "those of the newest version: nothing published), data_invalid or failed.", required=True)
     finished_at: datetime | None = _column("TIMESTAMP", "When the run finished (UTC).")
     model_version: str | None = _column("STRING", "Registry version written by the run, if any.")
     algorithm: str | None = _column("STRING", "Estimator: ols or ridge.")

@@ -10,7 +10,8 @@ can describe a run whatever point it reached:
     runs/<run_id>/training_data.json   the periods every later stage uses (grain, daily spend, revenue and
                                        controls per period: `PeriodData`)
     runs/<run_id>/candidate.joblib     the challenger fitted on the training periods (its plain model spec)
-    runs/<run_id>/evaluation.json      its holdout/train/CV scores, predictions and manifest blocks
+    runs/<run_id>/evaluation.json      its holdout/train/CV scores, predictions and manifest blocks, or
+                                       `unchanged` (nothing fitted)
     runs/<run_id>/gate.json            the gate's decision and the LATEST generation it saw
     runs/<run_id>/publish.json         the published version and whether LATEST moved
     runs/<run_id>/error.json           the stage that failed and why (unexpected failures only)
@@ -72,7 +73,7 @@ STAGE_FILES = {
     "publish_model": (PUBLISH_FILE,),
 }
 MAX_PROMOTE_ATTEMPTS = 3
-EXIT_CODES = {"promoted": 0, "failed": 1, "data_invalid": 2, "rejected": 3}
+EXIT_CODES = {"promoted": 0, "unchanged": 0, "failed": 1, "data_invalid": 2, "rejected": 3}
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "joblib")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}")
 
@@ -81,7 +82,7 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}")
 class RunResult:
     """What one pipeline run did, for the CLI summary and `--json`."""
 
-    status: str  # promoted | rejected | data_invalid | failed
+    status: str  # promoted | rejected | unchanged | data_invalid | failed
     run_id: str
     version: str | None
     reason: str
@@ -236,7 +237,8 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
              extra={"event": events.TRAINING_STARTED, "run_id": run_id})
     _write_json(store, run_id, RUN_FILE, {"run_id": run_id, "started_at": datetime.now(UTC).isoformat(),
                                           "run_date": run_date.isoformat(), "code_version": code_version(settings),
-                                          "settings": settings.to_dict()})
+                                          "settings": settings.to_dict(),
+                                          "settings_fingerprint": settings.settings_fingerprint()})
     raw = ingest.ingest(open_store(settings.data), options=ingest.ReadOptions.from_settings(settings))
     report = validate.validate(raw, settings.validation, run_date, settings.model.grain)
     doc: dict[str, Any] = {
@@ -263,9 +265,55 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
     return {"run_id": run_id, "passed": True, "report_uri": report_uri, "summary": doc["summary"]}
 
 
+def _repeats_newest_version(registry: ModelRegistry, run_id: str, started: dict[str, Any],
+                            validation: dict[str, Any], gate_settings: GateConfig) -> dict[str, Any] | None:
+    """Return the newest version if this run would only repeat it, else None.
+
+    A run repeats the newest version (promoted or rejected) when its input fingerprint, model settings
+    (`settings_fingerprint`) and code version are that version's; for a rejected version the gate settings
+    must be equal too (a looser gate, or allowing a channel change, may decide otherwise). A version this
+    same run wrote (a retried stage) never counts, nor one whose manifest cannot be read.
+    """
+    versions = registry.versions()
+    if not versions:
+        return None
+    newest = versions[-1]
+    try:
+        manifest = registry.manifest(newest)
+    except ModelIntegrityError:
+        return None
+    fingerprint = validation.get("data", {}).get("fingerprint")
+    if (manifest.get("run_id") == run_id or not fingerprint or not started.get("settings_fingerprint")
+            or manifest.get("data", {}).get("fingerprint") != fingerprint
+            or manifest.get("settings_fingerprint") != started.get("settings_fingerprint")
+            or manifest.get("code_version") != started.get("code_version")):
+        return None
+    status = manifest.get("status")
+    if status != "promoted":
+        gated = manifest.get("gate") or {}
+        if any(gated.get(name) != value for name, value in asdict(gate_settings).items()):
+            return None
+    reason = (f"unchanged: input data (fingerprint {fingerprint[:12]}), settings (fingerprint "
+              f"{str(started.get('settings_fingerprint'))[:12]}) and code version {started.get('code_version')} "
+              f"equal those of the newest version {newest} ({status}); nothing trained or published, LATEST "
+              "untouched")
+    return {"version": newest, "status": status, "reason": reason}
+
+
 @_stage
 def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
-    """Fit the challenger on the older periods, score it on the newest, stage model, scores and blocks."""
+    """Fit the challenger on the older periods, score it on the newest, stage model, scores and blocks.
+
+    A run that would repeat the newest version (same input, settings and code) fits nothing: it stages
+    `unchanged` instead, and the gate passes that on.
+    """
+    repeated = _repeats_newest_version(ModelRegistry(store), run_id,
+                                       _require_json(store, run_id, RUN_FILE, "validate_data"),
+                                       _require_json(store, run_id, VALIDATION_FILE, "validate_data"), settings.gate)
+    if repeated:
+        _write_json(store, run_id, EVALUATION_FILE, {"unchanged": repeated})
+        log.info("run %s: %s", run_id, repeated["reason"], extra={"run_id": run_id})
+        return {"run_id": run_id, "unchanged": repeated["version"]}
     data = _load_training_data(store, run_id)
     fitted, result = evaluate.evaluate(data, settings.model, settings.evaluation)
     candidate_key = staging_key(run_id, CANDIDATE_FILE)
@@ -316,7 +364,7 @@ class _Challenger:
                 comparison = gate.compare_with_champion(
                     champion.version, champion_model, manifest.get("training", {}).get("months", []),
                     self.spec, self.data, self.evaluation["split"]["holdout_months"],
-                    champion_grain=manifest.get("grain", "month"))
+                    champion_grain=manifest.get("grain", "month"), champion_channels=manifest.get("channels"))
             except ModelIntegrityError as exc:  # a broken champion must not block its replacement
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
@@ -336,7 +384,8 @@ class _Challenger:
             "positive": summary["positive"], "hyperparameters": summary["hyperparameters"],
             "metrics": self.evaluation["metrics"],
             "gate": {k: gate_block.get(k) for k in ("decision", "reason", "evaluation_threshold", "rmse_tolerance",
-                                                    "champion", "compared_on_months")},
+                                                    "champion", "compared_on_months",
+                                                    "allow_channel_change", "channel_change")},
             "training": {"months": list(self.data.periods) if refit else split["train_months"],
                          "holdout_months": split["holdout_months"], "refit_on_all_months": refit},
             "grain": self.data.grain,
@@ -344,6 +393,7 @@ class _Challenger:
             "intervals": fitted["intervals"], "n_parameters": fitted["n_parameters"],
             "data": self.validation.get("data", {}),
             "libraries": libraries(), "code_version": self.started.get("code_version", "unknown"),
+            "settings_fingerprint": self.started.get("settings_fingerprint"),
         }
 
     def extra_files(self, version: str, blocks: dict[str, Any]) -> dict[str, bytes]:
@@ -365,6 +415,11 @@ def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict
 @_stage
 def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
     """Compare the challenger with the threshold and the champion; archive it as rejected if it loses."""
+    repeated = _require_json(store, run_id, EVALUATION_FILE, "train_and_evaluate").get("unchanged")
+    if repeated:  # nothing was fitted: nothing to judge or archive
+        _write_json(store, run_id, GATE_FILE, {"decision": "unchanged", "reason": repeated["reason"],
+                                               "version": None, "same_as": repeated["version"]})
+        return {"run_id": run_id, "decision": "unchanged", "reason": repeated["reason"]}
     challenger = _Challenger.load(store, run_id)
     registry = ModelRegistry(store)
     champion = registry.latest()
@@ -375,7 +430,8 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
         manifest = challenger.manifest(run_id, "rejected", summary, doc, refit=False)
         doc["version"] = _publish_version(registry, challenger.model_bytes, manifest, challenger)
         log.warning("run %s: model %s rejected: %s", run_id, doc["version"], decision.reason,
-                    extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"]})
+                    extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"],
+                           "reason": decision.reason})
     _write_json(store, run_id, GATE_FILE, doc)
     return {"run_id": run_id, "decision": decision.decision, "reason": decision.reason}
 
@@ -421,7 +477,8 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
                 reason = f"a concurrent run promoted {champion.version if champion else 'nothing'} first; " \
                          f"{decision.reason}"
                 log.warning("run %s: model %s not promoted: %s", run_id, version, reason,
-                            extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": version})
+                            extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": version,
+                                   "reason": reason})
                 _write_json(store, run_id, PUBLISH_FILE, {"version": version, "promoted": False, "reason": reason,
                                                           "model": summary.to_dict(), "gate": decision.to_dict(),
                                                           "roi": refit.roi})
@@ -458,6 +515,8 @@ def _outcome(docs: dict[str, dict[str, Any]]) -> tuple[str, str | None, str]:
     validation = docs.get(VALIDATION_FILE)
     if error:
         return "failed", None, f"{error['stage']} failed: {error['error']}"
+    if gated and gated["decision"] == "unchanged":
+        return "unchanged", None, gated["reason"]
     if published:
         return ("promoted" if published["promoted"] else "rejected"), published["version"], published["reason"]
     if gated and gated["decision"] == "rejected":

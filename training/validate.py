@@ -34,6 +34,7 @@ REVENUE_WITHOUT_SPEND = "revenue_without_spend"
 GRAIN_MISMATCH = "grain_mismatch"
 CONTROL_GAPS = "control_gaps"
 PARTIAL_PERIODS = "partial_periods"
+IDENTIFIABILITY = "identifiability"
 
 # Rule name -> default action, in the order the report lists them.
 RULES: dict[str, str] = {
@@ -59,6 +60,7 @@ RULES: dict[str, str] = {
     MONTHS_WITHOUT_REVENUE: "warn",
     REVENUE_WITHOUT_SPEND: "warn",
     PARTIAL_PERIODS: "warn",
+    IDENTIFIABILITY: "warn",
 }
 ACTIONS = ("fail", "warn", "off")
 MAD_SCALE = 0.6745  # makes the median absolute deviation comparable to a standard deviation
@@ -182,8 +184,13 @@ def _file_message(finding: ingest.Finding, found: str, limit: int) -> str:
     return f"found {finding.count} {found}: {listed}"
 
 
-def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str = "month") -> ValidationReport:
-    """Apply every rule to the ingested data (periods of `grain`: month | week) and return the report."""
+def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str = "month",
+             parameters: int | None = None) -> ValidationReport:
+    """Apply every rule to the ingested data (periods of `grain`: month | week) and return the report.
+
+    `parameters` is the model's parameter count for the identifiability rule (default: channels + 1, the
+    intercept and one coefficient per channel of `ols` and `ridge`).
+    """
     rules = _Rules(config)
     missing = [p for p, files in (("spend/", raw.spend_files), ("revenue/", raw.revenue_files)) if not files]
     rules.add(NO_INPUT_FILES, bool(missing), len(missing), 0,
@@ -220,6 +227,7 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str 
 
     _month_rules(rules, raw, config, run_date)
     _period_rules(rules, raw, config, grain)
+    _identifiability_rule(rules, raw, config, parameters)
     order = list(RULES)
     report = ValidationReport(sorted(rules.results, key=lambda r: order.index(r.rule)), rows=raw.spend_rows,
                               run_date=run_date.isoformat())
@@ -320,3 +328,83 @@ def _extreme_values(monthly: pd.DataFrame, z_limit: float) -> list[dict[str, Any
                 "month": monthly.index[i], "channel": channel, "spend": round(float(values[i]), 2),
                 "median": round(float(np.median(values)), 2), "z": round(float(z[i]), 2)}})
     return out
+
+
+def _identifiability_rule(rules: _Rules, raw: RawData, config: ValidationConfig, parameters: int | None) -> None:
+    """Warn when the training periods cannot tell some channels' ROI apart (from the base or each other)."""
+    channels = list(raw.channels) if raw.channels else list(raw.monthly_spend.columns)
+    usable = sorted(set(raw.monthly_spend.index) & set(raw.revenue["month"]))
+    spend = raw.monthly_spend.reindex(index=usable, columns=channels, fill_value=0.0).astype(float)
+    count = len(channels) + 1 if parameters is None else parameters
+    findings = identifiability_findings(spend, count, config)
+    thresholds = {"min_spend_cv": config.min_spend_cv, "max_spend_correlation": config.max_spend_correlation,
+                  "min_active_periods": config.min_active_periods,
+                  "periods_per_parameter": config.periods_per_parameter}
+    shown = "; ".join(f["values"]["why"] for f in findings[: config.max_examples])
+    more = f"; and {len(findings) - config.max_examples} more" if len(findings) > config.max_examples else ""
+    rules.add(IDENTIFIABILITY, bool(findings), len(findings), thresholds,
+              f"{len(findings)} finding(s) where the data cannot identify a channel's ROI: {shown}{more}; expected "
+              f"spend that varies (coefficient of variation >= {config.min_spend_cv:g}), no two channels with "
+              f"|correlation| > {config.max_spend_correlation:g}, spend in at least {config.min_active_periods} "
+              f"periods per channel, and at most periods / {config.periods_per_parameter:g} model parameters",
+              findings)
+
+
+def _finding(issue: str, channels: list[str], value: float, threshold: float, why: str) -> dict[str, Any]:
+    return {"file": None, "line": None, "values": {"issue": issue, "channels": channels,
+                                                   "value": round(float(value), 4), "threshold": threshold,
+                                                   "why": why}}
+
+
+def identifiability_findings(spend: pd.DataFrame, parameters: int, config: ValidationConfig) -> list[dict[str, Any]]:
+    """Return why some channels' ROI cannot be identified from `spend` (periods × channels) and `parameters`.
+
+    A channel is flagged when its spend is constant or its coefficient of variation is below `min_spend_cv`
+    (it cannot be told apart from the intercept), when it has spend in fewer than `min_active_periods` periods,
+    and a pair when their spend correlates above `max_spend_correlation` in absolute value (only their joint
+    effect is identified: the model may split it between them at will). The model is flagged when
+    `parameters` exceeds periods / `periods_per_parameter`.
+    """
+    periods = len(spend)
+    findings: list[dict[str, Any]] = []
+    varying: list[str] = []
+    for channel in spend.columns:
+        values = spend[channel].to_numpy(dtype=float)
+        if periods < 2:
+            break
+        mean, std = float(values.mean()), float(values.std())
+        active = int(np.count_nonzero(values))
+        if std == 0:
+            level = "no spend" if mean == 0 else f"{mean:,.2f}"
+            findings.append(_finding("constant_spend", [channel], 0.0, config.min_spend_cv,
+                                     f"{channel} spend is constant ({level} in each of {periods} periods): "
+                                     "its effect cannot be told apart from the intercept"))
+            continue
+        varying.append(channel)
+        cv = std / abs(mean)
+        if cv < config.min_spend_cv:
+            findings.append(_finding("low_variation", [channel], cv, config.min_spend_cv,
+                                     f"{channel} spend barely varies (coefficient of variation {cv:.3g} < "
+                                     f"{config.min_spend_cv:g}): its effect is hard to tell apart from the intercept"))
+        if active < config.min_active_periods:
+            findings.append(_finding("few_active_periods", [channel], active, config.min_active_periods,
+                                     f"{channel} has spend in only {active} of {periods} periods (< "
+                                     f"{config.min_active_periods}): too few to estimate its ROI"))
+    if len(varying) >= 2:
+        corr = np.corrcoef(spend[varying].to_numpy(dtype=float), rowvar=False)
+        for i, first in enumerate(varying):
+            for j in range(i + 1, len(varying)):
+                r = float(corr[i, j])
+                if abs(r) > config.max_spend_correlation:
+                    findings.append(_finding(
+                        "correlated_spend", [first, varying[j]], r, config.max_spend_correlation,
+                        f"{first} and {varying[j]} spend move together (correlation {r:.3f}, |r| > "
+                        f"{config.max_spend_correlation:g}): only their joint ROI is identified"))
+    limit = periods / config.periods_per_parameter
+    if parameters > limit:
+        findings.append(_finding("too_many_parameters", [str(c) for c in spend.columns], parameters,
+                                 config.periods_per_parameter,
+                                 f"the model has {parameters} parameters for {periods} periods (more than "
+                                 f"{periods} / {config.periods_per_parameter:g} = {limit:.3g}): its ROI "
+                                 "estimates are unstable"))
+    return findings

@@ -41,6 +41,8 @@ def test_slim_base_requirements_before_code_non_root_unbuffered():
     assert copies[0] == "requirements.txt ."
     assert kinds.index("RUN") < kinds.index("COPY", kinds.index("COPY") + 1)  # pip install before code
     assert any(kind == "ENV" and "PYTHONUNBUFFERED=1" in args for kind, args in steps)
+    # gunicorn.conf.py binds loopback unless told otherwise; in the container every interface is needed.
+    assert any(kind == "ENV" and "BIND_HOST=0.0.0.0" in args.split() for kind, args in steps)
     user = [args for kind, args in steps if kind == "USER"]
     assert user and user[-1] not in ("root", "0")
     assert kinds[-1] == "CMD" and json.loads(steps[-1][1])[0] == "gunicorn"

@@ -19,24 +19,28 @@ SPEND = {"email": 1.0, "search_engine": 2.0, "social_media": 3.0, "video": 4.0}
 OTHER_COEFFICIENTS = {"email": 1.0, "search_engine": 1.0, "social_media": 1.0, "video": 1.0}
 
 
-def test_binds_all_interfaces_on_port_with_threads(monkeypatch):
+def test_binds_bind_host_on_port_with_the_api_worker(monkeypatch):
     monkeypatch.setenv("PORT", "9191")
+    monkeypatch.setenv("BIND_HOST", "0.0.0.0")
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
 
     conf = runpy.run_path(str(CONF))
 
     assert conf["bind"] == "0.0.0.0:9191"
     assert conf["workers"] == 3
-    assert conf["worker_class"] == "gthread" and conf["threads"] >= 2
+    assert conf["worker_class"] == "app.worker.ApiWorker" and conf["worker_connections"] >= 100
+    assert 0 < conf["timeout"] and 0 < conf["keepalive"] <= 10
     assert conf["accesslog"] is None
     assert conf["control_socket_disable"] is True
     assert callable(conf["post_fork"])
 
 
-def test_port_defaults_to_8080(monkeypatch):
+def test_binds_loopback_port_8080_by_default(monkeypatch):
+    # `make serve` sets neither: the local, unauthenticated API is not open on other interfaces.
     monkeypatch.delenv("PORT", raising=False)
+    monkeypatch.delenv("BIND_HOST", raising=False)
 
-    assert runpy.run_path(str(CONF))["bind"] == "0.0.0.0:8080"
+    assert runpy.run_path(str(CONF))["bind"] == "127.0.0.1:8080"
 
 
 @pytest.mark.parametrize(("cpu_max", "expected"), [

@@ -34,7 +34,9 @@ def _page_app(make_app, store_uri: str):
 def _republish_with_validation(store_uri: str, report: dict) -> str:
     """Publish the promoted model again as a new version that carries `report` as validation.json; promote it."""
     registry = open_registry(store_uri)
-    manifest, model_bytes = registry.verify(registry.latest().version)
+    latest = registry.latest().version
+    manifest, _ = registry.load(latest)
+    model_bytes = registry.store.read(f"models/{latest}/model.joblib")
     body = {k: v for k, v in manifest.items() if k not in ("format", "version", "sha256", "size", "files")}
     version = "29990101T000000Z-" + manifest["sha256"][:8]
     registry.publish(version, model_bytes, body, {"validation.json": json.dumps(report).encode()})

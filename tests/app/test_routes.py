@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import time
 
 import pandas as pd
 import pytest
@@ -117,7 +119,7 @@ def test_unknown_path_and_wrong_method_use_the_error_format(local_client):
     assert local_client.get("/predict").json["error"]["code"] == "method_not_allowed"
 
 
-def test_no_model_answers_503_until_one_is_promoted(tmp_path, publish_model, make_app):
+def test_no_model_answers_503_until_one_is_promoted(tmp_path, publish_model, make_app, caplog):
     store = str(tmp_path / "empty")
     app = make_app({"MODEL_STORE": store, "MODEL_POLL_SECONDS": 3600})
     client = app.test_client()
@@ -126,7 +128,10 @@ def test_no_model_answers_503_until_one_is_promoted(tmp_path, publish_model, mak
     for response in (client.get("/readyz"), client.post("/predict", json=SPEND), client.get("/model")):
         assert response.status_code == 503
         assert response.json["error"]["code"] == "model_unavailable"
-        assert "no model promoted yet" in response.json["error"]["message"]
+        assert "none has been promoted" in response.json["error"]["message"]
+        assert store not in response.json["error"]["message"]  # where the store is stays in the log
+    assert [r.getMessage() for r in caplog.records if r.name == "app.routes"] == [
+        f"answering 503 model_unavailable: no model promoted yet in {store}"]  # once, not per request
 
     published = publish_model(store)
     app.extensions["adroi_follower"].poll_once()
@@ -173,3 +178,143 @@ def test_fuzzed_json_bodies_never_get_a_5xx(local_client, body):
                                                "text/plain", "", "application/x-www-form-urlencoded"]))
 def test_fuzzed_raw_bodies_never_get_a_5xx(local_client, body, content_type):
     _assert_client_error_or_success(local_client.post("/predict", data=body, content_type=content_type))
+
+
+# ---- under the real server (gunicorn.conf.py): request framing -------------------------------------------
+
+HEAD = b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+GOOD_REQUEST = HEAD + b"Content-Length: %d\r\n\r\n%s" % (len(json.dumps(SPEND)), json.dumps(SPEND).encode())
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 answer (status, lower-cased headers, body) framed by Content-Length."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer's head: {buffer!r}"
+        buffer += chunk
+    head, _, body = buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside an answer's body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` on a new connection and read one answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        return read_answer(sock)
+
+
+def chunked(body: bytes, size: int = 1000) -> bytes:
+    """Encode `body` as HTTP/1.1 chunks of `size` bytes."""
+    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def test_malformed_chunked_body_is_a_json_400_not_a_logged_500(api_server):
+    _, port, log_path = api_server()
+
+    status, _, body = exchange(port, HEAD + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"ema\r\nZZ\r\n')
+
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_chunked_body"
+    assert "ZZ" in error["message"] and "expected" in error["message"]
+    assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("padding", [b" " * 5000, b'{"email": 1,' * 500])
+def test_chunked_body_over_the_limit_is_413_whatever_it_holds(api_server, padding):
+    _, port, _ = api_server(MAX_BODY_BYTES="4096")
+
+    status, _, body = exchange(port, HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+                                     + chunked(json.dumps(SPEND).encode() + padding))
+
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(("first", "status"), [
+    (b"PUT /predict HTTP/1.1\r\nHost: test\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70_000, 405),
+    (b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\nContent-Length: 70000\r\n\r\n"
+     + b"x" * 70_000, 415),
+    (HEAD + b"Content-Length: 70000\r\n\r\n" + b" " * 70_000, 413),
+])
+def test_unread_body_leaves_the_connection_usable_for_the_next_request(api_server, first, status):
+    _, port, _ = api_server(MAX_BODY_BYTES="4096")
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first)
+        first_status, headers, _ = read_answer(sock)
+        sock.sendall(GOOD_REQUEST)
+        second_status, _, body = read_answer(sock)
+
+    assert (first_status, headers["connection"]) == (status, "keep-alive")
+    assert second_status == 200
+    assert json.loads(body)["predictions"]
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_client_leaving_mid_body_is_a_400_not_a_logged_500(api_server, reset):
+    _, port, log_path = api_server(LOG_REQUESTS="true")
+
+    for head in (HEAD + b"Content-Length: 1000\r\n\r\n{\"a", HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"ema\r\n"):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(head)
+        if reset:  # close with a TCP reset instead of a FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    deadline = time.monotonic() + 10
+    while log_path.read_text().count("POST /predict ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the answers to clients that are gone are only seen in the log
+
+    log = log_path.read_text()
+    assert log.count("POST /predict 400") == 2, log[-2000:]
+    assert "Traceback" not in log and "unexpected error" not in log
+
+
+def test_body_not_received_in_time_is_a_408(api_server):
+    _, port, _ = api_server(BODY_TIMEOUT_SECONDS="0.5")
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(HEAD + b"Content-Length: 1000\r\n\r\n{")  # and then nothing more
+        status, _, body = read_answer(sock)
+
+    assert status == 408
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout" and "0.5 s" in error["message"]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b'{"email": 1, "email": 2, "search_engine": 1, "social_media": 1, "video": 1}', "email"),
+    (b'{"spend": {"email": 1, "search_engine": 1, "social_media": 1, "video": 1, "video": 1}}', "spend.video"),
+    (b'{"instances": [{"email": 1, "search_engine": 1, "social_media": 1, "video": 1}, '
+     b'{"email": 1, "search_engine": 1, "social_media": 1, "video": 1, "email": 1}]}', "instances[1].email"),
+])
+def test_exactly_repeated_channel_keys_are_refused_like_case_variants(local_client, body, field):
+    response = local_client.post("/predict", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "duplicate_channel"
+    assert response.json["error"]["field"] == field
+    assert "given twice" in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b'{"instances": [], "instances": [{"email": 1, "search_engine": 1, "social_media": 1, "video": 1}]}', 400),
+    (b'{"index": {"a": 1, "a": 2}, "email": 1, "search_engine": 1, "social_media": 1, "video": 1}', 200),
+    (b'{"index": "a:b::c", "email": 1, "search_engine": 1, "social_media": 1, "video": 1}', 200),
+    (b'{"email" : 1, "search_engine"\n:\t1, "social_media": 1, "video": 1}', 200),
+])
+def test_repeated_top_level_key_is_refused_and_index_stays_ignored(local_client, body, status):
+    response = local_client.post("/predict", data=body, content_type="application/json")
+
+    assert response.status_code == status
+    if status == 400:
+        assert response.json["error"]["code"] == "duplicate_key"
+        assert response.json["error"]["field"] == "instances"

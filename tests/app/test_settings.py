@@ -37,6 +37,7 @@ def test_environment_strings_are_converted_and_overrides_win():
     ("MODEL_POLL_SECONDS", "nan", "finite number of seconds"),
     ("MODEL_POLL_SECONDS", "inf", "finite number of seconds"),
     ("STORE_TIMEOUT_SECONDS", "nan", "finite number of seconds"),
+    ("BODY_TIMEOUT_SECONDS", "0", "finite number of seconds > 0"),
     ("MAX_INSTANCES", "1.5", "an integer"),
     ("MAX_BODY_BYTES", "0", "bytes >= 1"),
     ("LOG_REQUESTS", "maybe", "true or false"),

@@ -107,6 +107,10 @@ def run_dag_tests(out: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         result = out[run["name"]] = {}
         try:
             logical_date = datetime.fromisoformat(run["logical_date"])
+            # A freshly parsed DAG per run: in one process a run's conf is written into the Param objects its
+            # tasks share with the DAG and would leak into the next run's params (one process per task in
+            # production).
+            dag = load_dagbag()[0].get_dag(DAG_ID)
             dag_run = dag.test(**{date_arg: logical_date}, run_conf=run["conf"])
         except Exception as exc:  # a refused trigger (bad params)
             result.update(error=type(exc).__name__, message=str(exc))

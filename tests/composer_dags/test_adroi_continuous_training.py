@@ -80,12 +80,15 @@ def test_watcher_neither_retries_nor_sends_a_second_email(parsed):
 
 def test_params_are_json_schema_validated_and_default_to_the_environment(parsed):
     params = parsed["dag"]["params"]
-    assert set(params) == {"data_uri", "store_uri", "metrics_table", "evaluation_threshold", "hyperparameters"}
+    assert set(params) == {"data_uri", "store_uri", "metrics_table", "evaluation_threshold", "allow_channel_change",
+                           "hyperparameters"}
+    assert params["allow_channel_change"]["type"] == ["null", "boolean"]
     assert params["evaluation_threshold"]["minimum"] == 0
     assert params["evaluation_threshold"]["maximum"] == 1
     assert params["hyperparameters"]["additionalProperties"] is False
     assert parsed["dag"]["param_defaults"] == {"data_uri": None, "store_uri": None, "metrics_table": None,
-                                              "evaluation_threshold": None, "hyperparameters": {}}
+                                              "evaluation_threshold": None, "allow_channel_change": None,
+                                              "hyperparameters": {}}
 
 
 BAD_TRIGGERS = {
@@ -95,6 +98,7 @@ BAD_TRIGGERS = {
     "metrics_not_a_known_uri": ({"metrics_table": "mysql://db/runs"}, "metrics_table"),
     "store_not_a_bucket_or_path": ({"store_uri": "s3://bucket/models"}, "store_uri"),
     "unknown_algorithm": ({"hyperparameters": {"algorithm": "xgboost"}}, "hyperparameters"),
+    "channel_change_not_a_boolean": ({"allow_channel_change": "yes"}, "allow_channel_change"),
     "unknown_hyperparameter": ({"hyperparameters": {"depth": 3}}, "hyperparameters"),
     "unknown_grain": ({"hyperparameters": {"grain": "day"}}, "hyperparameters"),
     "too_few_replicates": ({"hyperparameters": {"bootstrap_replicates": 5}}, "hyperparameters"),
@@ -188,6 +192,21 @@ def test_a_gate_rejection_skips_publishing_without_failing_the_run(end_to_end):
     assert (row["status"], row["model_version"]) == ("rejected", archived)
 
 
+def test_a_run_on_unchanged_input_succeeds_skips_publishing_and_records_unchanged(end_to_end):
+    scenario, result = end_to_end["unchanged"]
+    assert result["state"] == "success", result
+    assert result["tasks"] == {"validate_data": "success", "train_and_evaluate": "success",
+                               "quality_gate": "success", "publish_model": "skipped",
+                               "record_metrics": "success", WATCHER: "skipped"}
+    registry = open_registry(scenario.store)
+    [row] = _metrics_rows(scenario)
+    assert registry.latest() == scenario.latest_before  # same version and generation
+    assert tuple(registry.versions()) == scenario.versions_before, row["gate_reason"]
+    assert (row["status"], row["model_version"], row["error"]) == ("unchanged", None, None)
+    assert f"newest version {scenario.latest_before.version} (promoted)" in row["gate_reason"]
+    assert not registry.store.exists(f"runs/{row['run_id']}/candidate.joblib")
+
+
 # ---- the Airflow 2 environment cannot include requirements.txt (Flask 3): its copied pins must stay equal -----
 
 def _pins(path: Path) -> dict[str, str]:
@@ -205,7 +224,7 @@ def _pins(path: Path) -> dict[str, str]:
 
 def test_airflow2_requirements_pin_the_training_stack_like_requirements_train():
     training = {k: v for k, v in _pins(REPO_ROOT / "requirements-train.txt").items()
-                if k not in ("flask", "gunicorn")}  # the API's; Airflow 2 needs Flask < 3
+                if k not in ("flask", "gunicorn", "gevent")}  # the API's server; Airflow 2 needs Flask < 3
     airflow2 = _pins(REPO_ROOT / "requirements-airflow2.txt")
     assert airflow2.pop("apache-airflow").startswith("2.")
     assert airflow2 == training

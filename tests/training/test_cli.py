@@ -49,8 +49,9 @@ def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
 
     human = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics)
-    machine = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics, "--json",
-                      "--log-format", "json")
+    machine = run_cli("run", "--data", str(SAMPLE_DATA), "--store", str(tmp_path / "store-2"), "--metrics", metrics,
+                      "--json", "--log-format", "json")
+    again = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics)
 
     assert human.returncode == 0, human.stdout + human.stderr
     assert "PROMOTED (exit 0)" in human.stdout and "mmm, month grain" in human.stdout
@@ -68,7 +69,8 @@ def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
     assert set(result["coefficients"]) == set(CHANNELS) == set(result["roi"]["channels"])
     assert result["algorithm"] == "mmm" and result["grain"] == "month"
     assert Path(result["files"]["model"], "manifest.json").is_file()
-    assert [r["status"] for r in open_metrics(metrics).history()] == ["promoted", "promoted"]
+    assert again.returncode == 0 and "UNCHANGED (exit 0)" in again.stdout, again.stdout + again.stderr
+    assert [r["status"] for r in open_metrics(metrics).history()] == ["unchanged", "promoted", "promoted"]
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ def test_yaml_config_file_and_config_from_environment(tmp_path):
 
 def test_environment_values_are_coerced_to_declared_types():
     env = {"ADROI_RUN_DATE": "2025-03-01", "ADROI_CHANNELS": "email, video", "ADROI_MODEL__POSITIVE": "yes",
-           "ADROI_VALIDATION__ACTIONS": "extreme_values=fail,revenue_gaps=off"}
+           "ADROI_VALIDATION__ACTIONS": "extreme_values=fail,revenue_gaps=off",
+           "ADROI_GATE__ALLOW_CHANNEL_CHANGE": "true"}
 
     settings = load_settings(environ=env)
 
@@ -55,6 +56,7 @@ def test_environment_values_are_coerced_to_declared_types():
     assert settings.channels == ["email", "video"]
     assert settings.model.positive is True
     assert settings.validation.actions == {"extreme_values": "fail", "revenue_gaps": "off"}
+    assert settings.gate.allow_channel_change is True
 
 
 @pytest.mark.parametrize("overrides, field, expected", [
@@ -80,6 +82,8 @@ def test_environment_values_are_coerced_to_declared_types():
     ({"channels": "email", "channel_aliases": {"mail": "newsletter"}}, "channel_aliases.mail",
      "a channel of the `channels` list"),
     ({"controls.aggregate": {"promo": "max"}}, "controls.aggregate.promo", "'mean' or 'sum'"),
+    ({"validation.max_spend_correlation": 1.5}, "validation.max_spend_correlation", "at most 1"),
+    ({"validation.periods_per_parameter": 0}, "validation.periods_per_parameter", "> 0"),
 ])
 def test_bad_values_name_the_setting_value_and_expectation(overrides, field, expected):
     with pytest.raises(ConfigError) as exc:

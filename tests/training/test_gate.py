@@ -105,3 +105,45 @@ def test_models_of_different_grains_are_not_compared(data):
     comparison = gate.compare_with_champion("v1", spec, MONTHS[:12], spec, model.monthly_period_data(features, revenue),
                                             MONTHS[-4:], champion_grain="week")
     assert comparison.months == [] and "fitted on weeks" in comparison.note
+
+
+def _changed_channels(data, champion_channels):
+    features, revenue = data
+    fitted = [c for c in champion_channels if c in features.columns]
+    champion = linear(features[fitted].iloc[:20], revenue.iloc[:20])
+    challenger = linear(features.iloc[:18], revenue.iloc[:18])
+    return gate.compare_with_champion("v1", champion, MONTHS[:20], challenger,
+                                      model.monthly_period_data(features, revenue), MONTHS[18:],
+                                      champion_channels=champion_channels)
+
+
+def test_a_challenger_with_another_channel_set_is_rejected_naming_the_channels_and_the_remedy(data):
+    comparison = _changed_channels(data, ["email", "search_engine"])
+
+    decision = gate.decide({"r2": 0.95, "rmse": 1.0}, GateConfig(rmse_tolerance=10.0), comparison)
+
+    assert not decision.promote
+    assert decision.reason.startswith("rejected: channel set differs from champion v1's: added video; "
+                                      "removed search_engine")
+    assert "gate.allow_channel_change = true" in decision.reason and "channels = email,search_engine" in decision.reason
+    assert decision.to_dict()["channel_change"] == {"added": ["video"], "removed": ["search_engine"]}
+
+
+def test_allow_channel_change_promotes_and_still_names_the_change(data):
+    comparison = _changed_channels(data, ["email"])
+
+    decision = gate.decide({"r2": 0.95, "rmse": 1.0}, GateConfig(rmse_tolerance=10.0, allow_channel_change=True),
+                           comparison)
+
+    assert decision.promote, decision.reason
+    assert "added video; removed none (allowed by gate.allow_channel_change)" in decision.reason
+    assert decision.to_dict()["allow_channel_change"] is True
+
+
+def test_the_same_channel_set_in_another_order_is_no_change(data):
+    comparison = _changed_channels(data, ["video", "email"])
+
+    decision = gate.decide({"r2": 0.95, "rmse": 1.0}, GateConfig(rmse_tolerance=10.0), comparison)
+
+    assert not comparison.channels_changed and "channel set" not in decision.reason
+    assert decision.to_dict()["channel_change"] is None

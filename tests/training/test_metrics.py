@@ -91,7 +91,7 @@ def test_committed_schema_file_is_what_the_code_generates(tmp_path):
 
 @pytest.mark.parametrize(
     ("run_id", "status", "message"),
-    [("r", "done", "status='done': expected one of promoted, rejected, data_invalid, failed"),
+    [("r", "done", "status='done': expected one of promoted, rejected, unchanged, data_invalid, failed"),
      ("", "failed", "run_id='': expected a non-empty string")],
 )
 def test_run_record_rejects_an_empty_run_id_or_unknown_status(run_id, status, message):
@@ -238,3 +238,17 @@ def test_every_status_is_accepted(tmp_path):
         sink.record(RunRecord(run_id=status, started_at=STARTED + timedelta(hours=n), status=status))
 
     assert [row["status"] for row in sink.history()] == list(reversed(RUN_STATUSES))
+
+
+def test_an_unchanged_run_is_recorded_and_merged_like_the_others(metrics_uri):
+    sink = open_metrics(metrics_uri)
+    unchanged = RunRecord(run_id="scheduled__2026-11-23", started_at=STARTED, status="unchanged",
+                          finished_at=STARTED + timedelta(seconds=4), data_fingerprint="a" * 64,
+                          gate_reason="unchanged: input data, settings and code equal those of the newest version",
+                          validation_summary={"passed": True, "failed": [], "warned": [], "rows": 43800})
+
+    sink.record(failed_run(unchanged.run_id, STARTED))  # a first attempt that failed, then the retry
+    sink.record(unchanged)
+
+    assert sink.history() == [as_row(unchanged)]
+    assert "unchanged" in json.loads(schema_json())[2]["description"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,109 @@ def test_concurrent_publishers_leave_one_pointer_history(good_data, store_uri, t
     pointer = ModelRegistry(store).latest()
     first = next(o["version"] for o in outcomes.values() if o["version"] != pointer.version)
     assert pointer.previous == first  # the second promotion saw the first: no lost update
+
+
+@pytest.mark.parametrize(("day", "warning"), [
+    ("2026-10-12", "tiktok has spend in only 1 of 36 periods"),  # the newest month
+    ("2026-11-03", "tiktok spend is constant (no spend in each of 36 periods)"),  # a month without revenue yet
+])
+def test_a_new_channel_is_not_promoted_until_the_change_is_allowed(day, warning, good_data, tmp_path, caplog):
+    data = tmp_path / "data"
+    shutil.copytree(good_data, data)
+    champion = pipeline.run(make_settings(str(data), str(tmp_path / "store"), tmp_path), "champion")
+    (data / "spend" / "tiktok.csv").write_text(
+        f"CAMPAIGN,CHANNEL,DATE,TOTAL_CLICKS,TOTAL_COST,ADS_SERVED\nlaunch,tiktok,{day},3,150.0,90\n")
+    settings = make_settings(str(data), str(tmp_path / "store"), tmp_path)
+
+    with caplog.at_level("WARNING", logger="training.pipeline"):
+        rejected = pipeline.run(settings, "new-channel")
+
+    assert (rejected.status, rejected.exit_code) == ("rejected", 3), rejected.reason
+    assert f"channel set differs from champion {champion.version}'s: added tiktok; removed none" in rejected.reason
+    assert "gate.allow_channel_change = true" in rejected.reason and "channels = " in rejected.reason
+    assert latest_version(settings.store) == champion.version
+    assert any(warning in w for w in rejected.warnings), rejected.warnings
+    [event] = [r for r in caplog.records if getattr(r, "event", None) == "model_rejected"]
+    assert event.reason == rejected.reason
+    archived = ModelRegistry(open_store(settings.store)).manifest(rejected.version)
+    assert archived["gate"]["channel_change"] == {"added": ["tiktok"], "removed": []}
+
+    allowed = pipeline.run(make_settings(str(data), settings.store, tmp_path,
+                                         **{"gate.allow_channel_change": "true"}), "allowed")
+
+    assert allowed.status == "promoted", allowed.reason
+    assert "added tiktok; removed none (allowed by gate.allow_channel_change)" in allowed.reason
+    assert latest_version(settings.store) == allowed.version
+
+
+def test_a_run_on_unchanged_input_publishes_nothing_moves_nothing_and_is_recorded_unchanged(
+        good_data, store_uri, tmp_path, caplog):
+    settings = make_settings(good_data, store_uri, tmp_path)
+    first = pipeline.run(settings, "first")
+    generation = open_store(store_uri).generation(LATEST_KEY)
+
+    with caplog.at_level("INFO", logger="training.pipeline"):
+        again = pipeline.run(settings, "again")
+
+    assert (again.status, again.exit_code, again.version) == ("unchanged", 0, None), again.reason
+    assert f"equal those of the newest version {first.version} (promoted)" in again.reason
+    store = open_store(store_uri)
+    assert ModelRegistry(store).versions() == [first.version]
+    assert store.generation(LATEST_KEY) == generation
+    assert not store.exists("runs/again/candidate.joblib")  # nothing was fitted
+    manifest = ModelRegistry(store).manifest(first.version)
+    assert manifest["settings_fingerprint"] == settings.settings_fingerprint()
+    row = open_metrics(settings.metrics).get("again")
+    assert (row["status"], row["model_version"], row["error"]) == ("unchanged", None, None)
+    assert row["data_fingerprint"] == manifest["data"]["fingerprint"] and first.version in row["gate_reason"]
+    [finished] = [r for r in caplog.records if getattr(r, "event", None) == "training_finished"
+                  and r.run_id == "again"]
+    assert finished.status == "unchanged"
+
+
+def test_a_rejected_newest_version_is_repeated_only_while_the_gate_settings_are_the_same(good_data, tmp_path):
+    strict = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"gate.evaluation_threshold": 1.0})
+    rejected = pipeline.run(strict, "strict")
+
+    repeated = pipeline.run(strict, "strict-again")
+    loosened = pipeline.run(make_settings(good_data, strict.store, tmp_path), "loosened")
+    after = pipeline.run(make_settings(good_data, strict.store, tmp_path, **{"gate.evaluation_threshold": 1.0}),
+                         "strict-after-promotion")
+
+    assert rejected.status == "rejected"
+    assert repeated.status == "unchanged" and f"{rejected.version} (rejected)" in repeated.reason
+    assert loosened.status == "promoted", loosened.reason
+    # The newest version is promoted now: a stricter gate would only reject the same model again.
+    assert after.status == "unchanged" and f"{loosened.version} (promoted)" in after.reason
+    assert ModelRegistry(open_store(strict.store)).versions() == sorted([rejected.version, loosened.version])
+
+
+@pytest.mark.parametrize("change", [{"model.algorithm": "ridge"}, {"code_version": "next-sha"},
+                                    {"evaluation.min_holdout_months": 5}, "new data file"])
+def test_a_change_of_data_model_settings_or_code_trains_again(change, good_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(good_data, data)
+    first = pipeline.run(make_settings(str(data), str(tmp_path / "store"), tmp_path), "first")
+    if change == "new data file":
+        shutil.copy(data / "spend" / "2024.csv", data / "spend" / "2024-copy.csv")
+        (data / "spend" / "2024.csv").unlink()
+        change = {}
+
+    second = pipeline.run(make_settings(str(data), str(tmp_path / "store"), tmp_path, **change), "second")
+
+    assert first.status == "promoted" and second.status in ("promoted", "rejected"), second.reason
+    assert second.version and open_store(str(tmp_path / "store")).exists("runs/second/candidate.joblib")
+
+
+def test_a_retried_stage_never_takes_its_own_version_for_an_unchanged_run(good_data, tmp_path):
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"gate.evaluation_threshold": 1.0})
+    pipeline.validate_data(settings, "dag-run")
+    pipeline.train_and_evaluate(settings, "dag-run")
+    assert pipeline.quality_gate(settings, "dag-run")["decision"] == "reject"
+
+    retried = pipeline.train_and_evaluate(settings, "dag-run")  # its own rejected version is now the newest
+
+    assert "unchanged" not in retried and pipeline.quality_gate(settings, "dag-run")["decision"] == "reject"
 
 
 class ManifestWriteFails:

@@ -7,15 +7,18 @@ import shutil
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from training import validate as v
 from training.config import SAMPLE_RUN_DATE, ValidationConfig
 from training.core.errors import ConfigError
+from training.core.store import open_store
 from training.ingest import ingest
 from training.sample import CHANNELS
-from training.core.store import open_store
 
 SPEND = "spend/2025.csv"
 REVENUE = "revenue/2025.csv"
@@ -36,8 +39,8 @@ def append_lines(root: Path, key: str, *lines: str) -> None:
 
 
 def run(root: Path, config: ValidationConfig | None = None, channels: list[str] | None = None,
-        run_date: date = SAMPLE_RUN_DATE) -> v.ValidationReport:
-    return v.validate(ingest(open_store(root), channels), config or ValidationConfig(), run_date)
+        run_date: date = SAMPLE_RUN_DATE, parameters: int | None = None) -> v.ValidationReport:
+    return v.validate(ingest(open_store(root), channels), config or ValidationConfig(), run_date, parameters=parameters)
 
 
 def result(report: v.ValidationReport, rule: str) -> v.RuleResult:
@@ -49,7 +52,7 @@ def set_field(index: int, value: str) -> Callable[[list[str]], list[str]]:
 
 
 def test_clean_sample_passes_every_rule(sample_dir):
-    report = run(sample_dir, channels=CHANNELS)
+    report = run(sample_dir, channels=CHANNELS, parameters=4)  # 24 months carry at most 24 / 5 parameters
 
     assert report.passed
     assert [r.rule for r in report.results] == list(v.RULES)
@@ -167,6 +170,78 @@ def test_extreme_monthly_spend_warns(sample_dir):
     assert (found.status, found.count) == ("warn", 1)
     assert found.examples[0]["values"]["z"] > 5.0
     assert report.passed
+
+
+def _spend(**columns: Any) -> pd.DataFrame:
+    """36 periods of varying, independent spend on email and video, plus `columns`."""
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"email": rng.uniform(1000, 3000, 36), "video": rng.uniform(500, 4000, 36)},
+                         index=[f"{2023 + i // 12}-{i % 12 + 1:02d}" for i in range(36)])
+    for name, make in columns.items():
+        frame[name] = make(frame)
+    return frame
+
+
+IDENTIFIABILITY_CASES = {  # extra channel -> (issue, channels named, words of the reason)
+    "constant": ({"tv": lambda f: 3000.0}, "constant_spend", ["tv"], "tv spend is constant (3,000.00 in each of 36"),
+    "never_spent": ({"tv": lambda f: 0.0}, "constant_spend", ["tv"], "tv spend is constant (no spend in each"),
+    "barely_varies": ({"tv": lambda f: 3000.0 + np.arange(36) % 2}, "low_variation", ["tv"],
+                      "tv spend barely varies (coefficient of variation 0.000167 < 0.05)"),
+    "identical": ({"email_2": lambda f: f["email"]}, "correlated_spend", ["email", "email_2"],
+                  "email and email_2 spend move together (correlation 1.000"),
+    "mirrored": ({"tv": lambda f: 10_000 - 2 * f["video"]}, "correlated_spend", ["video", "tv"],
+                 "video and tv spend move together (correlation -1.000"),
+    "few_periods": ({"tiktok": lambda f: np.r_[np.zeros(34), 150.0, 80.0]}, "few_active_periods", ["tiktok"],
+                    "tiktok has spend in only 2 of 36 periods (< 6)"),
+}
+
+
+@pytest.mark.parametrize("case", IDENTIFIABILITY_CASES)
+def test_identifiability_names_the_channels_and_why(case):
+    extra, issue, channels, why = IDENTIFIABILITY_CASES[case]
+
+    [finding] = v.identifiability_findings(_spend(**extra), 4, ValidationConfig())
+
+    values = finding["values"]
+    assert (values["issue"], values["channels"]) == (issue, channels)
+    assert why in values["why"]
+
+
+def test_identifiability_is_quiet_on_varying_independent_spend():
+    assert v.identifiability_findings(_spend(), 3, ValidationConfig()) == []
+
+
+@pytest.mark.parametrize(("parameters", "flagged"), [(7, False), (8, True)])
+def test_identifiability_warns_when_parameters_exceed_periods_over_five(parameters, flagged):
+    findings = v.identifiability_findings(_spend(), parameters, ValidationConfig())
+
+    assert bool(findings) is flagged
+    if flagged:
+        assert findings[0]["values"]["issue"] == "too_many_parameters"
+        assert "8 parameters for 36 periods (more than 36 / 5 = 7.2)" in findings[0]["values"]["why"]
+
+
+def test_identifiability_thresholds_come_from_the_config():
+    spend = _spend(tv=lambda f: 3000.0 + np.arange(36) % 2)
+
+    assert v.identifiability_findings(spend, 4, ValidationConfig(min_spend_cv=0.0001)) == []
+    assert v.identifiability_findings(_spend(), 3, ValidationConfig(max_spend_correlation=0.01))
+
+
+def test_a_copied_channel_warns_as_a_rule_with_action_and_threshold(sample_dir):
+    spend = pd.concat([pd.read_csv(path) for path in sorted((sample_dir / "spend").glob("*.csv"))])
+    spend[spend["CHANNEL"] == "email"].assign(CHANNEL="email_copy").to_csv(sample_dir / "spend" / "copy.csv",
+                                                                          index=False)
+
+    report = run(sample_dir, parameters=4)
+
+    found = result(report, v.IDENTIFIABILITY)
+    assert (found.action, found.status, found.count) == ("warn", "warn", 1)
+    assert found.threshold["max_spend_correlation"] == 0.95
+    assert "email and email_copy spend move together" in found.message and "expected" in found.message
+    assert report.passed and report.summary()["warned"] == [v.IDENTIFIABILITY]
+    failing = run(sample_dir, ValidationConfig(actions={v.IDENTIFIABILITY: "fail"}), parameters=4)
+    assert not failing.passed and result(failing, v.IDENTIFIABILITY).status == "fail"
 
 
 def test_revenue_gap_warns_and_its_month_is_left_out(sample_dir):
