@@ -16,7 +16,12 @@ with serving). Fitting, given the transforms:
   point, so the same data and settings give the same model, byte for byte.
 - 90% intervals for ROI and mROI: a moving-block bootstrap over periods (blocks of consecutive periods drawn
   with replacement, seeded) refits the coefficients on each replicate. Transforms are re-selected per
-  replicate among the channel's cross-validation runners-up (see `_bootstrap`).
+  replicate over the channel's whole grid by out-of-bag error (see `_bootstrap`).
+- The model itself is the mean of the replicate models (bagging, `bagged_mixture`): still linear in its
+  parameters, each channel's response a weighted sum of Hill curves ("hill_mixture"). Its ROI is the mean of
+  the replicates' ROIs. The cross-validation choice is flat (many transforms fit equally well); averaging over
+  the transforms the replicates pick cut the spend-weighted ROI error (`make bench-model`, README). Without
+  intervals (`bootstrap_replicates = 0`) the model is the single CV-selected Hill model.
 """
 
 from __future__ import annotations
@@ -250,7 +255,10 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
     lifts: dict[tuple[int, int], tuple[float, float]] = {}
     roi = np.empty((config.bootstrap_replicates, n_ch))
     mroi = np.empty_like(roi)
+    picks = np.empty((config.bootstrap_replicates, n_ch), dtype=np.int64)
     alpha_arr = np.asarray(alphas)
+    betas = np.empty((config.bootstrap_replicates, n_ch))
+    bases = np.empty((config.bootstrap_replicates, d.base.shape[1]))
     for r in range(config.bootstrap_replicates):
         rows = _block_indices(rng, n, block)
         oob = np.setdiff1d(np.arange(n), rows)
@@ -280,6 +288,7 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
                 media[:, c] = options[:, best]
                 residual_media[:, c] = residual_options[:, best]
         beta = nnls(*_penalised_system(residual_media, residual_y, alpha_arr))[0]
+        betas[r], bases[r] = beta, pinv @ (y_rows - media[rows] @ beta)
         for c in range(n_ch):
             if (c, pick[c]) not in lifts:
                 lam, k, s = search.transforms[pick[c]]
@@ -288,7 +297,31 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
         extra = np.array([lifts[c, pick[c]][1] for c in range(n_ch)])
         roi[r] = beta * total / spend
         mroi[r] = beta * extra / (0.01 * spend)
-    return {"roi": roi, "mroi": mroi, "block_length": np.int64(block)}
+        picks[r] = pick
+    return {"roi": roi, "mroi": mroi, "transforms": picks, "coefficient": betas, "base_coefficients": bases,
+            "block_length": np.int64(block)}
+
+
+def bagged_mixture(search: _Search, boot: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The mean of the replicate models as one model: per channel a Hill mixture, and the mean base.
+
+    Replicates that picked the same transform for a channel share one component (coefficients summed / R);
+    components are in grid order, so the result is deterministic. Returns (C, M) decay, half-saturation
+    multiple, shape, coefficient, and the base coefficients.
+    """
+    picks, betas = boot["transforms"], boot["coefficient"]
+    n_rep, n_ch = picks.shape
+    weights = np.zeros((n_ch, len(search.transforms)))
+    for c in range(n_ch):
+        np.add.at(weights[c], picks[:, c], betas[:, c] / n_rep)
+    width = max(1, int((weights > 0).sum(axis=1).max()))
+    decay, half, shape = np.zeros((n_ch, width)), np.ones((n_ch, width)), np.ones((n_ch, width))
+    coef = np.zeros((n_ch, width))
+    for c in range(n_ch):
+        for m, t in enumerate(np.flatnonzero(weights[c] > 0)):
+            decay[c, m], half[c, m], shape[c, m] = search.transforms[t]
+            coef[c, m] = weights[c, t]
+    return decay, half, shape, coef, boot["base_coefficients"].mean(axis=0)
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -316,8 +349,26 @@ def build_spec(d: _Design, grain: str, fourier_order: int, control_names: list[s
     }
 
 
+def _mixture_lift(d: _Design, c: int, decay: np.ndarray, half: np.ndarray, shape: np.ndarray,
+                  coef: np.ndarray) -> tuple[float, float]:
+    """`_lift` of a Hill mixture (components (M,)): window sum of Σ β·hill(adstock), and its 1% increase."""
+    live = coef != 0
+    decay, half, shape, coef = decay[live], half[live], shape[live], coef[live]
+    spend = np.repeat(d.spend[:, c:c + 1], len(coef), axis=1)
+    a = response.adstock(spend, decay)
+    a_window = response.adstock(np.where(d.window[:, None], spend, 0.0), decay)
+    h = response.hill(a, half, shape) @ coef
+    h_up = response.hill(a + 0.01 * a_window, half, shape) @ coef
+    return float(h[d.window].sum()), float((h_up - h)[d.window].sum())
+
+
 def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> FittedMMM:
-    """Fit the media-mix model on `data`: transforms by CV, coefficients, manifest blocks, bootstrap intervals."""
+    """Fit the media-mix model on `data`: transforms by CV, bagged over bootstrap replicates, manifest blocks.
+
+    With intervals (bootstrap replicates > 0) the model is the mean of the replicate models (a Hill mixture
+    per channel, see `bagged_mixture`) and the intervals are the replicates' quantiles; without, it is the
+    single CV-selected model.
+    """
     check_mmm_config(config)
     started = time.perf_counter()
     d = _design(data, config.fourier_order)
@@ -329,13 +380,21 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
     media = np.column_stack([search.features[c][t] for c, t in enumerate(choice)])
     base_coef, beta = fit_coefficients(d.base, media, d.y, np.asarray(alphas), final=True)
     control_names = [str(c) for c in data.controls.columns]
-    spec = build_spec(d, data.grain, config.fourier_order, control_names, decay, half, shape, beta, base_coef)
     fit_seconds = time.perf_counter() - started
 
     boot: dict[str, np.ndarray] = {}
     started = time.perf_counter()
     if intervals and config.bootstrap_replicates:
         boot = _bootstrap(d, search, choice, alphas, config)
+        m_decay, m_half, m_shape, m_coef, base_coef = bagged_mixture(search, boot)
+        m_half = m_half * search.mean_daily[:, None]
+        form = "hill_mixture"
+    else:
+        m_decay, m_half, m_shape, m_coef = decay[:, None], half[:, None], shape[:, None], beta[:, None]
+        form = "hill"
+    spec = build_spec(d, data.grain, config.fourier_order, control_names, m_decay, m_half, m_shape, m_coef,
+                      base_coef)
+    spec["curve_form"] = form
     interval_seconds = time.perf_counter() - started
 
     parts = response.decompose(spec, d.spend, d.day_ordinals, d.day_period, d.n_periods, d.controls)
@@ -343,23 +402,30 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
     period_spend = response.period_sum(d.spend, d.day_period, d.n_periods)
     roi_channels, curves = {}, {}
     for c, name in enumerate(d.channels):
-        total, extra = _lift(d, c, decay[c], half[c], shape[c])
+        total, extra = _mixture_lift(d, c, m_decay[c], m_half[c], m_shape[c], m_coef[c])
         spend = float(spend_window[c])
-        contribution = float(beta[c] * total)
+        contribution = float(total)
         entry = {"spend": spend, "contribution": contribution,
                  "roi": contribution / spend if spend > 0 else 0.0, "roi_interval": None,
-                 "mroi": float(beta[c] * extra / (0.01 * spend)) if spend > 0 else 0.0, "mroi_interval": None}
+                 "mroi": float(extra / (0.01 * spend)) if spend > 0 else 0.0, "mroi_interval": None}
         if boot:
             entry["roi_interval"] = _interval(boot["roi"][:, c])
             entry["mroi_interval"] = _interval(boot["mroi"][:, c])
         roi_channels[name] = entry
         max_seen = float(period_spend[:, c].max())
         grid = np.linspace(0.0, 1.5 * max_seen if max_seen > 0 else 1.0, CURVE_POINTS)
+        live = m_coef[c] != 0
+        if form == "hill":
+            parameters = {"coefficient": float(beta[c]), "decay": float(decay[c]),
+                          "half_saturation": float(half[c]), "shape": float(shape[c]),
+                          "half_saturation_per_period": float(half[c] * spec["period_days"])}
+        else:
+            parameters = {"coefficient": [float(v) for v in m_coef[c][live]],
+                          "decay": [float(v) for v in m_decay[c][live]],
+                          "half_saturation": [float(v) for v in m_half[c][live]],
+                          "shape": [float(v) for v in m_shape[c][live]]}
         curves[name] = {
-            "form": "hill",
-            "parameters": {"coefficient": float(beta[c]), "decay": float(decay[c]),
-                           "half_saturation": float(half[c]), "shape": float(shape[c]),
-                           "half_saturation_per_period": float(half[c] * spec["period_days"])},
+            "form": form, "parameters": parameters,
             "current_spend": float(period_spend[-12:, c].mean()),
             "max_spend_seen": max_seen,
             "points": {"spend": [float(v) for v in grid],
@@ -374,12 +440,16 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
     hyper = {
         "channels": {name: {"decay": float(decay[c]), "half_saturation": float(half[c]),
                             "half_saturation_multiple": float(search.transforms[choice[c]][1]),
-                            "shape": float(shape[c]), "alpha": float(alphas[c])}
+                            "shape": float(shape[c]), "alpha": float(alphas[c]),
+                            "mixture_components": int((m_coef[c] != 0).sum())}
                      for c, name in enumerate(d.channels)},
+        "curve_form": form,
         "fourier_order": config.fourier_order, "cv_folds": len(search.folds), "cv_rmse": float(np.sqrt(cv_mse)),
         "bootstrap_replicates": config.bootstrap_replicates if boot else 0,
         "bootstrap_block_length": int(boot["block_length"]) if boot else None,
         "transforms_reselected_per_replicate": "yes: one coordinate pass over each channel's grid, by out-of-bag error",
+        "model": "mean of the bootstrap replicate models (bagged Hill mixture)" if boot
+                 else "the cross-validation-selected transforms",
         "seed": config.seed,
     }
     log.info("fitted mmm on %d periods (%s), %d channels in %.2fs, intervals in %.2fs", d.n_periods, data.grain,

@@ -92,13 +92,36 @@ def test_blocks_follow_the_contract_and_agree_with_the_spec(weekly_fit):
     for c in data.channels:
         assert sum(dec["channels"][c]) == pytest.approx(model.roi["channels"][c]["contribution"])
         curve = model.response_curves["channels"][c]
-        assert curve["form"] == "hill"
+        assert curve["form"] == "hill_mixture"
+        assert len(curve["parameters"]["coefficient"]) == len(curve["parameters"]["decay"]) >= 1
         assert curve["max_spend_seen"] == pytest.approx(data.period_spend()[c].max())
         assert curve["current_spend"] == pytest.approx(data.period_spend()[c].iloc[-12:].mean())
         steady = response.steady_state_revenue(model.spec, c, np.array(curve["points"]["spend"]))
         assert curve["points"]["revenue"] == pytest.approx(list(steady))
     assert model.response_curves["grain"] == "week" and model.response_curves["period_days"] == 7.0
     assert model.n_parameters == len(model.spec["base_terms"]) + len(data.channels)
+
+
+def test_the_model_is_the_mean_of_the_bootstrap_replicates(weekly_fit):
+    data, _, model = weekly_fit
+
+    assert model.spec["curve_form"] == "hill_mixture"
+    assert model.spec["coefficient"].ndim == 2 and model.spec["coefficient"].shape[0] == len(data.channels)
+    for c, name in enumerate(data.channels):
+        entry = model.roi["channels"][name]
+        assert entry["roi"] == pytest.approx(model.bootstrap["roi"][:, c].mean())
+        assert entry["mroi"] == pytest.approx(model.bootstrap["mroi"][:, c].mean())
+    assert model.spec["base_coefficients"] == pytest.approx(model.bootstrap["base_coefficients"].mean(axis=0))
+
+
+def test_without_intervals_the_model_is_the_single_selected_hill():
+    data, _ = mmm_period_data(simulate_mmm(4, 2, ["tv", "search"]), "month", "monthly")
+
+    model = fit_mmm(data, ModelConfig(**FAST), intervals=False)
+
+    assert model.spec["curve_form"] == "hill" and model.spec["coefficient"].shape == (2, 1)
+    assert model.response_curves["channels"]["tv"]["form"] == "hill"
+    assert model.roi["channels"]["tv"]["roi_interval"] is None
 
 
 def test_the_spec_is_plain_data():

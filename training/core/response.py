@@ -1,6 +1,11 @@
 """The media-mix model's math, shared by training and serving (numpy and the standard library only).
 
-revenue per period = base + Σ_c β_c · Σ_{days d in period} hill_c(adstock_c(spend_c))[d]
+revenue per period = base + Σ_c Σ_m β_cm · Σ_{days d in period} hill_cm(adstock_cm(spend_c))[d]
+
+Each channel's response is a mixture of M Hill curves ("hill_mixture"): component m has its own daily decay,
+half-saturation, shape and coefficient β_cm ≥ 0. A single Hill curve is the mixture with M = 1. The fitted
+model is the mean of bootstrap replicate models (bagging), each a single-Hill model; identical replicate
+transforms are merged into one component (their coefficients summed / R), so M ≤ the transform grid's size.
 
 - `adstock`: geometric carryover on DAILY spend, normalised so a constant daily spend x adstocks to x.
 - `hill`: diminishing returns of the adstocked daily spend (0 at 0, 1/2 at the half-saturation, → 1).
@@ -14,7 +19,11 @@ revenue per period = base + Σ_c β_c · Σ_{days d in period} hill_c(adstock_c(
 - `predict_from_period_spend`: what `/predict` answers for one request (spend per period of the model's grain).
 
 The spec (plain dict, see `SPEC_KEYS`): channel transforms and coefficients as float64 arrays in channel
-order, base coefficients in `base_terms` order, and the calendar facts the base needs.
+order, base coefficients in `base_terms` order, and the calendar facts the base needs. `decay`,
+`half_saturation`, `shape` and `coefficient` are (C, M) arrays: row c holds channel c's M mixture components
+(channels with fewer components are padded with coefficient 0, decay 0, half-saturation 1, shape 1). Specs
+written before the mixture hold (C,) arrays; they are read as M = 1. The optional key `"curve_form"` says
+"hill_mixture" or "hill".
 """
 
 from __future__ import annotations
@@ -64,14 +73,14 @@ def hill(adstocked: np.ndarray, half_saturation: float | np.ndarray, shape: floa
 
 def hill_derivative(adstocked: np.ndarray, half_saturation: float | np.ndarray,
                     shape: float | np.ndarray) -> np.ndarray:
-    """dh/da = s·(a/K)^s / (a·(1 + (a/K)^s)²); at a = 0 it is 1/K for s = 1 and 0 for s > 1."""
+    """dh/da = s·(a/K)^s / (a·(1 + (a/K)^s)²); at a = 0 it is 1/K for s = 1, 0 for s > 1, infinite for s < 1."""
     a = np.maximum(np.asarray(adstocked, dtype=float), 0.0)
     k = np.asarray(half_saturation, dtype=float)
     s = np.asarray(shape, dtype=float)
     ratio = (a / k) ** s
     with np.errstate(divide="ignore", invalid="ignore"):
         d = s * ratio / (a * (1.0 + ratio) ** 2)
-    at_zero = np.where(s == 1.0, 1.0 / k, 0.0) * np.ones_like(a)
+    at_zero = np.where(s == 1.0, 1.0 / k, np.where(s < 1.0, np.inf, 0.0)) * np.ones_like(a)
     return np.where(a > 0, d, at_zero)
 
 
@@ -139,11 +148,54 @@ def check_spec(spec: dict[str, Any]) -> None:
     missing = [k for k in SPEC_KEYS if k not in spec]
     if missing:
         raise ValueError(f"spec: missing keys {missing}; expected all of {list(SPEC_KEYS)}")
+    _transforms(spec)
 
 
 def _transforms(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return (np.asarray(spec["decay"], float), np.asarray(spec["half_saturation"], float),
-            np.asarray(spec["shape"], float), np.asarray(spec["coefficient"], float))
+    """Decay, half-saturation, shape and coefficient as (C, M) arrays (a (C,) spec is M = 1)."""
+    n = len(spec["channels"])
+    out = []
+    for key in ("decay", "half_saturation", "shape", "coefficient"):
+        given = np.asarray(spec[key], float)
+        value = given[:, None] if given.ndim == 1 else given
+        if value.ndim != 2 or value.shape[0] != n:
+            raise ValueError(f"spec.{key}: shape {given.shape}; expected ({n},) or ({n}, components)")
+        out.append(value)
+    if len({v.shape for v in out}) != 1:
+        raise ValueError(f"spec: decay/half_saturation/shape/coefficient shapes {[v.shape for v in out]} differ; "
+                         "expected one shape")
+    return out[0], out[1], out[2], out[3]
+
+
+def mixture_media_daily(daily_spend: np.ndarray, decay: np.ndarray, half_saturation: np.ndarray,
+                        shape: np.ndarray, coefficient: np.ndarray) -> np.ndarray:
+    """Return each channel's daily contribution (days, C) = Σ_m β_cm·hill_cm(adstock_cm(spend_c)); (C, M) params."""
+    spend = np.asarray(daily_spend, float)
+    n_ch, n_comp = coefficient.shape
+    live = coefficient != 0
+    out = np.zeros((spend.shape[0], n_ch))
+    rows, cols = np.nonzero(live)
+    if rows.size == 0:
+        return out
+    daily = media_daily(spend[:, rows], decay[rows, cols], half_saturation[rows, cols], shape[rows, cols])
+    weighted = daily * coefficient[rows, cols]
+    for j, c in enumerate(rows):
+        out[:, c] += weighted[:, j]
+    return out
+
+
+def _steady(spec: dict[str, Any], channel: str, spend_per_period: np.ndarray | float,
+            period_days: float | None, derivative: bool) -> np.ndarray:
+    i = list(spec["channels"]).index(channel)
+    _, half, shape, beta = _transforms(spec)
+    days = float(spec["period_days"] if period_days is None else period_days)
+    daily = np.asarray(spend_per_period, float)[..., None] / days
+    live = beta[i] != 0
+    if derivative:
+        values = beta[i][live] * hill_derivative(daily, half[i][live], shape[i][live])
+    else:
+        values = beta[i][live] * days * hill(daily, half[i][live], shape[i][live])
+    return values.sum(axis=-1)
 
 
 def decompose(spec: dict[str, Any], daily_spend: np.ndarray, day_ordinals: np.ndarray, day_period: np.ndarray,
@@ -155,11 +207,11 @@ def decompose(spec: dict[str, Any], daily_spend: np.ndarray, day_ordinals: np.nd
     """
     check_spec(spec)
     decay, half, shape, beta = _transforms(spec)
-    features = media_features(np.asarray(daily_spend, float), day_period, n_periods, decay, half, shape)
+    contributions = period_sum(mixture_media_daily(np.asarray(daily_spend, float), decay, half, shape, beta),
+                               day_period, n_periods).reshape(n_periods, len(spec["channels"]))
     design = base_design(day_ordinals, day_period, n_periods, int(spec["trend_origin"]),
                          int(spec["fourier_order"]), controls if spec["controls"] else None)
     base = design @ np.asarray(spec["base_coefficients"], float)
-    contributions = features * beta
     return {"base": base, "contributions": contributions, "fitted": base + contributions.sum(axis=1)}
 
 
@@ -171,20 +223,14 @@ def predict_periods(spec: dict[str, Any], daily_spend: np.ndarray, day_ordinals:
 
 def steady_state_revenue(spec: dict[str, Any], channel: str, spend_per_period: np.ndarray | float,
                          period_days: float | None = None) -> np.ndarray:
-    """Revenue per period from `channel` when spend per period S is held steady: β·D·hill(S/D)."""
-    i = list(spec["channels"]).index(channel)
-    decay, half, shape, beta = _transforms(spec)
-    days = float(spec["period_days"] if period_days is None else period_days)
-    return beta[i] * days * hill(np.asarray(spend_per_period, float) / days, half[i], shape[i])
+    """Revenue per period from `channel` when spend per period S is held steady: Σ_m β_m·D·hill_m(S/D)."""
+    return _steady(spec, channel, spend_per_period, period_days, derivative=False)
 
 
 def steady_state_marginal(spec: dict[str, Any], channel: str, spend_per_period: np.ndarray | float,
                           period_days: float | None = None) -> np.ndarray:
-    """Derivative of `steady_state_revenue` in spend per period: β·hill'(S/D) (revenue per extra unit)."""
-    i = list(spec["channels"]).index(channel)
-    decay, half, shape, beta = _transforms(spec)
-    days = float(spec["period_days"] if period_days is None else period_days)
-    return beta[i] * hill_derivative(np.asarray(spend_per_period, float) / days, half[i], shape[i])
+    """Derivative of `steady_state_revenue` in spend per period: Σ_m β_m·hill_m'(S/D) (revenue per extra unit)."""
+    return _steady(spec, channel, spend_per_period, period_days, derivative=True)
 
 
 # --- periods without pandas (serving) ---------------------------------------------------------------------
@@ -257,13 +303,17 @@ def predict_from_period_spend(spec: dict[str, Any], spend_per_period: dict[str, 
     start, end = period_bounds(key, grain)
     ordinals = np.arange(start.toordinal(), end.toordinal() + 1)
     days = float(len(ordinals))
-    decay, half, shape, beta = _transforms(spec)
-    contributions = beta * days * hill(spend / days, half, shape)
+    _, half, shape, beta = _transforms(spec)
+    live = beta != 0
+    contributions = np.where(live, beta * days * hill(spend[:, None] / days, np.where(live, half, 1.0),
+                                                      np.where(live, shape, 1.0)), 0.0).sum(axis=1)
     control_names = list(spec["controls"])
     control_values, control_source = default_controls(spec, key) if control_names else (np.zeros(0), "none")
     if controls:
         control_values = control_values.copy()
         for name, value in controls.items():
+            if name not in control_names:
+                raise ValueError(f"controls.{name}={value!r}: expected one of the model's controls {control_names}")
             control_values[control_names.index(name)] = float(value)
     design = base_design(ordinals, np.zeros(len(ordinals), dtype=np.int64), 1, int(spec["trend_origin"]),
                          int(spec["fourier_order"]), control_values[None, :] if control_names else None)

@@ -57,6 +57,8 @@ def test_hill_is_half_at_half_saturation_and_its_derivative_matches_finite_diffe
             (a + eps) - np.maximum(a - eps, 0))
         assert response.hill_derivative(a, 10.0, shape)[1:] == pytest.approx(numeric[1:], rel=1e-5)
     assert response.hill_derivative(np.array([0.0]), 10.0, 1.0) == pytest.approx([0.1])
+    assert response.hill_derivative(np.array([0.0]), 10.0, 2.0) == pytest.approx([0.0])
+    assert response.hill_derivative(np.array([0.0]), 10.0, 0.5) == pytest.approx([np.inf])
 
 
 def test_period_sum_drops_warm_up_days_and_carryover_crosses_the_period_edge():
@@ -175,8 +177,54 @@ def test_weekly_periods_have_seven_days_and_the_next_week_crosses_the_year():
         response.period_bounds("2026-13", "month")
 
 
+def mixture_spec() -> dict:
+    """`make_spec` with a second Hill component for tv (search keeps one, padded with a zero coefficient)."""
+    spec = make_spec()
+    spec.update({"decay": np.array([[0.5, 0.9], [0.0, 0.0]]), "half_saturation": np.array([[200.0, 50.0],
+                                                                                            [100.0, 1.0]]),
+                 "shape": np.array([[1.0, 1.5], [2.0, 1.0]]), "coefficient": np.array([[400.0, 150.0],
+                                                                                        [300.0, 0.0]]),
+                 "curve_form": "hill_mixture"})
+    return spec
+
+
+def component_spec(spec: dict, m: int) -> dict:
+    """The single-Hill spec of mixture component `m` of every channel."""
+    single = dict(spec)
+    for key in ("decay", "half_saturation", "shape", "coefficient"):
+        single[key] = np.asarray(spec[key])[:, m].copy()
+    return single
+
+
+def test_a_hill_mixture_predicts_the_sum_of_its_components_and_serves_the_same_way():
+    spec = mixture_spec()
+    rng = np.random.default_rng(1)
+    spend = rng.uniform(0, 400, size=(760, 2))
+    ordinals = np.arange(date(2023, 12, 2).toordinal(), date(2023, 12, 2).toordinal() + 760)
+    day_period = np.array([-1] * 30 + [i // 30 for i in range(730)])[:760]
+    n_periods = int(day_period.max()) + 1
+    controls = np.ones((n_periods, 1))
+    parts = [response.decompose(component_spec(spec, m), spend, ordinals, day_period, n_periods, controls)
+             for m in range(2)]
+
+    mixed = response.decompose(spec, spend, ordinals, day_period, n_periods, controls)
+
+    assert mixed["contributions"] == pytest.approx(parts[0]["contributions"] + parts[1]["contributions"])
+    assert mixed["base"] == pytest.approx(parts[0]["base"])
+    grid = np.linspace(0.0, 9000.0, 7)
+    for channel in spec["channels"]:
+        assert response.steady_state_revenue(spec, channel, grid) == pytest.approx(
+            sum(response.steady_state_revenue(component_spec(spec, m), channel, grid) for m in range(2)))
+        assert response.steady_state_marginal(spec, channel, grid) == pytest.approx(
+            sum(response.steady_state_marginal(component_spec(spec, m), channel, grid) for m in range(2)))
+    out = response.predict_from_period_spend(spec, {"tv": 3000.0, "search": 1000.0}, "2026-03")
+    assert out["contributions"]["tv"] == pytest.approx(float(response.steady_state_revenue(spec, "tv", 3000.0, 31)))
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"algorithm": "ols"}, "format/algorithm"),
+    ({"coefficient": np.ones((2, 3))}, r"shapes \[\(2, 1\), \(2, 1\), \(2, 1\), \(2, 3\)\] differ"),
+    ({"decay": np.zeros(3)}, r"spec.decay: shape \(3,\); expected \(2,\) or \(2, components\)"),
     ({"decay": None}, None),
 ])
 def test_check_spec_names_what_is_wrong(change, message):
@@ -199,3 +247,13 @@ def test_the_module_imports_with_numpy_only():
                          cwd=Path(__file__).resolve().parents[3])
 
     assert out.stdout.strip() == "[]"
+
+
+def test_controls_given_with_the_request_override_the_defaults_and_unknown_ones_are_named():
+    spec = make_spec()
+
+    out = response.predict_from_period_spend(spec, {"tv": 1.0}, "2026-03", controls={"price": 2.0})
+
+    assert out["controls"] == {"price": 2.0}
+    with pytest.raises(ValueError, match=r"controls.weather=1: expected one of the model's controls \['price'\]"):
+        response.predict_from_period_spend(spec, {"tv": 1.0}, "2026-03", controls={"weather": 1})
