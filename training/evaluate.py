@@ -121,12 +121,17 @@ def cross_validate(data: PeriodData, config: ModelConfig) -> dict[str, list[floa
 
 def evaluate(data: PeriodData, model_config: ModelConfig,
              config: EvaluationConfig) -> tuple[model.FittedModel, Evaluation]:
-    """Fit a candidate on all but the newest periods (no intervals) and score it on them; return it and its scores."""
+    """Fit a candidate on all but the newest periods and score it on them; return it and its scores.
+
+    The candidate is fitted as a published model is (with its bootstrap: for the media-mix model the
+    published model is the mean of the replicate models), so the holdout scores the kind of model that serves.
+    The CV folds are fitted without it (the cross-validation-selected model), to keep a run fast.
+    """
     if len(data.periods) < 2:
         raise ValueError(f"periods: expected at least 2 periods with spend and revenue, got {len(data.periods)}")
     split = chronological_split(list(data.periods), config)
     train = data.subset(split.train_months)
-    fitted = model.fit_periods(train, model_config, intervals=False)
+    fitted = model.fit_periods(train, model_config, intervals=True)
     predicted = model.predict_periods(fitted.spec, data)
     holdout = np.isin(np.asarray(data.periods), split.holdout_months)
     predictions = pd.DataFrame({"actual": np.asarray(data.revenue, dtype=float), "predicted": predicted,

@@ -264,18 +264,23 @@ def fit_linear_periods(data: PeriodData, config: ModelConfig, intervals: bool = 
 
 
 def fit_mmm_periods(data: PeriodData, config: ModelConfig, intervals: bool = True) -> FittedModel:
-    """Fit the media-mix model (`training.mmm`) and describe it like the linear ones."""
+    """Fit the media-mix model (`training.mmm`) and describe it like the linear ones.
+
+    Its summary's `coefficients` are the marginal ROI per channel (from the roi block): what the metrics
+    table's column means for every algorithm; the media coefficients themselves are in the spec and in the
+    response curves' parameters.
+    """
     from training import mmm  # scipy and the search load only when a media-mix model is fitted
 
     fitted = mmm.fit_mmm(data, config, intervals=intervals)
-    beta = np.asarray(fitted.spec["coefficient"], dtype=float)
     summary = ModelSummary(algorithm="mmm", positive=True, intercept=None,
-                           coefficients={c: float(b) for c, b in zip(fitted.spec["channels"], beta, strict=True)},
+                           coefficients={c: float(e["mroi"]) for c, e in fitted.roi["channels"].items()},
                            hyperparameters=fitted.hyperparameters)
     hyper = fitted.hyperparameters
     done = bool(hyper.get("bootstrap_replicates"))
     method = (f"moving-block bootstrap over periods ({hyper.get('bootstrap_replicates')} replicates, blocks of "
-              f"{hyper.get('bootstrap_block_length')}), media and base coefficients refitted per replicate")
+              f"{hyper.get('bootstrap_block_length')}), the model refitted per replicate; the published model is "
+              "the mean of the replicate models")
     return FittedModel(
         spec=fitted.spec, summary=summary, roi=fitted.roi, response_curves=fitted.response_curves,
         decomposition=fitted.decomposition,
@@ -285,6 +290,19 @@ def fit_mmm_periods(data: PeriodData, config: ModelConfig, intervals: bool = Tru
                    "transforms_reselected_per_replicate": hyper.get("transforms_reselected_per_replicate")
                    if done else None},
         n_parameters=fitted.n_parameters, fit_seconds=fitted.fit_seconds + fitted.interval_seconds)
+
+
+def parameter_count(config: ModelConfig, channels: int, controls: int = 0) -> int:
+    """Return the coefficients `config.algorithm` fits for this many channels and controls (before fitting).
+
+    ols/ridge: an intercept and one coefficient per channel. mmm: the base (level, trend, a sin/cos pair per
+    Fourier order, one per control) and one media coefficient per channel; its transforms (decay,
+    half-saturation, shape, penalty per channel) are chosen out of sample by cross-validation, not fitted, and
+    are not counted. This is what the identifiability rule compares with the periods.
+    """
+    if config.algorithm == "mmm":
+        return 2 + 2 * config.fourier_order + controls + channels
+    return channels + 1
 
 
 def fit_periods(data: PeriodData, config: ModelConfig, intervals: bool = True) -> FittedModel:

@@ -240,7 +240,10 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
                                           "settings": settings.to_dict(),
                                           "settings_fingerprint": settings.settings_fingerprint()})
     raw = ingest.ingest(open_store(settings.data), options=ingest.ReadOptions.from_settings(settings))
-    report = validate.validate(raw, settings.validation, run_date, settings.model.grain)
+    channels = len(raw.channels) if raw.channels else len(raw.monthly_spend.columns)
+    controls = int(raw.controls["control"].nunique()) if len(raw.controls) else 0
+    parameters = model.parameter_count(settings.model, channels, controls)  # for the identifiability rule
+    report = validate.validate(raw, settings.validation, run_date, settings.model.grain, parameters)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
         "warnings": [r.message for r in report.results if r.status == "warn"],

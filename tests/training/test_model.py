@@ -138,8 +138,14 @@ def test_media_mix_fit_on_periods_describes_itself_like_the_linear_ones():
                          mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=20)
     fitted = model.fit_periods(data, config)
     assert fitted.summary.algorithm == "mmm" and fitted.summary.intercept is None
-    assert fitted.summary.coefficients == {c: float(b) for c, b in zip(["tv", "search"], fitted.spec["coefficient"],
-                                                                        strict=True)}
+    # its summary's coefficients are the marginal ROI (what the metrics table's column means)
+    assert fitted.summary.coefficients == {c: e["mroi"] for c, e in fitted.roi["channels"].items()}
     assert fitted.roi["channels"]["tv"]["roi_interval"] is not None
     assert fitted.intervals["replicates"] == 20 and fitted.intervals["transforms_reselected_per_replicate"]
     assert model.predict_periods(fitted.spec, data) == pytest.approx(np.array(fitted.decomposition["fitted"]))
+
+
+@pytest.mark.parametrize(("algorithm", "fourier_order", "expected"), [("ols", 2, 5), ("ridge", 2, 5), ("mmm", 2, 13),
+                                                                      ("mmm", 0, 9)])
+def test_parameter_count_is_what_each_algorithm_fits(algorithm, fourier_order, expected):
+    assert model.parameter_count(ModelConfig(algorithm=algorithm, fourier_order=fourier_order), 4, 3) == expected

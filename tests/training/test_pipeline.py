@@ -114,13 +114,17 @@ def test_a_media_mix_run_publishes_a_verified_model_with_every_block(mmm_data, t
     assert result.status == "promoted", result.reason
     manifest, spec = ModelRegistry(open_store(settings.store)).load(result.version)  # CONSISTENCY_CHECKS["mmm"]
     assert spec["algorithm"] == manifest["algorithm"] == "mmm" and manifest["grain"] == "month"
-    assert manifest["coefficients"] == dict(zip(spec["channels"], spec["coefficient"].tolist(), strict=True))
+    assert manifest["coefficients"] == {c: e["mroi"] for c, e in manifest["roi"]["channels"].items()}
+    assert manifest["intercept"] is None
     for channel, entry in manifest["roi"]["channels"].items():
         lo, hi = entry["roi_interval"]
         assert lo <= entry["roi"] <= hi
         assert 0.4 * truth["roi"][channel] < entry["roi"] < 2.5 * truth["roi"][channel]  # right magnitude
-        parameters = manifest["response_curves"]["channels"][channel]["parameters"]
-        assert parameters["decay"] == manifest["hyperparameters"]["channels"][channel]["decay"]
+        curve = manifest["response_curves"]["channels"][channel]
+        assert curve["form"] == "hill_mixture"  # the published model is the mean of the replicate models
+        i = spec["channels"].index(channel)
+        assert curve["parameters"]["decay"] == [d for d, b in zip(spec["decay"][i], spec["coefficient"][i],
+                                                                   strict=True) if b != 0]
     assert manifest["intervals"]["replicates"] == 40 and manifest["intervals"]["transforms_reselected_per_replicate"]
     assert manifest["decomposition"]["periods"] == manifest["training"]["months"]
     assert manifest["training"]["months"][-1] == "2026-10" and len(manifest["training"]["months"]) == 48
@@ -128,6 +132,18 @@ def test_a_media_mix_run_publishes_a_verified_model_with_every_block(mmm_data, t
     assert spec["controls"] == truth["controls"]
     row = open_metrics(settings.metrics).get("mmm")
     assert row["algorithm"] == "mmm" and row["intercept"] is None and row["coefficients"] == manifest["coefficients"]
+
+
+def test_validation_judges_identifiability_with_the_media_mix_models_parameter_count(mmm_data, tmp_path):
+    data, _ = mmm_data  # 48 months, 3 channels, 3 controls
+    settings = make_settings(data, str(tmp_path / "store"), tmp_path, **{"model.fourier_order": 1})
+
+    pipeline.validate_data(settings, "identifiable")
+
+    report = json.loads(open_store(settings.store).read("runs/identifiable/validation.json"))
+    # level, trend, 1 sin/cos pair, 3 controls and 3 media coefficients: 10 > 48 / 5
+    [warning] = [w for w in report["warnings"] if w.startswith("identifiability")]
+    assert "the model has 10 parameters for 48 periods" in warning
 
 
 def test_gate_compares_media_mix_champion_and_challenger_on_the_same_periods(mmm_data, tmp_path):

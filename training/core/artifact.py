@@ -289,20 +289,30 @@ def check_linear(version: str, manifest: Mapping[str, Any], spec: Mapping[str, A
                                            f"manifest says {libraries.get('scikit-learn')}")
 
 
-# The per-channel arrays of a media-mix spec, and the response-curve parameter each one must equal.
-MMM_CHANNEL_ARRAYS = {"coefficient": "coefficient", "decay": "decay", "half_saturation": "half_saturation",
-                      "shape": "shape", "max_spend_seen": None}
+# The per-channel transform arrays of a media-mix spec ((C,) for one Hill curve per channel, (C, M) for a
+# mixture of M), each named as in the manifest's response_curves parameters.
+MMM_CURVE_ARRAYS = ("coefficient", "decay", "half_saturation", "shape")
 MMM_GRAINS = ("month", "week")
 
 
-def _finite_array(version: str, spec: Mapping[str, Any], key: str, length: int) -> np.ndarray:
+def _finite_array(version: str, spec: Mapping[str, Any], key: str, shape_ok: Callable[[tuple[int, ...]], bool],
+                  expected: str) -> np.ndarray:
     value = spec.get(key)
-    if not isinstance(value, np.ndarray) or value.shape != (length,) or value.dtype != np.float64:
+    if not isinstance(value, np.ndarray) or value.dtype != np.float64 or not shape_ok(value.shape):
         raise ModelIntegrityError(version, f"model {key} has shape {getattr(value, 'shape', None)}: expected "
-                                           f"({length},) float64")
+                                           f"{expected} float64")
     if not np.isfinite(value).all():
         raise ModelIntegrityError(version, f"model {key} is not all finite")
     return value
+
+
+def _curve_values(parameters: Mapping[str, Any], name: str) -> list[float] | None:
+    """A response-curve parameter as a list of numbers (one per mixture component), or None if malformed."""
+    value = parameters.get(name)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    return [float(v) for v in values]
 
 
 def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
@@ -313,14 +323,25 @@ def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]
     if missing:
         raise ModelIntegrityError(version, f"model is missing {missing}: expected every key of a media-mix spec")
     channels = list(spec["channels"])
-    arrays = {key: _finite_array(version, spec, key, len(channels)) for key in MMM_CHANNEL_ARRAYS}
-    _finite_array(version, spec, "base_coefficients", len(spec["base_terms"]))
+    n = len(channels)
+    expected = f"({n},) or ({n}, components)"
+    def curve_shape(shape: tuple[int, ...]) -> bool:
+        return shape == (n,) or (len(shape) == 2 and shape[0] == n and shape[1] >= 1)
+
+    arrays = {key: _finite_array(version, spec, key, curve_shape, expected) for key in MMM_CURVE_ARRAYS}
+    if len({a.shape for a in arrays.values()}) != 1:
+        raise ModelIntegrityError(version, f"model coefficient, decay, half_saturation and shape have shapes "
+                                           f"{[a.shape for a in arrays.values()]}: expected one shape")
+    _finite_array(version, spec, "max_spend_seen", lambda shape: shape == (n,), f"({n},)")
+    terms = len(spec["base_terms"])
+    _finite_array(version, spec, "base_coefficients", lambda shape: shape == (terms,), f"({terms},)")
+    rows = {key: a.reshape(n, -1) for key, a in arrays.items()}
     checks = (("decay", lambda v: (v >= 0) & (v < 1), "in [0, 1)"), ("half_saturation", lambda v: v > 0, "> 0"),
               ("shape", lambda v: v > 0, "> 0"), ("coefficient", lambda v: v >= 0, ">= 0"))
-    for key, ok, expected in checks:
-        bad = [c for c, good in zip(channels, ok(arrays[key]), strict=True) if not good]
+    for key, ok, wanted in checks:
+        bad = [c for c, row in zip(channels, rows[key], strict=True) if not ok(row).all()]
         if bad:
-            raise ModelIntegrityError(version, f"model {key} of {bad} is out of range: expected {expected}")
+            raise ModelIntegrityError(version, f"model {key} of {bad} is out of range: expected {wanted}")
     grain = spec.get("grain")
     if grain not in MMM_GRAINS or manifest.get("grain", grain) != grain:
         raise ModelIntegrityError(version, f"model grain is {grain!r}, manifest says {manifest.get('grain')!r}: "
@@ -331,20 +352,16 @@ def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]
                                            "model's curve parameters per channel")
     for i, channel in enumerate(channels):
         parameters = (curves.get(channel) or {}).get("parameters") or {}
-        for key, name in MMM_CHANNEL_ARRAYS.items():
-            if name is None:
-                continue
-            listed = parameters.get(name)
-            if not isinstance(listed, int | float) or not _close(float(listed), float(arrays[key][i])):
-                raise ModelIntegrityError(version, f"manifest response_curves {channel}.{name} is {listed!r}, "
-                                                   f"model.joblib says {float(arrays[key][i])!r}")
-    listed_coef = manifest.get("coefficients")
-    if isinstance(listed_coef, Mapping):
-        for i, channel in enumerate(channels):
-            value = listed_coef.get(channel)
-            if not isinstance(value, int | float) or not _close(float(value), float(arrays["coefficient"][i])):
-                raise ModelIntegrityError(version, f"manifest coefficient of {channel} is {value!r}, model.joblib "
-                                                   f"says {float(arrays['coefficient'][i])!r}")
+        live = rows["coefficient"][i] != 0  # a mixture lists its live components only (padding has β = 0)
+        if rows["coefficient"].shape[1] == 1:
+            live = np.ones(1, dtype=bool)
+        for key in MMM_CURVE_ARRAYS:
+            listed = _curve_values(parameters, key)
+            model_values = rows[key][i][live].tolist()
+            if listed is None or len(listed) != len(model_values) or not all(
+                    _close(a, b) for a, b in zip(listed, model_values, strict=True)):
+                raise ModelIntegrityError(version, f"manifest response_curves {channel}.{key} is "
+                                                   f"{parameters.get(key)!r}, model.joblib says {model_values!r}")
 
 
 # algorithm -> check of the spec against its manifest (after the common checks).
