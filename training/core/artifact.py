@@ -342,6 +342,10 @@ def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]
         bad = [c for c, row in zip(channels, rows[key], strict=True) if not ok(row).all()]
         if bad:
             raise ModelIntegrityError(version, f"model {key} of {bad} is out of range: expected {wanted}")
+    try:
+        response.check_spec(dict(spec))  # what the shared prediction code itself requires
+    except ValueError as exc:
+        raise ModelIntegrityError(version, f"model.joblib: {exc}") from exc
     grain = spec.get("grain")
     if grain not in MMM_GRAINS or manifest.get("grain", grain) != grain:
         raise ModelIntegrityError(version, f"model grain is {grain!r}, manifest says {manifest.get('grain')!r}: "
