@@ -306,13 +306,13 @@ def _finite_array(version: str, spec: Mapping[str, Any], key: str, shape_ok: Cal
     return value
 
 
-def _curve_values(parameters: Mapping[str, Any], name: str) -> list[float] | None:
-    """A response-curve parameter as a list of numbers (one per mixture component), or None if malformed."""
+def _curve_values(parameters: Mapping[str, Any], name: str) -> tuple[list[float], bool] | None:
+    """A response-curve parameter as (numbers, listed per component), or None if it is not numbers."""
     value = parameters.get(name)
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return None
-    return [float(v) for v in values]
+    return [float(v) for v in values], isinstance(value, list)
 
 
 def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
@@ -357,13 +357,14 @@ def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]
     for i, channel in enumerate(channels):
         parameters = (curves.get(channel) or {}).get("parameters") or {}
         live = rows["coefficient"][i] != 0  # a mixture lists its live components only (padding has β = 0)
-        if rows["coefficient"].shape[1] == 1:
-            live = np.ones(1, dtype=bool)
         for key in MMM_CURVE_ARRAYS:
             listed = _curve_values(parameters, key)
-            model_values = rows[key][i][live].tolist()
-            if listed is None or len(listed) != len(model_values) or not all(
-                    _close(a, b) for a, b in zip(listed, model_values, strict=True)):
+            if listed is None:
+                model_values = rows[key][i].tolist()
+            else:  # one Hill curve: scalars; a mixture: one number per live component
+                model_values = rows[key][i][live].tolist() if listed[1] else rows[key][i].tolist()
+            if listed is None or len(listed[0]) != len(model_values) or not all(
+                    _close(a, b) for a, b in zip(listed[0], model_values, strict=True)):
                 raise ModelIntegrityError(version, f"manifest response_curves {channel}.{key} is "
                                                    f"{parameters.get(key)!r}, model.joblib says {model_values!r}")
 
