@@ -21,7 +21,6 @@ from training.core.store import open_store
 from training.metrics import open_metrics
 from training.sample import TRUE_ROI, write_sample
 
-
 # The default algorithm (mmm) with small transform grids and few bootstrap replicates: the pipeline's
 # mechanics are the same, a run takes 3 s instead of 10.
 FAST_MMM = {"model.mmm_decays": [0.0, 0.7], "model.mmm_half_saturations": [0.6, 2.5], "model.mmm_shapes": [1.0],

@@ -10,11 +10,11 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
-from training.config import SAMPLE_DATA, SAMPLE_RUN_DATE, ValidationConfig
-from training.ingest import ingest, training_data
 from training.cli import main
-from training.sample import CHANNELS, mmm_period_data, simulate_mmm, write_mmm_sample, write_sample
+from training.config import SAMPLE_DATA, SAMPLE_RUN_DATE, ValidationConfig
 from training.core.store import open_store
+from training.ingest import ingest, training_data
+from training.sample import CHANNELS, mmm_period_data, simulate_mmm, write_mmm_sample, write_sample
 from training.validate import validate
 
 
