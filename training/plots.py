@@ -146,7 +146,8 @@ def response_curves(block: dict[str, Any], version: str | None = None, holdout_r
         at_current = float(np.interp(current, spend, revenue))
         ax.axvline(current, color="0.3", linestyle="--", linewidth=0.8)
         ax.plot([current], [at_current], marker="o", color="black", label="current spend")
-        ax.set_title(f"{channel} ({curve['form']})", fontsize=10)
+        ax.set_title(channel if str(curve["form"]).startswith("hill") else f"{channel} ({curve['form']})",
+                     fontsize=10)
         ax.xaxis.set_major_formatter(_formatter(money))
         ax.yaxis.set_major_formatter(_formatter(money))
         ax.tick_params(labelsize=8)
