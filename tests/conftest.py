@@ -659,8 +659,7 @@ def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken:
     if champion:
         seed_settings = config.load_settings(overrides={"data": scenario.data, "store": scenario.store,
                                                         "metrics": f"sqlite:///{workdir}/{name}-seed.db",
-                                                        "run_date": "2026-11-15", "model.bootstrap_replicates": 20},
-                                             environ={})
+                                                        "run_date": "2026-11-15"}, environ={})
         assert pipeline.run(seed_settings, run_id=f"seed-{name}").status == "promoted"
         registry = open_registry(scenario.store)
         scenario.latest_before, scenario.versions_before = registry.latest(), tuple(registry.versions())
