@@ -10,7 +10,7 @@ RUN_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run train serve schema test test-fast lint bench-train bench-serve bench-model bench-allocate airflow-venvs clean
+.PHONY: run train serve schema test test-fast lint bench-train bench-serve bench-model bench-allocate bench-bigquery airflow-venvs clean
 
 $(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench-model: $(STAMP)
 ## make bench-allocate: budget allocation latency (p50/p99) and its gap to scipy's optimum on random curves.
 bench-allocate: $(STAMP)
 	$(BIN)/python bench/bench_allocate.py
+
+## make bench-bigquery [BENCH_ROWS=10000000]: train from bqemulator and from the same rows as CSV, at N/10 and N.
+BENCH_ROWS ?= 10000000
+bench-bigquery: $(STAMP)
+	$(BIN)/python bench/bench_bigquery.py --rows $(BENCH_ROWS)
 
 airflow-venvs: .venv-airflow2/.installed .venv-airflow3/.installed
 

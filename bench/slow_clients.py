@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 SLOW_HEAD = (b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\n"
@@ -110,4 +111,7 @@ async def _attack(port: int, body: bytes, slow_clients: int, normal_clients: int
 def slow_upload_attack(port: int, body: bytes, slow_clients: int, *, normal_clients: int = 4,
                        seconds: float = 3.0, byte_interval: float = 0.2, timeout: float = 1.0) -> AttackResult:
     """Run `slow_clients` slow uploads against 127.0.0.1:`port` for `seconds`; return what normal clients saw."""
-    return asyncio.run(_attack(port, body, slow_clients, normal_clients, seconds, byte_interval, timeout))
+    # A thread of its own: the caller's thread may already run an event loop (Playwright's sync API does).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _attack(port, body, slow_clients, normal_clients, seconds, byte_interval,
+                                                timeout)).result()

@@ -60,6 +60,8 @@ EXPONENTIAL_BACKOFF: float | bool = 2.0 if _AIRFLOW_MAJOR_MINOR >= (3, 1) else T
 # JSON-schema patterns of the URIs training.core.store.open_store and training.metrics.open_metrics accept.
 STORE_URI_PATTERN = r"^(gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?|file://.+|(?![A-Za-z][A-Za-z0-9+.-]*://).+)$"
 METRICS_URI_PATTERN = r"^(sqlite:///.+|bq://([a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]\.\w+\.[\w-]+)$"
+# Input data: a store URI, or a BigQuery dataset (training.config.BQ_DATA_URI, training/sources/bigquery.py).
+DATA_URI_PATTERN = r"^(gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?|file://.+|bq://([a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]\.[A-Za-z0-9_]{1,1024}|(?![A-Za-z][A-Za-z0-9+.-]*://).+)$"
 
 # Param name -> dotted setting of training.config.Settings. Params left empty (None) use the workers'
 # configuration (ADROI_* environment, ADROI_CONFIG file), the single source of the defaults.
@@ -105,9 +107,10 @@ MODEL_PARAM_SCHEMA: dict[str, Any] = {
 
 PARAMS = {
     "data_uri": Param(
-        None, type=["null", "string"], pattern=STORE_URI_PATTERN,
+        None, type=["null", "string"], pattern=DATA_URI_PATTERN,
         title="Input data", description="gs://bucket/prefix (or a local folder) holding spend/*.csv and "
-        "revenue/*.csv. Empty: ADROI_DATA.",
+        "revenue/*.csv, or bq://project.dataset holding spend and revenue tables (ad platforms' tables: "
+        "bigquery.sources in the config). Empty: ADROI_DATA.",
     ),
     "store_uri": Param(
         None, type=["null", "string"], pattern=STORE_URI_PATTERN,

@@ -1,6 +1,7 @@
 # Three identities, each with only what its job needs.
 #   adroi-api       Cloud Run service: read objects under adroi/models/ of the models bucket, nothing else.
-#   adroi-training  Composer workers: read data, write models, write the metrics table (and run its MERGE).
+#   adroi-training  Composer workers: read data (bucket, source datasets), write models, write the metrics table
+#                   (and run its MERGE and the data source's queries).
 #   adroi-cloudbuild the build: push images, deploy this one Cloud Run service as adroi-api, invoke it for
 #                   the smoke test and the canary's synthetic requests, read its metrics for the canary,
 #                   write its logs, copy the DAG into the Composer bucket.
@@ -54,7 +55,17 @@ resource "google_bigquery_table_iam_member" "training_edits_metrics" {
   member     = google_service_account.training.member
 }
 
-# The MERGE that makes a run's row idempotent is a query job; jobs are project-level.
+# `--data bq://project.dataset`: read the tables of each source dataset (ad platforms' transfers, our contract).
+resource "google_bigquery_dataset_iam_member" "training_reads_sources" {
+  for_each   = toset(var.source_datasets)
+  project    = split(".", each.value)[0]
+  dataset_id = split(".", each.value)[1]
+  role       = "roles/bigquery.dataViewer"
+  member     = google_service_account.training.member
+}
+
+# The MERGE that makes a run's row idempotent, and the reads of a BigQuery data source, are query jobs;
+# jobs are project-level.
 resource "google_project_iam_member" "training_runs_queries" {
   project = var.project_id
   role    = "roles/bigquery.jobUser"

@@ -59,3 +59,13 @@ variable "data_retention_days" {
   type        = number
   default     = 30
 }
+
+variable "source_datasets" {
+  description = "BigQuery datasets the training pipeline reads as `--data bq://project.dataset` (\"project.dataset\" each, e.g. a Google Ads or Meta Ads transfer dataset); the training identity gets roles/bigquery.dataViewer on each."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for d in var.source_datasets : can(regex("^[a-z][a-z0-9-]*[a-z0-9]\\.[A-Za-z0-9_]+$", d))])
+    error_message = "Each source dataset must be \"project.dataset\"."
+  }
+}

@@ -172,6 +172,72 @@ def bq_table_uri(bigquery_emulator) -> str:
     return f"bq://{BQ_PROJECT}.adroi_{uuid.uuid4().hex[:12]}.runs"
 
 
+
+# ---- training/sources: tables in bqemulator (the BigQuery data source) --------------------------------
+
+@dataclass
+class BigQueryDataset:
+    """A fresh dataset in the emulator and the real client that fills it."""
+
+    client: Any
+    project: str
+    dataset: str
+
+    @property
+    def uri(self) -> str:
+        """The `bq://project.dataset` data URI of this dataset."""
+        return f"bq://{self.project}.{self.dataset}"
+
+    def create_table(self, name: str, columns: dict[str, str], rows: list[dict[str, Any]], chunk: int = 5000) -> str:
+        """Create table `name` ({column: BigQuery type}) and insert `rows` in chunks; return its id."""
+        from google.api_core.retry import Retry
+        from google.cloud import bigquery
+
+        table_id = f"{self.project}.{self.dataset}.{name}"
+        table = self.client.create_table(
+            bigquery.Table(table_id, schema=[bigquery.SchemaField(c, t) for c, t in columns.items()]),
+            retry=Retry(deadline=20), timeout=20)
+        for start in range(0, len(rows), chunk):
+            errors = self.client.insert_rows_json(table, rows[start:start + chunk], retry=Retry(deadline=30),
+                                                  timeout=30)
+            assert not errors, errors[:3]
+        return table_id
+
+    def load_csv_folder(self, folder: str | Path, types: dict[str, str] | None = None) -> None:
+        """Copy `spend/`, `revenue/` and `controls/` CSV files into tables of those names, rows as in the files.
+
+        Columns are STRING (the CSV text as is, empty cells as NULL) unless `types` names a BigQuery type.
+        """
+        import csv
+
+        types = {k.upper(): v for k, v in (types or {}).items()}
+        for name in ("spend", "revenue", "controls"):
+            files = sorted((Path(folder) / name).glob("*.csv"))
+            if not files:
+                continue
+            header: list[str] = []
+            rows = []
+            for path in files:
+                with path.open(newline="") as fh:
+                    reader = csv.reader(fh)
+                    header = next(reader)
+                    rows += [{c: (v if v != "" else None) for c, v in zip(header, row, strict=True)} for row in reader]
+            columns = {c: types.get(c.upper(), "STRING") for c in header}
+            self.create_table(name, columns, rows)
+
+
+@pytest.fixture
+def bq_dataset(bigquery_emulator) -> BigQueryDataset:
+    """An empty dataset of its own in the emulator (tables: `create_table`, `load_csv_folder`)."""
+    from google.api_core.retry import Retry
+
+    from training.metrics import bigquery_client
+
+    client = bigquery_client(BQ_PROJECT)
+    dataset = f"data_{uuid.uuid4().hex[:12]}"
+    client.create_dataset(dataset, retry=Retry(deadline=20), timeout=20)
+    return BigQueryDataset(client, BQ_PROJECT, dataset)
+
 SERVED_CHANNELS = ["email", "search_engine", "social_media", "video"]
 
 

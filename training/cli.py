@@ -77,6 +77,10 @@ def format_summary(result: RunResult) -> str:
         v = result.validation
         state = "passed" if v.get("passed") else "FAILED: " + ", ".join(v.get("failed", []))
         lines.append(f"  validation    {state}; {v.get('rows', 'n/a')} rows")
+        source = v.get("source")  # a table source (BigQuery): what its queries scanned and returned
+        if source:
+            lines.append(f"  data source   {source['bytes_estimated']:,} bytes scanned (dry runs), "
+                         f"{source['rows_returned']:,} rows returned, ${source['on_demand_usd']:.4f} on demand")
     lines += [f"  warning       {w}" for w in result.warnings]
     lines += [f"  {name:<13} {where}" for name, where in result.files.items()]
     return "\n".join(lines)
@@ -263,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", parents=[common], help="run the training pipeline once")
-    run.add_argument("--data", help="input root: folder or gs://bucket/prefix with spend/ and revenue/")
+    run.add_argument("--data", help="input root: folder or gs://bucket/prefix with spend/ and revenue/, or "
+                     "bq://project.dataset with spend and revenue tables")
     run.add_argument("--store", help="model store: folder or gs://bucket/prefix")
     run.add_argument("--metrics", help="sqlite:///path.db or bq://project.dataset.table")
     run.add_argument("--run-date", help="the run's logical date, YYYY-MM-DD (data freshness is judged on it)")

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,10 +29,14 @@ SAMPLE_DATA = REPO_ROOT / "data" / "sample"
 SAMPLE_RUN_DATE = date(2026, 11, 15)
 
 ENV_PREFIX = "ADROI_"
+# `--data bq://project.dataset`: tables `spend`, `revenue`, `controls` there (training/sources/bigquery.py). A
+# project id may be domain-scoped ("example.com:project"); dataset ids are letters, digits and underscores.
+BQ_DATA_URI = re.compile(r"bq://(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9])\.(?P<dataset>[A-Za-z0-9_]{1,1024})")
+ACCEPTED_DATA_URIS = "a local folder, gs://bucket[/prefix] or bq://project.dataset"
 GRAINS = ("month", "week")  # as training.periods.GRAINS (not imported: it loads pandas)
 # The settings that shape the fitted model: a run whose input data and these settings equal those of the newest
 # version would fit the same model again (see `Settings.settings_fingerprint`). Add new model-shaping settings here.
-MODEL_SETTINGS = ("channels", "channel_aliases", "controls", "model", "evaluation")
+MODEL_SETTINGS = ("channels", "channel_aliases", "controls", "bigquery", "model", "evaluation")
 
 
 @dataclass
@@ -91,6 +96,22 @@ class ControlsConfig:
 
 
 @dataclass
+class BigQueryConfig:
+    """How a `bq://project.dataset` data source is read; `sources` declares ad platforms' tables beyond ours."""
+
+    # Cap on the bytes one query may scan: a dry run's estimate above it fails the run before the query runs,
+    # and BigQuery enforces it too (QueryJobConfig.maximum_bytes_billed). Default 100 GiB.
+    max_bytes_billed: int = 100 * 2**30
+    time_travel: bool = True  # read every table FOR SYSTEM_TIME AS OF the run's start (tables, not views)
+    timeout: float = 600.0  # seconds per API call and per query
+    location: str | None = None  # the datasets' location, when the client cannot infer it
+    billing_project: str | None = None  # the project that runs (and pays for) the queries; None: the data's
+    currency: str | None = None  # the one currency ad accounts must report in; None: whichever they agree on
+    # One table per entry: {kind = "google_ads" | "meta_ads", dataset, customer_id, table, channel | rules, ...}
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class EvaluationConfig:
     """Chronological holdout."""
 
@@ -123,6 +144,7 @@ class Settings:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)
+    bigquery: BigQueryConfig = field(default_factory=BigQueryConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
 
@@ -155,6 +177,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return value if isinstance(value, date) else date.fromisoformat(str(value))
         if text.startswith("list[str]"):
             return [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else value) if str(s).strip()] or None
+        if text.startswith("list[dict"):  # a TOML array of tables, or JSON text from the environment
+            items = json.loads(value) if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+                raise ValueError
+            return [dict(i) for i in items]
         if text.startswith("list[float]"):
             return [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
         if text.startswith("dict"):
@@ -172,7 +199,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if hint is float or text == "float":
             return float(value)
         return str(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise ConfigError(name, value, f"a value of type {text}") from exc
 
 
@@ -290,7 +317,8 @@ def _check(s: Settings) -> None:
     from training.core.store import check_store_uri
     from training.metrics import check_metrics_uri  # imported here: training.metrics imports this module
 
-    check_store_uri(s.data, "data")
+    if not str(s.data).startswith("bq://"):  # a BigQuery dataset is checked with the other input settings
+        check_store_uri(s.data, "data")
     check_store_uri(s.store, "store")
     check_metrics_uri(s.metrics)
     if s.channels is not None and len(set(s.channels)) != len(s.channels):
@@ -357,3 +385,29 @@ def _check_input(s: Settings) -> None:
     for control, how in s.controls.aggregate.items():
         if how not in ("mean", "sum"):
             raise ConfigError(f"controls.aggregate.{control}", how, "'mean' or 'sum'")
+    _check_data_source(s)
+
+
+def _check_data_source(s: Settings) -> None:
+    """Check the data URI's scheme and, for BigQuery, its cap and declared ad-platform tables."""
+    data = str(s.data)
+    if data.startswith("bq://"):
+        if not BQ_DATA_URI.fullmatch(data):
+            raise ConfigError("data", data, "bq://project.dataset (letters, digits and underscores in the dataset)")
+    elif "://" in data and not data.startswith(("gs://", "file://")):
+        raise ConfigError("data", data, ACCEPTED_DATA_URIS)
+    b = s.bigquery
+    if b.max_bytes_billed <= 0:
+        raise ConfigError("bigquery.max_bytes_billed", b.max_bytes_billed, "a number of bytes above 0")
+    if b.timeout <= 0:
+        raise ConfigError("bigquery.timeout", b.timeout, "a number of seconds above 0")
+    if b.billing_project is not None and not re.fullmatch(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]",
+                                                          b.billing_project):
+        raise ConfigError("bigquery.billing_project", b.billing_project, "a project id")
+    if b.sources:
+        if not data.startswith("bq://"):
+            raise ConfigError("bigquery.sources", f"{len(b.sources)} table(s)", "--data bq://project.dataset "
+                              "(ad platforms' tables are read with the BigQuery data source)")
+        from training.sources.bigquery import parse_sources  # loads pandas: only when sources are declared
+
+        parse_sources(b.sources, data, s.channels)

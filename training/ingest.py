@@ -93,9 +93,10 @@ DUPLICATE_ROWS = "duplicate_rows"
 DUPLICATE_REVENUE_MONTHS = "duplicate_revenue_months"
 MIXED_FORMS = "mixed_forms"
 DUPLICATE_CONTROL_PERIODS = "duplicate_control_periods"
+MIXED_CURRENCIES = "mixed_currencies"  # ad accounts of a table source reporting in different currencies
 FINDINGS = (UNREADABLE_FILES, IGNORED_FILES, MISSING_COLUMNS, UNPARSEABLE_VALUES, NULL_VALUES_RULE,
             NEGATIVE_VALUES, OUT_OF_RANGE_VALUES, UNKNOWN_CHANNELS, DUPLICATE_ROWS, DUPLICATE_REVENUE_MONTHS,
-            MIXED_FORMS, DUPLICATE_CONTROL_PERIODS)
+            MIXED_FORMS, DUPLICATE_CONTROL_PERIODS, MIXED_CURRENCIES)
 
 MAX_EXAMPLES = 20  # examples kept per finding; the report shows at most ValidationConfig.max_examples
 BLOCK_SIZE = 4 << 20  # bytes of CSV per record batch

@@ -53,6 +53,7 @@ from training.core.registry import LATEST_KEY, MODELS_PREFIX, ModelRegistry, Poi
 from training.core.store import Store, open_store
 from training.metrics import RunRecord, open_metrics
 from training.periods import PeriodData
+from training.sources import open_reader
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +236,15 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
     run_date = settings.effective_run_date()
     log.info("training run %s started: data %s, run date %s", run_id, settings.data, run_date,
              extra={"event": events.TRAINING_STARTED, "run_id": run_id})
-    _write_json(store, run_id, RUN_FILE, {"run_id": run_id, "started_at": datetime.now(UTC).isoformat(),
+    now = datetime.now(UTC)
+    # A table source reads as of the first attempt's start, so a retried stage reads the same rows.
+    data_as_of = (_read_json(store, run_id, RUN_FILE) or {}).get("data_as_of") or now.isoformat()
+    _write_json(store, run_id, RUN_FILE, {"run_id": run_id, "started_at": now.isoformat(), "data_as_of": data_as_of,
                                           "run_date": run_date.isoformat(), "code_version": code_version(settings),
                                           "settings": settings.to_dict(),
                                           "settings_fingerprint": settings.settings_fingerprint()})
-    raw = ingest.ingest(open_store(settings.data), options=ingest.ReadOptions.from_settings(settings))
+    reader = open_reader(settings, as_of=datetime.fromisoformat(data_as_of))
+    raw = reader.read(ingest.ReadOptions.from_settings(settings))
     channels = len(raw.channels) if raw.channels else len(raw.monthly_spend.columns)
     controls = int(raw.controls["control"].nunique()) if len(raw.controls) else 0
     parameters = model.parameter_count(settings.model, channels, controls)  # for the identifiability rule
@@ -249,6 +254,11 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
         "warnings": [r.message for r in report.results if r.status == "warn"],
         "errors": [r.message for r in report.results if r.status == "fail"], "report": report.to_dict(),
     }
+    cost = getattr(reader, "cost", None)  # a table source: bytes scanned and returned per query, and the price
+    if cost:
+        doc["source"] = cost
+        doc["summary"]["source"] = {k: cost[k] for k in ("bytes_estimated", "bytes_processed", "rows_returned",
+                                                         "bytes_returned", "on_demand_usd", "time_travel")}
     if report.passed:
         data = ingest.training_data(raw)  # the monthly view: what the input holds, for the manifest
         periods = ingest.period_data(raw, settings.model.grain, data.channels)

@@ -51,6 +51,7 @@ RULES: dict[str, str] = {
     ingest.DUPLICATE_REVENUE_MONTHS: "fail",
     ingest.MIXED_FORMS: "fail",
     ingest.DUPLICATE_CONTROL_PERIODS: "fail",
+    ingest.MIXED_CURRENCIES: "fail",
     GRAIN_MISMATCH: "fail",
     CONTROL_GAPS: "fail",
     STALE_REVENUE: "fail",
@@ -175,6 +176,7 @@ _FILE_TEXT = {
     ingest.UNREADABLE_FILES: "file(s) that cannot be read as CSV",
     ingest.IGNORED_FILES: "file(s) under spend/, revenue/ or controls/ that are not data files and were not read",
     ingest.MIXED_FORMS: "file(s) in another form than the rest (daily DATE vs monthly YEAR, MONTH)",
+    ingest.MIXED_CURRENCIES: "ad account(s) reporting spend in another currency than the run's",
 }
 
 

@@ -8,6 +8,7 @@ fake-gcs-server and bqemulator (started from this virtualenv; the Airflow ones o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +92,26 @@ def test_params_are_json_schema_validated_and_default_to_the_environment(parsed)
                                               "hyperparameters": {}}
 
 
+def test_data_uri_takes_a_bigquery_dataset_and_the_store_does_not(parsed):
+    from training.config import BQ_DATA_URI
+
+    params = parsed["dag"]["params"]
+    for uri in ("bq://my-project.google_ads_transfer", "bq://example.com:my-project.ads", "gs://data/adroi", "/data"):
+        assert re.fullmatch(params["data_uri"]["pattern"], uri), uri
+    assert BQ_DATA_URI.fullmatch("bq://example.com:my-project.ads")  # the CLI accepts what the DAG accepts
+    for uri in ("bq://my-project", "bq://my-project.ads.spend", "bq://my-project.a`b", "s3://data"):
+        assert not re.fullmatch(params["data_uri"]["pattern"], uri), uri
+    assert not re.fullmatch(params["store_uri"]["pattern"], "bq://my-project.google_ads_transfer")
+
+
 BAD_TRIGGERS = {
     "threshold_above_one": ({"evaluation_threshold": 1.5}, "evaluation_threshold"),
     "threshold_below_zero": ({"evaluation_threshold": -0.1}, "evaluation_threshold"),
     "threshold_not_a_number": ({"evaluation_threshold": "high"}, "evaluation_threshold"),
     "metrics_not_a_known_uri": ({"metrics_table": "mysql://db/runs"}, "metrics_table"),
     "store_not_a_bucket_or_path": ({"store_uri": "s3://bucket/models"}, "store_uri"),
+    "data_not_a_dataset": ({"data_uri": "bq://project.dataset.table;DROP"}, "data_uri"),
+    "store_not_a_dataset": ({"store_uri": "bq://project.dataset"}, "store_uri"),
     "unknown_algorithm": ({"hyperparameters": {"algorithm": "xgboost"}}, "hyperparameters"),
     "channel_change_not_a_boolean": ({"allow_channel_change": "yes"}, "allow_channel_change"),
     "unknown_hyperparameter": ({"hyperparameters": {"depth": 3}}, "hyperparameters"),

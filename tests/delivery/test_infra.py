@@ -124,7 +124,8 @@ def test_training_and_cloud_build_identities_get_only_their_jobs_roles():
                 for named in blk.values() for body in named.values() if body.get("member") == member}
 
     assert roles_of("training") == {"roles/storage.objectViewer", "roles/storage.objectUser",
-                                    "roles/bigquery.dataEditor", "roles/bigquery.jobUser", "roles/composer.worker"}
+                                    "roles/bigquery.dataEditor", "roles/bigquery.dataViewer",
+                                    "roles/bigquery.jobUser", "roles/composer.worker"}
     assert roles_of("cloudbuild") == {"roles/artifactregistry.writer", "roles/run.admin", "roles/run.invoker",
                                       "roles/monitoring.viewer",
                                       "roles/iam.serviceAccountUser", "roles/logging.logWriter",
@@ -134,6 +135,16 @@ def test_training_and_cloud_build_identities_get_only_their_jobs_roles():
     acts_as = resources("google_service_account_iam_member")["cloudbuild_acts_as_api"]
     assert acts_as["service_account_id"] == "${google_service_account.api.name}"
     assert not any("roles/owner" in p.read_text() or "roles/editor" in p.read_text() for p in TF_FILES)
+
+
+def test_training_reads_every_source_dataset_and_only_those():
+    reads = resources("google_bigquery_dataset_iam_member")["training_reads_sources"]
+    assert reads["role"] == "roles/bigquery.dataViewer"
+    assert reads["for_each"] == "${toset(var.source_datasets)}"
+    assert reads["member"] == "${google_service_account.training.member}"
+    (variable,) = [b["source_datasets"] for cfg in CONFIG.values() for b in cfg.get("variable", [])
+                   if "source_datasets" in b]
+    assert variable["default"] == []
 
 
 def test_cloud_run_service_matches_what_cloud_build_deploys():
@@ -292,6 +303,7 @@ CREATOR_ROLE = {
     "google_bigquery_dataset": "roles/bigquery.admin",
     "google_bigquery_table": "roles/bigquery.admin",
     "google_bigquery_table_iam_member": "roles/bigquery.admin",
+    "google_bigquery_dataset_iam_member": "roles/bigquery.admin",
     "google_artifact_registry_repository": "roles/artifactregistry.admin",
     "google_artifact_registry_repository_iam_member": "roles/artifactregistry.admin",
     "google_service_account": "roles/iam.serviceAccountAdmin",

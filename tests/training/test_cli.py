@@ -258,3 +258,29 @@ def test_grain_option_reaches_validation(good_data, tmp_path, no_adroi_env, caps
 
     assert code == 2
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["validation"]["failed"] == ["grain_mismatch"]
+
+
+def test_run_trains_from_a_bigquery_dataset_and_exits_2_on_a_bad_row_there(good_data, bq_dataset, tmp_path):
+    bq_dataset.load_csv_folder(good_data)
+    common = ["--store", str(tmp_path / "store"), "--metrics", f"sqlite:///{tmp_path / 'metrics.db'}",
+              "--run-date", "2026-11-15", "--json"]
+
+    good = run_cli("run", "--data", bq_dataset.uri, *common)
+    bq_dataset.create_table("spend_extra", {"CHANNEL": "STRING"}, [])  # an unrelated table is not read
+    bq_dataset.client.insert_rows_json(f"{bq_dataset.project}.{bq_dataset.dataset}.spend", [
+        {"CAMPAIGN": "brand", "CHANNEL": "video", "DATE": "2026-10-31", "TOTAL_COST": "-12.5"}], timeout=20)
+    bad = run_cli("run", "--data", bq_dataset.uri, *common)
+    usage = run_cli("run", "--data", "bq://adroi-test.not.a.dataset", *common)
+
+    assert good.returncode == 0, good.stderr[-2000:]
+    result = json.loads(good.stdout)
+    assert result["status"] == "promoted"
+    source = result["validation"]["source"]  # the cost of the read is in the run's summary
+    assert 0 < source["rows_returned"] < result["validation"]["rows"] and source["time_travel"] is True
+    from training.pipeline import RunResult
+
+    assert f"{source['rows_returned']:,} rows returned" in cli.format_summary(RunResult(**result))
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert json.loads(bad.stdout)["status"] == "data_invalid"
+    assert "negative_values: found 1 negative" in json.loads(bad.stdout)["reason"]
+    assert usage.returncode == 2 and "bq://project.dataset" in usage.stderr

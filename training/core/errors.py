@@ -67,6 +67,10 @@ class MetricsError(AdroiError):
     """The metrics table (SQLite file or BigQuery table) could not be read or written."""
 
 
+class DataSourceError(AdroiError):
+    """A table data source (BigQuery) could not be read, or a query would cost more than allowed."""
+
+
 class DataInvalidError(AdroiError):
     """The input data broke at least one validation rule whose action is `fail`."""
 
