@@ -786,7 +786,7 @@ def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken:
     fake_gcs.client().create_bucket(bucket)
     table = f"bq://{BQ_PROJECT}.dag_{uuid.uuid4().hex[:10]}.runs"
     scenario = Scenario(f"gs://{bucket}/data", f"gs://{bucket}/store", table)
-    sample.write_sample(scenario.data, months=36, campaigns=3, seed=11)
+    sample.write_mmm_sample(scenario.data, seed=11, channels=sample.CHANNELS)
     if champion:
         seed_settings = config.load_settings(overrides={"data": scenario.data, "store": scenario.store,
                                                         "metrics": f"sqlite:///{workdir}/{name}-seed.db",
@@ -805,7 +805,8 @@ def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[s
     workdir = tmp_path_factory.mktemp(f"{airflow.name}-runs")
     scenarios = {  # name: (scenario, extra params)
         "good": (_new_scenario(fake_gcs, workdir, "good", champion=False),
-                 {"hyperparameters": {"positive": True}}),
+                 {"hyperparameters": {"algorithm": "mmm", "grain": "month", "fourier_order": 1,
+                                      "bootstrap_replicates": 30, "mmm_decays": [0.0, 0.5, 0.9]}}),
         "broken": (_new_scenario(fake_gcs, workdir, "broken", champion=True, broken=True), {}),
         # A model setting differs from the champion's: otherwise the run would only repeat it (unchanged).
         "rejected": (_new_scenario(fake_gcs, workdir, "rejected", champion=True),

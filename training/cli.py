@@ -72,10 +72,9 @@ def format_summary(result: RunResult) -> str:
                 if part == "holdout" and result.holdout_months else ""
             lines.append(f"  {part:<13} R² {_num(scores.get('r2'), '.3f')}  RMSE {_num(scores.get('rmse'), ',.1f')}"
                          f"  MAE {_num(scores.get('mae'), ',.1f')}  MAPE {_num(scores.get('mape'), '.2%')}{months}")
-    if result.coefficients:
-        lines.append("  marginal ROI  (revenue per unit of spend)")
-        lines += [f"    {channel:<20} {value:>10.3f}" for channel, value in result.coefficients.items()]
-        lines.append(f"    {'(intercept)':<20} {_num(result.intercept, '>10,.1f')}")
+    if result.algorithm:
+        lines.append(f"  model         {result.algorithm}, {result.grain or 'month'} grain")
+    lines += roi_lines(result.roi)
     if result.validation:
         v = result.validation
         state = "passed" if v.get("passed") else "FAILED: " + ", ".join(v.get("failed", []))
@@ -87,6 +86,26 @@ def format_summary(result: RunResult) -> str:
     lines += [f"  warning       {w}" for w in result.warnings]
     lines += [f"  {name:<13} {where}" for name, where in result.files.items()]
     return "\n".join(lines)
+
+
+def _interval(interval: list[float] | None) -> str:
+    return "" if not interval else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def roi_lines(roi: dict[str, Any]) -> list[str]:
+    """Return the summary's ROI table: per channel ROI and marginal ROI with their intervals, and spend."""
+    channels = roi.get("channels") or {}
+    if not channels:
+        return []
+    window = roi.get("window") or ["?", "?"]
+    level = roi.get("interval_level", 0.9)
+    width = max(12, *(len(c) for c in channels))
+    lines = [f"  ROI           revenue per unit of spend over {window[0]}..{window[1]} ({level:.0%} intervals)",
+             f"    {'channel':<{width}} {'ROI':>6} {'interval':<16} {'mROI':>6} {'interval':<16} {'spend':>14}"]
+    for name, e in channels.items():
+        lines.append(f"    {name:<{width}} {e['roi']:>6.2f} {_interval(e.get('roi_interval')):<16} "
+                     f"{e['mroi']:>6.2f} {_interval(e.get('mroi_interval')):<16} {e['spend']:>14,.0f}")
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -208,7 +227,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     if args.process == "mmm":
         channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
         truth = write_mmm_sample(args.out, seed=args.seed, years=args.years, channels=channels,
-                                 revenue_grain=args.grain_revenue)
+                                 revenue_grain=args.grain_revenue, end_month=args.end_month or "2026-10")
         roi = ", ".join(f"{c} {v:.2f}" for c, v in truth["roi"].items())
         print(f"wrote {args.years} years of daily spend, {args.grain_revenue} revenue and controls, "
               f"{truth['spend_rows']} spend rows to {args.out}; true ROI: {roi}")
@@ -331,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--channels", help="comma-separated channel list (default: every channel in the data)")
     run.add_argument("--evaluation-threshold", type=float, help="minimum holdout R² to promote")
     run.add_argument("--rmse-tolerance", type=float, help="how much worse than the champion's RMSE is allowed")
-    run.add_argument("--algorithm", choices=["ols", "ridge"], help="estimator (default ols)")
+    run.add_argument("--algorithm", choices=["mmm", "ols", "ridge"],
+                     help="model (default mmm: media-mix; ols/ridge: revenue linear in spend per period)")
     run.add_argument("--grain", choices=["month", "week"],
                      help="periods the model is fitted on (default month; week = ISO weeks, needs daily revenue)")
     run.add_argument("--positive", action=argparse.BooleanOptionalAction, default=None,

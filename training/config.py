@@ -65,9 +65,11 @@ class ValidationConfig:
 
 @dataclass
 class ModelConfig:
-    """Which linear estimator to fit."""
+    """Which model to fit, and its settings."""
 
-    algorithm: str = "ols"  # "ols" (LinearRegression) or "ridge" (alpha by time-series CV)
+    # "mmm" (media-mix: adstock, saturation, base; see training/mmm.py), "ols" (LinearRegression on spend per
+    # period) or "ridge" (alpha by time-series CV)
+    algorithm: str = "mmm"
     positive: bool = False  # constrain marginal ROI to be >= 0
     ridge_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
     cv_splits: int = 3
@@ -81,7 +83,7 @@ class ModelConfig:
     mmm_alphas: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.1])  # ridge penalty per channel
     mmm_cv_folds: int = 4
     mmm_sweeps: int = 2  # coordinate-descent passes over the channels
-    bootstrap_replicates: int = 200  # 0: no intervals
+    bootstrap_replicates: int = 200  # 0: no intervals (every algorithm: moving-block bootstrap over periods)
     bootstrap_block_length: int = 0  # periods per block; 0: about n^(1/3)
     seed: int = 0
 

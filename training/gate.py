@@ -2,8 +2,11 @@
 
 The challenger must reach `gate.evaluation_threshold` holdout R². When a champion is promoted, the
 challenger's RMSE must also be no worse than the champion's by more than `gate.rmse_tolerance` (relative),
-both scored on months neither model was fitted on: the challenger's holdout months that are not in the
-champion's training months. When there are none, the reason says so and the threshold alone decides.
+both scored on periods neither model was fitted on: the challenger's holdout periods that are not in the
+champion's training periods, each model predicting them with its own spec from the same daily spend (so a
+linear champion and a media-mix challenger, or two media-mix models with different transforms, are compared
+on the same periods and revenue). When there are none, or the grains differ, the reason says so and the
+threshold alone decides.
 
 A challenger whose channel set differs from the champion's is never promoted unless
 `gate.allow_channel_change` is set: every API client sends the champion's channels, and a model with another
@@ -16,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from training import model
 from training.config import GateConfig
 from training.evaluate import regression_scores
+from training.periods import PeriodData
 
 
 @dataclass
@@ -96,25 +100,34 @@ def compare_with_champion(
     version: str,
     champion: dict[str, Any],
     champion_training_months: list[str],
-    challenger: model.LinearModel | dict[str, Any],
-    features: pd.DataFrame,
-    revenue: pd.Series,
+    challenger: dict[str, Any],
+    data: PeriodData,
     holdout_months: list[str],
+    champion_grain: str = "month",
     champion_channels: list[str] | None = None,
 ) -> ChampionComparison:
-    """Score champion and challenger on the holdout months the champion was not fitted on."""
+    """Score champion and challenger on the holdout periods the champion was not fitted on.
+
+    Each model predicts with its own spec from the same data: a linear one from the spend per period, a
+    media-mix one from the daily spend up to each period (its carryover and saturation), so both are scored on
+    the same periods and the same revenue. Models of different grains are not compared.
+    """
     channels = {"champion_channels": None if champion_channels is None else list(champion_channels),
-                "challenger_channels": [str(c) for c in features.columns]}
+                "challenger_channels": [str(c) for c in data.channels]}
+    if champion_grain != data.grain:
+        return ChampionComparison(version, [], note=f"it was fitted on {champion_grain}s, the challenger on "
+                                                    f"{data.grain}s", **channels)
     seen = set(champion_training_months)
     months = [m for m in holdout_months if m not in seen]
     if not months:
         return ChampionComparison(version, [], note="it was fitted on every holdout month", **channels)
-    X, y = features.loc[months], revenue.loc[months]
+    where = np.isin(np.asarray(data.periods), months)
+    y = np.asarray(data.revenue, dtype=float)[where]
     return ChampionComparison(
         version,
         months,
-        champion_rmse=regression_scores(y, model.predict(champion, X))["rmse"],
-        challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+        champion_rmse=regression_scores(y, model.predict_periods(champion, data)[where])["rmse"],
+        challenger_rmse=regression_scores(y, model.predict_periods(challenger, data)[where])["rmse"],
         **channels,
     )
 

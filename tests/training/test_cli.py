@@ -25,6 +25,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "ADROI_CODE_VERSION": "cli-test", **extra}
 
 
+# The default algorithm (mmm) with small grids and few bootstrap replicates, for the tests of the CLI's
+# mechanics on generated data (the bundled-sample test runs the full defaults).
+FAST_MMM_ENV = {"ADROI_MODEL__MMM_DECAYS": "0.0,0.7", "ADROI_MODEL__MMM_HALF_SATURATIONS": "0.6,2.5",
+                "ADROI_MODEL__MMM_SHAPES": "1.0", "ADROI_MODEL__MMM_ALPHAS": "0.0", "ADROI_MODEL__MMM_SWEEPS": "1",
+                "ADROI_MODEL__BOOTSTRAP_REPLICATES": "20"}
+
+
+@pytest.fixture
+def fast_mmm(no_adroi_env, monkeypatch):
+    """No ADROI_* setting from the caller, but the fast media-mix grids."""
+    for name, value in FAST_MMM_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=180, env=env or clean_env())
@@ -40,14 +54,20 @@ def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
     again = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics)
 
     assert human.returncode == 0, human.stdout + human.stderr
-    assert "PROMOTED (exit 0)" in human.stdout and "marginal ROI" in human.stdout
-    assert all(channel in human.stdout for channel in CHANNELS)
+    assert "PROMOTED (exit 0)" in human.stdout and "mmm, month grain" in human.stdout
+    assert "ROI           revenue per unit of spend over 2022-11..2026-10 (90% intervals)" in human.stdout
+    roi_rows = {line.split()[0]: line.split() for line in human.stdout.splitlines() if line.startswith("    ")}
+    for channel in CHANNELS:  # channel, ROI, [lo, hi], mROI, [lo, hi], spend
+        row = roi_rows[channel]
+        assert row[2].startswith("[") and row[3].endswith("]") and row[5].startswith("[") and row[6].endswith("]")
+        assert float(row[2][1:-1]) <= float(row[1]) <= float(row[3][:-1])
     assert "[training_started]" in human.stderr and "[model_promoted]" in human.stderr
     assert machine.returncode == 0, machine.stderr
     result = json.loads(machine.stdout)  # stdout holds the result alone; the JSON logs went to stderr
     assert {json.loads(line)["severity"] for line in machine.stderr.splitlines()} <= {"INFO", "WARNING"}
     assert result["status"] == "promoted" and result["exit_code"] == 0
-    assert set(result["coefficients"]) == set(CHANNELS)
+    assert set(result["coefficients"]) == set(CHANNELS) == set(result["roi"]["channels"])
+    assert result["algorithm"] == "mmm" and result["grain"] == "month"
     assert Path(result["files"]["model"], "manifest.json").is_file()
     assert again.returncode == 0 and "UNCHANGED (exit 0)" in again.stdout, again.stdout + again.stderr
     assert [r["status"] for r in open_metrics(metrics).history()] == ["unchanged", "promoted", "promoted"]
@@ -60,7 +80,7 @@ def test_exit_codes_for_rejected_invalid_and_bad_usage(good_data, tmp_path):
     write_sample(short, months=5, campaigns=1, seed=2)
 
     rejected = run_cli("run", "--data", good_data, "--store", store, "--metrics", metrics,
-                       "--run-date", "2026-11-01", "--evaluation-threshold", "1.0")
+                       "--run-date", "2026-11-01", "--evaluation-threshold", "1.0", env=clean_env(**FAST_MMM_ENV))
     invalid = run_cli("run", "--data", str(short), "--store", store, "--metrics", metrics, "--run-date", "2026-11-01")
     bad_threshold = run_cli("run", "--data", good_data, "--store", store, "--evaluation-threshold", "2")
 
@@ -71,7 +91,7 @@ def test_exit_codes_for_rejected_invalid_and_bad_usage(good_data, tmp_path):
     assert ModelRegistry(open_store(store)).latest() is None
 
 
-def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path, monkeypatch, no_adroi_env, capsys):
+def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path, monkeypatch, fast_mmm, capsys):
     monkeypatch.setenv("ADROI_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("ADROI_METRICS", f"sqlite:///{tmp_path / 'metrics.db'}")
     monkeypatch.setenv("ADROI_RUN_DATE", "2026-11-01")
@@ -85,7 +105,7 @@ def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path,
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["run_id"] == "cli"
 
 
-def test_versions_promote_rollback_and_refusal(good_data, tmp_path, no_adroi_env, capsys):
+def test_versions_promote_rollback_and_refusal(good_data, tmp_path, fast_mmm, capsys):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
     common = ["--data", good_data, "--store", store, "--metrics", metrics, "--run-date", "2026-11-01"]
     assert cli.main(["run", *common, "--run-id", "first"]) == 0
@@ -160,7 +180,7 @@ def test_store_repairs_broken_pointer_manifest_name_and_killed_publishes(tmp_pat
     assert ModelRegistry(open_store(store)).latest().version == second.version
 
 
-def test_history_lists_recorded_runs(good_data, tmp_path, no_adroi_env, capsys):
+def test_history_lists_recorded_runs(good_data, tmp_path, fast_mmm, capsys):
     metrics = f"sqlite:///{tmp_path / 'metrics.db'}"
     cli.main(["run", "--data", good_data, "--store", str(tmp_path / "s"), "--metrics", metrics,
               "--run-date", "2026-11-01", "--run-id", "h1"])
@@ -179,6 +199,14 @@ def test_sample_data_and_export_schema(tmp_path, no_adroi_env, capsys):
     assert sorted(p.name for p in (tmp_path / "data" / "revenue").iterdir()) == ["2025.csv", "2026.csv"]
     schema = json.loads((tmp_path / "schema.json").read_text())
     assert {"run_id", "status", "holdout_r2"} <= {c["name"] for c in schema}
+
+
+def test_media_mix_sample_data_takes_channels_and_an_end_month(tmp_path, no_adroi_env, capsys):
+    assert cli.main(["sample-data", str(tmp_path / "data"), "--process", "mmm", "--years", "2", "--channels",
+                     "tv,email", "--end-month", "2025-06"]) == 0
+    truth = json.loads((tmp_path / "data" / "TRUTH.json").read_text())
+    assert truth["window_days"][1] == "2025-06-30" and truth["channels"] == ["tv", "email"]
+    assert "true ROI: tv" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("today", "expected"), [(date(2027, 3, 9), "2027-02"), (date(2027, 1, 31), "2026-12")])
@@ -212,7 +240,8 @@ def test_gcs_data_to_bigquery_row_end_to_end(gcs_bucket, bq_table_uri):
     write_sample(f"{gcs_bucket}/data", months=36, campaigns=2, seed=31)
 
     done = run_cli("run", "--data", f"{gcs_bucket}/data", "--store", f"{gcs_bucket}/models",
-                   "--metrics", bq_table_uri, "--run-date", "2026-11-01", "--run-id", "gcs-bq", "--json")
+                   "--metrics", bq_table_uri, "--run-date", "2026-11-01", "--run-id", "gcs-bq", "--json",
+                   env=clean_env(**FAST_MMM_ENV))
 
     assert done.returncode == 0, done.stderr
     version = json.loads(done.stdout)["version"]

@@ -186,10 +186,10 @@ def test_bad_model_settings_name_the_field_value_and_expectation(overrides, fiel
     assert expected in str(exc.value)
 
 
-def test_mmm_settings_come_from_the_environment_and_the_default_algorithm_is_unchanged():
+def test_mmm_settings_come_from_the_environment_and_the_default_algorithm_is_mmm():
     settings = load_settings(environ={"ADROI_MODEL__ALGORITHM": "mmm", "ADROI_MODEL__FOURIER_ORDER": "3",
                                       "ADROI_MODEL__MMM_DECAYS": "0.2,0.6"})
 
     assert (settings.model.algorithm, settings.model.fourier_order) == ("mmm", 3)
     assert settings.model.mmm_decays == [0.2, 0.6]
-    assert load_settings(environ={}).model.algorithm == "ols"
+    assert load_settings(environ={}).model.algorithm == "mmm"
