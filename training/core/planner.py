@@ -31,7 +31,9 @@ from training.core.allocate import LINEAR_ALGORITHMS, ResponseCurve, allocate
 from training.core.errors import AllocationError
 
 GRAINS = ("month", "week")
-PERIOD_PATTERNS = {"month": re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])"), "week": re.compile(r"[0-9]{4}-W[0-9]{2}")}
+# Years 1900-2199: a period centuries away would only extrapolate the trend into nonsense.
+PERIOD_PATTERNS = {"month": re.compile(r"(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])"),
+                   "week": re.compile(r"(19|20|21)[0-9]{2}-W[0-9]{2}")}
 PERIOD_FORMS = {"month": "'YYYY-MM', e.g. '2026-12'", "week": "'YYYY-Www' (ISO week), e.g. '2026-W50'"}
 MAX_CACHED_PERIODS = 1024  # per version; a period's facts are a few floats
 CONTROL_DEFAULT = ("each control's value in the same period a year earlier (further back if that period was "
@@ -88,7 +90,7 @@ class ModelFacts:
                         break
                     return value
         expected = " or ".join(PERIOD_FORMS[g] for g in grains)
-        raise AllocationError(field_name, value, f"a period of the model's grain: {expected}")
+        raise AllocationError(field_name, value, f"a period of the model's grain: {expected}, years 1900 to 2199")
 
     def period(self, key: str | None) -> PeriodFacts:
         """Return the facts of period `key` (already checked), computed once per version and period."""
@@ -227,9 +229,16 @@ def plan_budget(facts: ModelFacts, budget: Any, *, period: Any = None,
     if unknown:
         raise AllocationError(f"bounds.{unknown[0]}", unknown[0], f"a channel of the model: {', '.join(facts.channels)}")
     this = facts.period(key)
-    result = allocate(facts.curves(this), budget, bounds=lowered, scenario=scenario, target_mroi=target_mroi,
-                      current_spend=facts.current_spend, max_spend_seen=facts.max_spend_seen,
-                      algorithm=facts.algorithm)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a curve that overflows is refused just below
+            result = allocate(facts.curves(this), budget, bounds=lowered, scenario=scenario,
+                              target_mroi=target_mroi, current_spend=facts.current_spend,
+                              max_spend_seen=facts.max_spend_seen, algorithm=facts.algorithm)
+    except AllocationError as exc:
+        if exc.field.startswith("curves."):  # the budget is beyond what the curves can evaluate in floats
+            raise AllocationError("budget", budget, "an amount the model's response curves can evaluate "
+                                                    f"(a budget this large overflows {exc.field[7:]}'s)") from exc
+        raise
     order = facts.channels
     current = None
     if result.current_allocation is not None:

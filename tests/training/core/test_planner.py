@@ -138,6 +138,8 @@ def test_target_mroi_stops_where_one_more_unit_returns_less(mmm):
     ({"budget": 1e5, "period": "2026-13"}, "period", "YYYY-MM"),
     ({"budget": 1e5, "period": "2026-W50"}, "period", "YYYY-MM"),
     ({"budget": 1e5, "period": 202612}, "period", "YYYY-MM"),
+    ({"budget": 1e5, "period": "0001-01"}, "period", "years 1900 to 2199"),
+    ({"budget": 1e300}, "budget", "response curves can evaluate"),
 ])
 def test_bad_requests_name_the_field(mmm, kwargs, field, expected):
     _, facts = mmm
