@@ -10,7 +10,7 @@ RUN_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run train serve schema test test-fast lint bench-train bench-serve bench-allocate bench-bigquery airflow-venvs clean
+.PHONY: run train serve schema test test-fast lint bench-train bench-serve bench-model bench-allocate bench-bigquery airflow-venvs clean
 
 $(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-train: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python bench/bench_serve.py
+
+bench-model: $(STAMP)
+	$(BIN)/python bench/bench_model.py
 
 ## make bench-allocate: budget allocation latency (p50/p99) and its gap to scipy's optimum on random curves.
 bench-allocate: $(STAMP)

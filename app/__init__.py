@@ -1,11 +1,14 @@
 """adroi prediction API: serves the latest promoted model of the registry the training pipeline writes.
 
 Endpoints:
-    POST /predict       one instance (flat channel keys or `{"spend": {...}}`) or `{"instances": [...]}`;
-                        answers predictions, roi, contributions and model_version
+    POST /predict       one instance (flat channel keys or `{"spend": {...}}`) or `{"instances": [...]}`, and an
+                        optional `period`; answers predictions, roi, contributions, media_contribution,
+                        media_roi, warnings, period and model_version
+    POST /allocate      `{"budget": ..., "period"?, "bounds"?, "scenario"?, "target_mroi"?}`: the recommended
+                        split of the budget, its predicted revenue, the current mix and the lift (app/planner.py)
     GET  /healthz       the process is alive
     GET  /readyz        200 only when a verified model is loaded, else 503
-    GET  /model         the served version's manifest summary (channels, intercept, marginal ROI, metrics)
+    GET  /model         the served version: channels, grain, ROI block, response curves, control defaults, metrics
     GET  /openapi.json  OpenAPI description generated from the request and response models
     GET  /              the marketing team's page: the served model's report and a budget planner (app/page.py)
 
@@ -23,6 +26,7 @@ from flask import Flask
 
 from app.follower import ModelFollower
 from app.page import register_page
+from app.planner import register_planner
 from app.routes import register
 from app.settings import load_settings
 from training.core.registry import ModelRegistry
@@ -47,5 +51,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     follower.start()
     app.extensions["adroi_follower"] = follower
     register(app, settings.LOG_REQUESTS)
+    register_planner(app)
     register_page(app)
     return app

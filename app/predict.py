@@ -1,8 +1,10 @@
 """Pure prediction: channel maps in, revenue, ROI and contributions out. Knows nothing of HTTP.
 
-A prediction is one dot product with the served model's coefficients (scikit-learn's `predict` would add
-about 50 µs of input checking per call, more than the rest of a request): numpy for batches, plain floats
-for a few instances, where numpy's own per-call overhead would be most of the cost.
+A linear prediction is one dot product with the served model's coefficients (scikit-learn's `predict` would
+add about 50 µs of input checking per call, more than the rest of a request): numpy for batches, plain floats
+for a few instances, where numpy's own per-call overhead would be most of the cost. A media-mix prediction
+is the period's base (computed once per version and period) plus each channel's steady-state response to
+its spend per period (`training.core.planner.media_contributions`, the same math as training).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.model import ServedModel
+from training.core.planner import PeriodFacts, media_contributions, spend_warnings
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
@@ -38,11 +41,17 @@ class Prediction:
     revenue: list[float]
     roi: list[float | None]
     contributions: list[dict[str, float]]
+    media_contribution: list[float]
+    media_roi: list[float | None]
+    warnings: list[list[str]]
+    period: str | None
+    out_of_range: list[str]  # channels above the largest spend in training, in any instance
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON body of `/predict`."""
         return {"predictions": self.revenue, "roi": self.roi, "contributions": self.contributions,
-                "model_version": self.model_version}
+                "media_contribution": self.media_contribution, "media_roi": self.media_roi,
+                "warnings": self.warnings, "period": self.period, "model_version": self.model_version}
 
 
 def _field(prefix: str, position: int | None, key: str) -> str:
@@ -95,8 +104,8 @@ def spend_rows(model: ServedModel, rows: list[Mapping[str, float]], prefix: str 
     return spend
 
 
-def predict(model: ServedModel, spend: list[tuple[float, ...]]) -> Prediction:
-    """Predict revenue, ROI (revenue ÷ total spend, None when it is 0) and contributions per channel."""
+def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float]]:
+    """Revenue, contributions and total spend per instance of a linear model."""
     if len(spend) >= VECTORISE_FROM:
         matrix = np.array(spend, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
@@ -108,11 +117,51 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]]) -> Prediction:
         contributions = [list(map(mul, row, coefficients)) for row in spend]
         revenue = [model.intercept + sum(row) for row in contributions]
         totals = [sum(row) for row in spend]
+    return revenue, contributions, totals
+
+
+def _media_mix(model: ServedModel, period: PeriodFacts,
+               spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float], list[float]]:
+    """Revenue, contributions, total spend and media contribution per instance of a media-mix model in `period`."""
+    matrix = np.array(spend, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        parts = media_contributions(model.facts, period, matrix)
+    media = parts.sum(axis=1)
+    return (media + period.base).tolist(), parts.tolist(), matrix.sum(axis=1).tolist(), media.tolist()
+
+
+def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str | None = None) -> Prediction:
+    """Predict revenue, ROI (revenue ÷ total spend, None when it is 0), contributions, media ROI and warnings.
+
+    `period_key` (already checked, None: the default) sets a media-mix model's season, trend, days and
+    controls; a linear model has none of them.
+    """
+    facts = model.facts
+    period = facts.period(period_key or facts.default_period)
+    if facts.linear:
+        revenue, contributions, totals = _linear(model, spend)
+        media = [sum(row) for row in contributions]
+    else:
+        revenue, contributions, totals, media = _media_mix(model, period, spend)
     if not all(map(math.isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
         overflow = next(i for i, value in enumerate(revenue) if not math.isfinite(value))
         raise PredictionInputError(
             "out_of_range", f"spend {list(spend[overflow])} makes the predicted revenue overflow: expected "
                             "amounts below about 1e300", f"instances[{overflow}]" if len(revenue) > 1 else None)
     roi = [r / t if t > 0 else None for r, t in zip(revenue, totals, strict=False)]  # lengths equal by construction
+    media_roi = [m / t if t > 0 else None for m, t in zip(media, totals, strict=False)]
+    warnings: list[list[str]] = [[] for _ in spend]
+    flagged: list[str] = []
+    seen = facts.max_spend_array
+    if seen is not None:
+        above = (np.array(spend, dtype=np.float64) > seen * (1 + 1e-6)) if len(spend) >= VECTORISE_FROM else None
+        for i, row in enumerate(spend):
+            if above is not None and not above[i].any():
+                continue
+            found = spend_warnings(facts, row)
+            if found:
+                warnings[i] = found
+                flagged += [c for c, s, m in zip(facts.channels, row, seen, strict=True) if s > m * (1 + 1e-6)]
     names = model.channels
-    return Prediction(model.version, revenue, roi, [dict(zip(names, row, strict=False)) for row in contributions])
+    return Prediction(model.version, revenue, roi, [dict(zip(names, row, strict=False)) for row in contributions],
+                      media, media_roi, warnings, period.key, sorted(set(flagged), key=names.index))

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import pydantic_core
@@ -22,6 +23,8 @@ from app.follower import ModelFollower
 from app.model import ServedModel
 from app.predict import PredictionInputError, predict, spend_rows
 from app.schemas import PredictRequest, openapi_document
+from training.core import events
+from training.core.errors import AllocationError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -39,7 +42,8 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def _json(body: Any, status: int = 200) -> Response:
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON response (pydantic-core's serializer: faster than json.dumps)."""
     return Response(pydantic_core.to_json(body), status=status, mimetype="application/json")
 
 
@@ -47,7 +51,7 @@ def _follower() -> ModelFollower:
     return current_app.extensions["adroi_follower"]
 
 
-def _served_model() -> ServedModel:
+def served_model() -> ServedModel:
     follower = _follower()
     model = follower.current
     if model is None:
@@ -122,7 +126,7 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     return body
 
 
-def _json_body() -> bytes:
+def json_body() -> bytes:
     """Return the request body after checking its content type, framing, size and timing (415, 400, 413, 408)."""
     environ = request.environ
     content_type = environ.get("CONTENT_TYPE", "")
@@ -214,7 +218,7 @@ def _refuse_duplicate_keys(body: bytes, parsed: PredictRequest) -> None:
 @bp.post("/predict")
 def predict_route() -> Response:
     """Predict revenue, ROI and contributions for one instance or a batch."""
-    body = _json_body()
+    body = json_body()
     if not body.strip():
         raise ApiError(400, "empty_body", "request body is empty: expected a JSON object")
     try:
@@ -227,42 +231,74 @@ def predict_route() -> Response:
     if len(rows) > limit:
         raise ApiError(413, "too_many_instances", f"{len(rows)} instances: expected at most {limit} per request",
                        "instances")
-    model = _served_model()  # read once: this request finishes on this model even if a swap happens now
+    model = served_model()  # read once: this request finishes on this model even if a swap happens now
     g.model_version = model.version
     try:
-        return _json(predict(model, spend_rows(model, rows, prefix)).to_dict())
+        period = model.facts.check_period(parsed.period) if parsed.period is not None else None
+        answer = predict(model, spend_rows(model, rows, prefix), period)
     except PredictionInputError as exc:
         raise ApiError(400, exc.code, exc.message, exc.field) from exc
+    except AllocationError as exc:
+        raise allocation_error(exc) from exc
+    if answer.out_of_range:
+        record_out_of_range(model, answer.out_of_range, len(rows))
+    return json_response(answer.to_dict())
+
+
+def allocation_error(exc: AllocationError) -> ApiError:
+    """A 400 naming the field, the value and what was expected, from the planner core's rejection."""
+    if exc.field == "bounds" and isinstance(exc.value, dict) and "budget" in exc.value:
+        which = "minimums" if "sum_of_minimums" in exc.value else "maximums"
+        total = exc.value[f"sum_of_{which}"]
+        side = "above" if which == "minimums" else "below"
+        return ApiError(400, "infeasible_bounds", f"bounds: the {which} add up to {total:,.2f}, {side} the budget "
+                                                  f"{exc.value['budget']:,.2f}: expected {exc.expected}", exc.field)
+    code = "invalid_value"
+    if exc.field.startswith("bounds.") and exc.expected.startswith("a channel of the model"):
+        code = "unknown_channel"
+    return ApiError(400, code, f"{exc.field}={_short(exc.value)}: expected {exc.expected}", exc.field)
+
+
+def record_out_of_range(model: ServedModel, channels: list[str], instances: int = 1) -> None:
+    """Count a request with spend beyond what the model saw, per channel and version; log one line for it."""
+    counts: Counter[tuple[str, str]] = current_app.extensions.setdefault("adroi_out_of_range", Counter())
+    for channel in channels:
+        counts[(model.version, channel)] += 1
+    log.warning("%s %s: spend above the largest seen in training on %s (model %s)", request.method, request.path,
+                ", ".join(channels), model.version, extra={
+                    "event": events.PREDICTION_OUT_OF_RANGE, "model_version": model.version,
+                    "channels": channels, "endpoint": request.path, "instances": instances,
+                    "requests_so_far": {c: counts[(model.version, c)] for c in channels}})
 
 
 @bp.get("/healthz")
 def healthz() -> Response:
     """Say the process is alive (whether or not a model is loaded)."""
     model = _follower().current
-    return _json({"status": "ok", "model_version": model.version if model else None})
+    return json_response({"status": "ok", "model_version": model.version if model else None})
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
     """Answer 200 only when a verified model is loaded."""
-    return _json({"status": "ready", "model_version": _served_model().version})
+    return json_response({"status": "ready", "model_version": served_model().version})
 
 
 @bp.get("/model")
 def model_info() -> Response:
     """Describe the served model version."""
-    return _json(_served_model().describe())
+    return json_response(served_model().describe())
 
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """Return the OpenAPI document generated from the request and response models."""
     config = current_app.config
-    return _json(openapi_document(config["MAX_INSTANCES"], config["MAX_CONTENT_LENGTH"]))
+    return json_response(openapi_document(config["MAX_INSTANCES"], config["MAX_CONTENT_LENGTH"]))
 
 
 def _api_error(exc: ApiError) -> Response:
-    return _json({"error": {"code": exc.code, "message": exc.message, "field": exc.field}}, exc.status)
+    return json_response({"error": {"code": exc.code, "message": exc.message, "field": exc.field}}, exc.status)
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -73,6 +73,38 @@ PARAM_SETTINGS = {
     "allow_channel_change": "gate.allow_channel_change",
 }
 
+
+def _numbers(minimum: float | None = None, maximum: float | None = None, exclusive_max: float | None = None,
+             exclusive_min: float | None = None) -> dict[str, Any]:
+    """JSON schema of a non-empty list of numbers within bounds."""
+    item: dict[str, Any] = {"type": "number"}
+    for key, value in (("minimum", minimum), ("maximum", maximum), ("exclusiveMaximum", exclusive_max),
+                       ("exclusiveMinimum", exclusive_min)):
+        if value is not None:
+            item[key] = value
+    return {"type": "array", "minItems": 1, "items": item}
+
+
+# model.* settings a run may override (training.config.ModelConfig), with the ranges it accepts.
+MODEL_PARAM_SCHEMA: dict[str, Any] = {
+    "algorithm": {"type": "string", "enum": ["mmm", "ols", "ridge"]},
+    "grain": {"type": "string", "enum": ["month", "week"]},
+    "positive": {"type": "boolean"},
+    "ridge_alphas": _numbers(exclusive_min=0),
+    "cv_splits": {"type": "integer", "minimum": 2, "maximum": 12},
+    "fourier_order": {"type": "integer", "minimum": 0, "maximum": 6},
+    "mmm_decays": _numbers(minimum=0, exclusive_max=1),
+    "mmm_half_saturations": _numbers(exclusive_min=0),
+    "mmm_shapes": _numbers(minimum=0.5, maximum=5),
+    "mmm_alphas": _numbers(minimum=0),
+    "mmm_cv_folds": {"type": "integer", "minimum": 2, "maximum": 12},
+    "mmm_sweeps": {"type": "integer", "minimum": 1, "maximum": 10},
+    # 0: no intervals; otherwise at least 20 replicates
+    "bootstrap_replicates": {"type": "integer", "anyOf": [{"const": 0}, {"minimum": 20, "maximum": 10000}]},
+    "bootstrap_block_length": {"type": "integer", "minimum": 0},
+    "seed": {"type": "integer", "minimum": 0},
+}
+
 PARAMS = {
     "data_uri": Param(
         None, type=["null", "string"], pattern=DATA_URI_PATTERN,
@@ -103,15 +135,10 @@ PARAMS = {
     ),
     "hyperparameters": Param(
         {}, type="object", additionalProperties=False,
-        properties={
-            "algorithm": {"type": "string", "enum": ["ols", "ridge"]},
-            "positive": {"type": "boolean"},
-            "ridge_alphas": {"type": "array", "minItems": 1,
-                             "items": {"type": "number", "exclusiveMinimum": 0}},
-            "cv_splits": {"type": "integer", "minimum": 2, "maximum": 12},
-        },
-        title="Model hyperparameters", description="Overrides of model.* settings, e.g. "
-        '{"algorithm": "ridge", "positive": true}.',
+        properties=MODEL_PARAM_SCHEMA,
+        title="Model settings", description="Overrides of model.* settings (the same ranges as "
+        "training.config refuses), e.g. {\"algorithm\": \"mmm\", \"grain\": \"week\", \"fourier_order\": 3, "
+        "\"bootstrap_replicates\": 500} or {\"algorithm\": \"ridge\", \"positive\": true}.",
     ),
 }
 
@@ -188,7 +215,7 @@ def adroi_continuous_training() -> None:
 
     @task
     def train_and_evaluate(**context: Any) -> dict[str, Any]:
-        """Fit the challenger on the training months and score it on the holdout months."""
+        """Fit the challenger on the training periods and score it on the holdout periods."""
         return run_stage("train_and_evaluate", context)
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
@@ -198,7 +225,7 @@ def adroi_continuous_training() -> None:
 
     @task
     def publish_model(**context: Any) -> dict[str, Any]:
-        """Refit on all months, publish the version and move LATEST to it (compare-and-swap)."""
+        """Refit on all periods (with intervals), publish the version and move LATEST to it (compare-and-swap)."""
         return run_stage("publish_model", context)
 
     @task(trigger_rule="all_done")

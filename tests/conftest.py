@@ -441,6 +441,72 @@ def store(tmp_path, publish_model) -> str:
     return publish_model(str(tmp_path / "store")).store_uri
 
 
+# ---- app: a real media-mix model (serving, /predict, /allocate, the CLI's allocate) ---------------------
+
+MMM_TEST_CHANNELS = ("tv", "search", "social", "display")
+_FITTED_MMM: dict[tuple[Any, ...], Any] = {}
+
+
+def fitted_mmm(channels: tuple[str, ...] = MMM_TEST_CHANNELS, grain: str = "month", seed: int = 3,
+               years: int = 4, replicates: int = 20) -> Any:
+    """A media-mix model fitted on data simulated from a known process (`training.sample`), once per session.
+
+    Monthly grain: monthly revenue; weekly grain: daily revenue. The data end in 2026-10. Returns FittedMMM.
+    """
+    key = (channels, grain, seed, years, replicates)
+    if key not in _FITTED_MMM:
+        from training.config import ModelConfig
+        from training.mmm import fit_mmm
+        from training.sample import mmm_period_data, simulate_mmm
+
+        data, _ = mmm_period_data(simulate_mmm(seed, years, list(channels)), grain,
+                                  "monthly" if grain == "month" else "daily")
+        _FITTED_MMM[key] = fit_mmm(data, ModelConfig(bootstrap_replicates=replicates, seed=seed))
+    return _FITTED_MMM[key]
+
+
+def publish_fitted_mmm(store_uri: str, fitted: Any, promote: bool = True, **manifest: Any) -> PublishedModel:
+    """Publish a FittedMMM's spec with the manifest the pipeline writes (the CONTRACTS blocks); promote it."""
+    from datetime import UTC, datetime
+    from importlib import metadata
+
+    from training.core.artifact import dump_spec
+    from training.core.registry import ModelRegistry, version_name
+    from training.core.store import open_store
+
+    model_bytes = dump_spec(fitted.spec)
+    created_at = datetime.now(UTC)
+    channels = list(fitted.spec["channels"])
+    body = {
+        "status": "promoted", "created_at": created_at.isoformat(timespec="seconds"), "run_id": "test-run",
+        "channels": channels, "algorithm": "mmm", "grain": fitted.spec["grain"],
+        "hyperparameters": fitted.hyperparameters,
+        "metrics": {"holdout": {"r2": 0.93, "rmse": 61_250.0, "mae": 48_900.0, "mape": 0.027}},
+        "libraries": {name: metadata.version(name) for name in ("scikit-learn", "numpy", "joblib")}
+        | {"python": "3.11"},
+        "code_version": "unknown",
+        "roi": fitted.roi, "response_curves": fitted.response_curves, "decomposition": fitted.decomposition,
+    } | manifest
+    registry = ModelRegistry(open_store(store_uri))
+    version = version_name(created_at, model_bytes)
+    registry.publish(version, model_bytes, json.loads(json.dumps(body)))
+    if promote:
+        registry.promote(version)
+    return PublishedModel(store_uri, version, fitted)
+
+
+@pytest.fixture
+def mmm_store(tmp_path) -> PublishedModel:
+    """A local store whose promoted version is a media-mix model (4 channels, monthly, fitted once a session)."""
+    return publish_fitted_mmm(str(tmp_path / "store"), fitted_mmm())
+
+
+@pytest.fixture
+def mmm_client(mmm_store, make_app):
+    """A test client of the API serving the media-mix model of `mmm_store`."""
+    return make_app({"MODEL_STORE": mmm_store.store_uri, "MAX_INSTANCES": 50, "MAX_BODY_BYTES": 4096}).test_client()
+
+
 # ---- app: the page at / (media-mix blocks, a browser) ---------------------------------------------------
 
 PAGE_CHANNELS = ["tv", "search_engine", "social_media", "video", "email", "display", "radio", "podcast",
@@ -500,18 +566,17 @@ def media_mix_blocks(channels: list[str], periods: int = 36, seed: int = 7) -> d
 
 
 @pytest.fixture
-def page_model(tmp_path, publish_model) -> PublishedModel:
-    """A local store whose promoted model has ten channels and media-mix blocks in its manifest."""
-    coefficients = {c: 0.5 + i / 4 for i, c in enumerate(PAGE_CHANNELS)}
+def page_model(tmp_path) -> PublishedModel:
+    """A local store whose promoted version is a real media-mix model of ten channels (3 years, monthly)."""
+    fitted = fitted_mmm(tuple(PAGE_CHANNELS), seed=7, years=3)
+    periods = fitted.decomposition["periods"]
     holdout = {"r2": 0.912, "rmse": 61_250.0, "mae": 48_900.0, "mape": 0.027}
     gate = {"decision": "promoted", "reason": "promoted: holdout R² 0.9120 ≥ threshold 0.8; RMSE 61250 within "
                                               "5% of the champion's 63010", "evaluation_threshold": 0.8,
             "rmse_tolerance": 0.05, "champion": {"version": "20261101T040000Z-3c1d9e0a"}}
-    training = {"months": [f"{2023 + (10 + i) // 12}-{(10 + i) % 12 + 1:02d}" for i in range(36)],
-                "holdout_months": ["2026-03", "2026-04", "2026-05", "2026-06", "2026-07", "2026-08", "2026-09",
-                                   "2026-10"], "refit_on_all_months": True}
-    return publish_model(str(tmp_path / "store"), coefficients, metrics={"holdout": holdout}, gate=gate,
-                         training=training, **media_mix_blocks(PAGE_CHANNELS))
+    training = {"months": periods, "holdout_months": periods[-8:], "refit_on_all_months": True}
+    return publish_fitted_mmm(str(tmp_path / "store"), fitted, metrics={"holdout": holdout}, gate=gate,
+                              training=training)
 
 
 # Debian's `chromium` package (`make test` installs it); Playwright drives it, it never downloads a browser.
@@ -721,7 +786,7 @@ def _new_scenario(fake_gcs, workdir: Path, name: str, *, champion: bool, broken:
     fake_gcs.client().create_bucket(bucket)
     table = f"bq://{BQ_PROJECT}.dag_{uuid.uuid4().hex[:10]}.runs"
     scenario = Scenario(f"gs://{bucket}/data", f"gs://{bucket}/store", table)
-    sample.write_sample(scenario.data, months=36, campaigns=3, seed=11)
+    sample.write_mmm_sample(scenario.data, seed=11, channels=sample.CHANNELS)
     if champion:
         seed_settings = config.load_settings(overrides={"data": scenario.data, "store": scenario.store,
                                                         "metrics": f"sqlite:///{workdir}/{name}-seed.db",
@@ -740,7 +805,8 @@ def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[s
     workdir = tmp_path_factory.mktemp(f"{airflow.name}-runs")
     scenarios = {  # name: (scenario, extra params)
         "good": (_new_scenario(fake_gcs, workdir, "good", champion=False),
-                 {"hyperparameters": {"positive": True}}),
+                 {"hyperparameters": {"algorithm": "mmm", "grain": "month", "fourier_order": 1,
+                                      "bootstrap_replicates": 30, "mmm_decays": [0.0, 0.5, 0.9]}}),
         "broken": (_new_scenario(fake_gcs, workdir, "broken", champion=True, broken=True), {}),
         # A model setting differs from the champion's: otherwise the run would only repeat it (unchanged).
         "rejected": (_new_scenario(fake_gcs, workdir, "rejected", champion=True),

@@ -6,6 +6,8 @@
                    incomplete ones)
     promote        point LATEST at an earlier version (rollback) after the verification the API runs
     gc             remove incomplete versions and partial writes a killed run left (never a complete version)
+    allocate       split a budget for one period across channels with the promoted version (the API's
+                   `POST /allocate`, same computation), printed as a table or JSON
     history        show the newest runs recorded in the metrics table
     sample-data    write a synthetic data set in the users' file layout
     export-schema  write the metrics table schema as bq/Terraform JSON
@@ -25,9 +27,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from training.core import events
 from training.config import Settings, load_settings
-from training.core.errors import ConfigError, ModelIntegrityError
+from training.core import events
+from training.core.errors import AllocationError, ConfigError, ModelIntegrityError
 from training.core.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -70,10 +72,9 @@ def format_summary(result: RunResult) -> str:
                 if part == "holdout" and result.holdout_months else ""
             lines.append(f"  {part:<13} R² {_num(scores.get('r2'), '.3f')}  RMSE {_num(scores.get('rmse'), ',.1f')}"
                          f"  MAE {_num(scores.get('mae'), ',.1f')}  MAPE {_num(scores.get('mape'), '.2%')}{months}")
-    if result.coefficients:
-        lines.append("  marginal ROI  (revenue per unit of spend)")
-        lines += [f"    {channel:<20} {value:>10.3f}" for channel, value in result.coefficients.items()]
-        lines.append(f"    {'(intercept)':<20} {_num(result.intercept, '>10,.1f')}")
+    if result.algorithm:
+        lines.append(f"  model         {result.algorithm}, {result.grain or 'month'} grain")
+    lines += roi_lines(result.roi)
     if result.validation:
         v = result.validation
         state = "passed" if v.get("passed") else "FAILED: " + ", ".join(v.get("failed", []))
@@ -85,6 +86,26 @@ def format_summary(result: RunResult) -> str:
     lines += [f"  warning       {w}" for w in result.warnings]
     lines += [f"  {name:<13} {where}" for name, where in result.files.items()]
     return "\n".join(lines)
+
+
+def _interval(interval: list[float] | None) -> str:
+    return "" if not interval else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def roi_lines(roi: dict[str, Any]) -> list[str]:
+    """Return the summary's ROI table: per channel ROI and marginal ROI with their intervals, and spend."""
+    channels = roi.get("channels") or {}
+    if not channels:
+        return []
+    window = roi.get("window") or ["?", "?"]
+    level = roi.get("interval_level", 0.9)
+    width = max(12, *(len(c) for c in channels))
+    lines = [f"  ROI           revenue per unit of spend over {window[0]}..{window[1]} ({level:.0%} intervals)",
+             f"    {'channel':<{width}} {'ROI':>6} {'interval':<16} {'mROI':>6} {'interval':<16} {'spend':>14}"]
+    for name, e in channels.items():
+        lines.append(f"    {name:<{width}} {e['roi']:>6.2f} {_interval(e.get('roi_interval')):<16} "
+                     f"{e['mroi']:>6.2f} {_interval(e.get('mroi_interval')):<16} {e['spend']:>14,.0f}")
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -215,9 +236,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
     """Write a synthetic data set."""
-    from training.sample import write_sample
+    from training.sample import write_mmm_sample, write_sample
 
     configure_logging(args.log_format)
+    if args.process == "mmm":
+        channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
+        truth = write_mmm_sample(args.out, seed=args.seed, years=args.years, channels=channels,
+                                 revenue_grain=args.grain_revenue, end_month=args.end_month or "2026-10")
+        roi = ", ".join(f"{c} {v:.2f}" for c, v in truth["roi"].items())
+        print(f"wrote {args.years} years of daily spend, {args.grain_revenue} revenue and controls, "
+              f"{truth['spend_rows']} spend rows to {args.out}; true ROI: {roi}")
+        return EXIT_OK
     extra = {"end_month": args.end_month} if args.end_month else {}
     truth = write_sample(args.out, months=args.months, campaigns=args.campaigns, seed=args.seed, **extra)
     print(f"wrote {len(truth['months'])} months, {truth['spend_rows']} spend rows to {args.out}")
@@ -244,6 +273,78 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parse_bounds(text: str | None) -> dict[str, list[float | None]] | None:
+    """Parse `tv=0:50000,search=10000:` into {"tv": [0, 50000], "search": [10000, None]}; an empty end is open."""
+    if text is None:
+        return None
+    bounds: dict[str, list[float | None]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, pair = item.partition("=")
+        low, colon, high = pair.partition(":")
+        if not equals or not colon or not name.strip():
+            raise AllocationError("--bounds", item, "channel=min:max (either end may be empty), comma-separated")
+        try:
+            bounds[name.strip()] = [float(low) if low.strip() else None, float(high) if high.strip() else None]
+        except ValueError as exc:
+            raise AllocationError("--bounds", item, "numbers for min and max, e.g. tv=0:50000") from exc
+    return bounds
+
+
+def _signed(value: float) -> str:
+    return f"{value:+,.0f}" if round(value) else "0"
+
+
+def format_allocation(answer: dict[str, Any]) -> str:
+    """Render an allocation answer (`training.core.planner.plan_budget`) as a table a person reads."""
+    current = (answer["current_mix"] or {}).get("allocation") or {}
+    rows = []
+    for channel, spend in answer["allocation"].items():
+        plan = answer["channels"][channel]
+        now = current.get(channel)
+        rows.append({"channel": channel, "current spend": _num(now, ",.0f"), "recommended": f"{spend:,.0f}",
+                     "change": "n/a" if now is None else _signed(spend - now),
+                     "mROI": _num(plan["mroi"], ".2f"), "bound": plan["binding"] or ""})
+    total_now = sum(current.values()) if current else None
+    rows.append({"channel": "total", "current spend": _num(total_now, ",.0f"),
+                 "recommended": f"{sum(answer['allocation'].values()):,.0f}",
+                 "change": "n/a" if total_now is None else _signed(sum(answer["allocation"].values()) - total_now)})
+    target = f" (target mROI {answer['target_mroi']:g}, unspent {answer['unspent']:,.0f})" \
+        if answer["scenario"] == "target_mroi" else ""
+    lines = [f"model {answer['model_version']} ({answer['algorithm']}), period {answer['period'] or 'n/a'}, "
+             f"budget {answer['budget']:,.0f} per {answer['grain'] or 'period'}, scenario {answer['scenario']}{target}",
+             "", _table(rows, ["channel", "current spend", "recommended", "change", "mROI", "bound"]), "",
+             f"predicted revenue  {answer['predicted_revenue']:,.0f}  (base {answer['base_revenue']:,.0f} + media "
+             f"{answer['media_revenue']:,.0f})"]
+    if answer["current_mix"] is not None:
+        lines.append(f"current mix        {answer['current_mix']['predicted_revenue']:,.0f}  (the mean split of the "
+                     "last 12 training periods, scaled to the same total)")
+    if answer["lift"] is not None:
+        relative = answer["lift"]["relative"]
+        lines.append(f"lift               {_signed(answer['lift']['revenue'])}"
+                     + ("" if relative is None else f"  ({relative:+.1%})"))
+    lines += [f"warning: {w}" for w in answer["warnings"]]
+    return "\n".join(lines)
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    """Split a budget across channels with the promoted version (verified like the API loads it)."""
+    from training.core.planner import model_facts, plan_budget
+    from training.core.registry import ModelRegistry
+    from training.core.store import open_store
+
+    settings = _settings(args, store=args.store)
+    registry = ModelRegistry(open_store(settings.store))
+    pointer = registry.latest()
+    if pointer is None:
+        print(f"error: no promoted model in {settings.store}: run `python -m training run` first", file=sys.stderr)
+        return EXIT_USAGE
+    manifest, spec = registry.load(pointer.version, expected_sha256=pointer.sha256)
+    answer = plan_budget(model_facts(pointer.version, spec, manifest), args.budget, period=args.period,
+                         bounds=parse_bounds(args.bounds), scenario=args.scenario, target_mroi=args.target_mroi)
+    print(json.dumps(answer, sort_keys=False) if args.json else format_allocation(answer))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of `python -m training`."""
     common = argparse.ArgumentParser(add_help=False)
@@ -264,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--channels", help="comma-separated channel list (default: every channel in the data)")
     run.add_argument("--evaluation-threshold", type=float, help="minimum holdout R² to promote")
     run.add_argument("--rmse-tolerance", type=float, help="how much worse than the champion's RMSE is allowed")
-    run.add_argument("--algorithm", choices=["ols", "ridge"], help="estimator (default ols)")
+    run.add_argument("--algorithm", choices=["mmm", "ols", "ridge"],
+                     help="model (default mmm: media-mix; ols/ridge: revenue linear in spend per period)")
     run.add_argument("--grain", choices=["month", "week"],
                      help="periods the model is fitted on (default month; week = ISO weeks, needs daily revenue)")
     run.add_argument("--positive", action=argparse.BooleanOptionalAction, default=None,
@@ -291,6 +393,19 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     gc.set_defaults(func=cmd_gc)
 
+    plan = commands.add_parser("allocate", parents=[common],
+                               help="split a budget for one period across channels (the promoted version)")
+    plan.add_argument("--store", help="model store: folder or gs://bucket/prefix")
+    plan.add_argument("--budget", type=float, required=True, help="total spend for one period of the model's grain")
+    plan.add_argument("--bounds", help="absolute spend per period, e.g. tv=0:50000,search=10000: (empty end: open)")
+    plan.add_argument("--scenario", choices=["max_revenue", "target_mroi"], default="max_revenue",
+                      help="max_revenue (default): spend the budget for the most revenue; target_mroi: spend while "
+                           "one more unit returns at least --target-mroi, the budget as a cap")
+    plan.add_argument("--target-mroi", type=float, help="with --scenario target_mroi")
+    plan.add_argument("--period", help="YYYY-MM or YYYY-Www (default: the period after the training window)")
+    plan.add_argument("--json", action="store_true", help="print the answer as JSON (the API's body)")
+    plan.set_defaults(func=cmd_allocate)
+
     history = commands.add_parser("history", parents=[common], help="show recorded runs, newest first")
     history.add_argument("--metrics")
     history.add_argument("--limit", type=int, default=20)
@@ -305,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--end-month", type=end_month,
                         help="newest month, YYYY-MM, or 'last' for the month before today "
                              "(default: 2026-10, the bundled sample's)")
+    sample.add_argument("--process", choices=["linear", "mmm"], default="linear",
+                        help="linear: revenue linear in monthly spend (default); mmm: a media-mix process with "
+                             "daily adstock, saturation, seasonal demand, trend and controls")
+    sample.add_argument("--grain-revenue", choices=["daily", "monthly"], default="monthly",
+                        help="mmm: revenue per day (DATE, REVENUE) or per month (YEAR, MONTH, REVENUE)")
+    sample.add_argument("--years", type=int, default=4, help="mmm: years of revenue")
+    sample.add_argument("--channels", help="mmm: comma-separated channel names (default tv,search,social,display)")
     sample.set_defaults(func=cmd_sample_data)
 
     schema = commands.add_parser("export-schema", parents=[common], help="write the metrics table JSON schema")

@@ -68,13 +68,27 @@ class ValidationConfig:
 
 @dataclass
 class ModelConfig:
-    """Which linear estimator to fit."""
+    """Which model to fit, and its settings."""
 
-    algorithm: str = "ols"  # "ols" (LinearRegression) or "ridge" (alpha by time-series CV)
+    # "mmm" (media-mix: adstock, saturation, base; see training/mmm.py), "ols" (LinearRegression on spend per
+    # period) or "ridge" (alpha by time-series CV)
+    algorithm: str = "mmm"
     positive: bool = False  # constrain marginal ROI to be >= 0
     ridge_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
     cv_splits: int = 3
     grain: str = "month"  # periods the model is fitted on: "month" or "week" (ISO weeks, Monday start)
+    # Media-mix model ("mmm"): per-channel grids searched by rolling-origin CV, then a block bootstrap.
+    fourier_order: int = 2  # yearly seasonality: sin/cos pairs
+    mmm_decays: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95])  # daily adstock
+    # half-saturation as a multiple of the channel's mean daily spend
+    mmm_half_saturations: list[float] = field(default_factory=lambda: [0.3, 0.6, 1.2, 2.5, 5.0])
+    mmm_shapes: list[float] = field(default_factory=lambda: [1.0, 2.0])  # Hill exponent
+    mmm_alphas: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.1])  # ridge penalty per channel
+    mmm_cv_folds: int = 4
+    mmm_sweeps: int = 2  # coordinate-descent passes over the channels
+    bootstrap_replicates: int = 200  # 0: no intervals (every algorithm: moving-block bootstrap over periods)
+    bootstrap_block_length: int = 0  # periods per block; 0: about n^(1/3)
+    seed: int = 0
 
 
 @dataclass
@@ -286,6 +300,32 @@ def load_settings(
     return settings
 
 
+ALGORITHMS = ("ols", "ridge", "mmm")
+
+
+def check_mmm_config(m: ModelConfig) -> None:
+    """Raise ConfigError naming the `model.*` setting when a media-mix setting is out of range."""
+    if not 0 <= m.fourier_order <= 6:
+        raise ConfigError("model.fourier_order", m.fourier_order, "an integer from 0 to 6")
+    grids = {"mmm_decays": (m.mmm_decays, lambda v: 0.0 <= v < 1.0, "numbers in [0, 1)"),
+             "mmm_half_saturations": (m.mmm_half_saturations, lambda v: v > 0, "numbers > 0"),
+             "mmm_shapes": (m.mmm_shapes, lambda v: 0.5 <= v <= 5.0, "numbers from 0.5 to 5"),
+             "mmm_alphas": (m.mmm_alphas, lambda v: v >= 0, "numbers >= 0")}
+    for name, (values, ok, expected) in grids.items():
+        if not values or not all(ok(float(v)) for v in values):
+            raise ConfigError(f"model.{name}", values, f"a non-empty list of {expected}")
+    if m.mmm_cv_folds < 2:
+        raise ConfigError("model.mmm_cv_folds", m.mmm_cv_folds, "an integer >= 2")
+    if m.mmm_sweeps < 1:
+        raise ConfigError("model.mmm_sweeps", m.mmm_sweeps, "an integer >= 1")
+    if m.bootstrap_replicates != 0 and m.bootstrap_replicates < 20:
+        raise ConfigError("model.bootstrap_replicates", m.bootstrap_replicates, "0 (no intervals) or an integer >= 20")
+    if m.bootstrap_block_length < 0:
+        raise ConfigError("model.bootstrap_block_length", m.bootstrap_block_length, "0 (automatic) or an integer >= 1")
+    if m.seed < 0:
+        raise ConfigError("model.seed", m.seed, "an integer >= 0")
+
+
 def _check(s: Settings) -> None:
     """Refuse every URI and setting that cannot work, before a run reads or writes anything."""
     from training.core.store import check_store_uri
@@ -317,8 +357,9 @@ def _check(s: Settings) -> None:
         raise ConfigError("gate.evaluation_threshold", s.gate.evaluation_threshold, "a number from 0 to 1")
     if s.gate.rmse_tolerance < 0:
         raise ConfigError("gate.rmse_tolerance", s.gate.rmse_tolerance, "a number >= 0")
-    if s.model.algorithm not in ("ols", "ridge"):
-        raise ConfigError("model.algorithm", s.model.algorithm, "'ols' or 'ridge'")
+    if s.model.algorithm not in ALGORITHMS:
+        raise ConfigError("model.algorithm", s.model.algorithm, "'ols', 'ridge' or 'mmm'")
+    check_mmm_config(s.model)
     if not 0.0 < s.evaluation.holdout_fraction < 1.0:
         raise ConfigError("evaluation.holdout_fraction", s.evaluation.holdout_fraction, "a number between 0 and 1")
     if s.log_format not in (None, "text", "json", "cloud"):

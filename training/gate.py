@@ -2,13 +2,15 @@
 
 The challenger must reach `gate.evaluation_threshold` holdout R². When a champion is promoted, the
 challenger's RMSE must also be no worse than the champion's by more than `gate.rmse_tolerance` (relative),
-both scored on months neither model was fitted on:
-- `unseen_periods`: the challenger's holdout months that are not in the champion's training months, when
+both scored on periods neither model was fitted on, each model predicting them with its own spec from the same
+daily spend (so a linear champion and a media-mix challenger are compared on the same periods and revenue):
+- `unseen_periods`: the challenger's holdout periods that are not in the champion's training periods, when
   there are at least `gate.min_compare_periods` of them;
-- `backtest` otherwise (a champion refitted yesterday has seen all but the newest month): the champion's
-  settings (algorithm, positive, hyperparameters from its manifest) and the challenger's are both fitted on
-  the challenger's training months and scored on its holdout months, so both face the same periods.
-When the champion cannot be loaded or refitted, the reason says so and the threshold alone decides.
+- `backtest` otherwise (a champion refitted yesterday has seen all but the newest period): the champion's
+  settings (algorithm, positive, hyperparameters from its manifest) are refitted on the challenger's training
+  periods and both are scored on its holdout periods, so both face the same periods.
+When the champion cannot be loaded or refitted, or the grains differ, the reason says so and the threshold
+alone decides.
 
 A challenger whose channel set differs from the champion's is never promoted unless
 `gate.allow_channel_change` is set: every API client sends the champion's channels, and a model with another
@@ -18,14 +20,16 @@ added and removed and what to do.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from training import model
 from training.config import GateConfig, ModelConfig
 from training.evaluate import regression_scores
+from training.periods import PeriodData
 
 
 @dataclass
@@ -106,25 +110,34 @@ def compare_with_champion(
     version: str,
     champion: dict[str, Any],
     champion_training_months: list[str],
-    challenger: model.LinearModel | dict[str, Any],
-    features: pd.DataFrame,
-    revenue: pd.Series,
+    challenger: dict[str, Any],
+    data: PeriodData,
     holdout_months: list[str],
+    champion_grain: str = "month",
     champion_channels: list[str] | None = None,
 ) -> ChampionComparison:
-    """Score champion and challenger on the holdout months the champion was not fitted on."""
+    """Score champion and challenger on the holdout periods the champion was not fitted on.
+
+    Each model predicts with its own spec from the same data: a linear one from the spend per period, a
+    media-mix one from the daily spend up to each period (its carryover and saturation), so both are scored on
+    the same periods and the same revenue. Models of different grains are not compared.
+    """
     channels = {"champion_channels": None if champion_channels is None else list(champion_channels),
-                "challenger_channels": [str(c) for c in features.columns]}
+                "challenger_channels": [str(c) for c in data.channels]}
+    if champion_grain != data.grain:
+        return ChampionComparison(version, [], note=f"it was fitted on {champion_grain}s, the challenger on "
+                                                    f"{data.grain}s", **channels)
     seen = set(champion_training_months)
     months = [m for m in holdout_months if m not in seen]
     if not months:
         return ChampionComparison(version, [], note="it was fitted on every holdout month", **channels)
-    X, y = features.loc[months], revenue.loc[months]
+    where = np.isin(np.asarray(data.periods), months)
+    y = np.asarray(data.revenue, dtype=float)[where]
     return ChampionComparison(
         version,
         months,
-        champion_rmse=regression_scores(y, model.predict(champion, X))["rmse"],
-        challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+        champion_rmse=regression_scores(y, model.predict_periods(champion, data)[where])["rmse"],
+        challenger_rmse=regression_scores(y, model.predict_periods(challenger, data)[where])["rmse"],
         **channels,
     )
 
@@ -148,8 +161,7 @@ def champion_model_config(manifest: dict[str, Any], fallback: ModelConfig) -> Mo
     """Return the settings the champion was fitted with (its manifest), for a backtest refit."""
     algorithm = str(manifest.get("algorithm") or "ols")
     hyper = manifest.get("hyperparameters") or {}
-    config = ModelConfig(algorithm=algorithm, positive=bool(manifest.get("positive", False)),
-                         ridge_alphas=list(fallback.ridge_alphas), cv_splits=fallback.cv_splits)
+    config = dataclasses.replace(fallback, algorithm=algorithm, positive=bool(manifest.get("positive", False)))
     if algorithm == "ridge" and hyper.get("alpha") is not None:
         config.ridge_alphas = [float(hyper["alpha"])]  # its chosen alpha, not a new search
         config.cv_splits = int(hyper.get("cv_splits") or fallback.cv_splits)
@@ -159,37 +171,35 @@ def champion_model_config(manifest: dict[str, Any], fallback: ModelConfig) -> Mo
 def backtest_with_champion(
     version: str,
     manifest: dict[str, Any],
-    challenger: model.LinearModel | dict[str, Any],
-    features: pd.DataFrame,
-    revenue: pd.Series,
+    challenger: dict[str, Any],
+    data: PeriodData,
     train_months: list[str],
     holdout_months: list[str],
     fallback: ModelConfig,
 ) -> ChampionComparison:
-    """Refit the champion's settings on the challenger's training months; score both on its holdout months.
+    """Refit the champion's settings on the challenger's training periods; score both on its holdout periods.
 
-    `challenger` is already fitted on `train_months` with the run's settings.
+    `challenger` (a spec) is already fitted on `train_months` with the run's settings.
     """
     known = manifest.get("channels")
     sets = {"champion_channels": None if known is None else [str(c) for c in known],
-            "challenger_channels": [str(c) for c in features.columns]}
+            "challenger_channels": [str(c) for c in data.channels]}
     config = champion_model_config(manifest, fallback)
-    if config.algorithm not in ("ols", "ridge"):
-        return ChampionComparison(version, [], note=f"its algorithm {config.algorithm!r} cannot be refitted for a "
-                                  "backtest", method="backtest", **sets)
     channels = sets["champion_channels"] or sets["challenger_channels"]
-    train_X = features.loc[train_months].reindex(columns=channels, fill_value=0.0)
+    own = PeriodData(data.grain, list(data.periods), data.daily_spend.reindex(columns=channels, fill_value=0.0),
+                     np.asarray(data.revenue, dtype=float), data.controls)
     try:
-        refitted, _ = model.fit(train_X, revenue.loc[train_months], config)
+        refitted = model.fit_periods(own.subset(list(train_months)), config, intervals=False)
     except ValueError as exc:
         return ChampionComparison(version, [], note=f"its settings cannot be refitted ({exc})", method="backtest",
                                   **sets)
-    X, y = features.loc[holdout_months], revenue.loc[holdout_months]
+    where = np.isin(np.asarray(data.periods), holdout_months)
+    y = np.asarray(data.revenue, dtype=float)[where]
     return ChampionComparison(
         version,
         list(holdout_months),
-        champion_rmse=regression_scores(y, model.predict(refitted, X))["rmse"],
-        challenger_rmse=regression_scores(y, model.predict(challenger, X))["rmse"],
+        champion_rmse=regression_scores(y, model.predict_periods(refitted.spec, own)[where])["rmse"],
+        challenger_rmse=regression_scores(y, model.predict_periods(challenger, data)[where])["rmse"],
         method="backtest",
         fitted_on=list(train_months),
         **sets,

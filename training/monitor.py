@@ -1,8 +1,9 @@
 """Watch the served model between runs: realised performance on periods it never saw, and input drift.
 
-- `predict(spec, data)`: the one dispatch from a plain model spec to predicted revenue per period. Linear
-  specs (ols, ridge) are a dot product (`artifact.predict_linear`); other algorithms register a predictor in
-  `PREDICTORS` (the media-mix model registers `"mmm"`, which needs daily spend: `PeriodData`).
+- `predict(spec, data)`: the one dispatch from a plain model spec to predicted revenue per period. On
+  `PeriodData` it is `model.predict_periods` (linear: spend per period; media-mix: daily spend with its
+  carryover); on a period × channel spend table, a linear spec's dot product (`artifact.predict_linear`) or
+  a predictor registered in `PREDICTORS`.
 - `realised_performance`: score the champion on every period newer than its training window (manifest
   `training.months`) and compare the error with what its own cross-validation promised (`degradation_limit`).
 - `drift`: per channel, for revenue and for controls, how the periods newer than the champion's training
@@ -37,8 +38,12 @@ PREDICTORS: dict[str, Callable[[Mapping[str, Any], PredictData], np.ndarray]] = 
 def predict(spec: Mapping[str, Any], data: PredictData) -> np.ndarray:
     """Return the revenue `spec` predicts for each period of `data` (period spend table or PeriodData)."""
     algorithm = spec.get("algorithm")
+    if isinstance(data, PeriodData):
+        from training import model  # scikit-learn: only when scoring on periods
+
+        return np.asarray(model.predict_periods(dict(spec), data), dtype=float)
     if algorithm in artifact.LINEAR_ALGORITHMS:
-        spend = data.period_spend() if isinstance(data, PeriodData) else data
+        spend = data
         matrix = spend.reindex(columns=list(spec["channels"]), fill_value=0.0).to_numpy(dtype=float)
         return artifact.predict_linear(spec, matrix)
     predictor = PREDICTORS.get(str(algorithm))
@@ -124,16 +129,20 @@ class RealisedPerformance:
                 f"(RMSE {self.band.rmse:.4g} ± {self.band.std:.4g} over {self.band.folds} fold(s))")
 
 
-def realised_performance(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any],
-                         features: pd.DataFrame, revenue: pd.Series, config: MonitoringConfig) -> RealisedPerformance:
-    """Score the champion on the periods of `features` newer than its training window (manifest)."""
+def realised_performance(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any], data: PeriodData,
+                         config: MonitoringConfig) -> RealisedPerformance:
+    """Score the champion on the periods of `data` newer than its training window (manifest)."""
+    grain = manifest.get("grain", "month")
+    if grain != data.grain:
+        return RealisedPerformance(version, note=f"it was fitted on {grain}s, the data holds {data.grain}s")
     training = [str(p) for p in (manifest.get("training") or {}).get("months") or []]
-    periods = unseen_periods(training, [str(p) for p in features.index])
+    periods = unseen_periods(training, [str(p) for p in data.periods])
     if not periods:
         return RealisedPerformance(version, note=f"no period after its training window (last {max(training)})"
                                    if training else "no period with revenue")
-    actual = revenue.loc[periods].to_numpy(dtype=float)
-    predicted = predict(spec, features.loc[periods])
+    where = np.isin(np.asarray(data.periods), periods)
+    actual = np.asarray(data.revenue, dtype=float)[where]
+    predicted = predict(spec, data)[where]  # on every period: a media-mix model needs the days before
     errors = predicted - actual
     rmse = float(np.sqrt(np.mean(errors ** 2)))
     nonzero = actual != 0

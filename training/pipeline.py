@@ -7,10 +7,12 @@ can describe a run whatever point it reached:
 
     runs/<run_id>/run.json             when and how the run started (settings, code version)
     runs/<run_id>/validation.json      validation report, summary and input description
-    runs/<run_id>/training_data.json   the monthly table every later stage uses
+    runs/<run_id>/training_data.json   the periods every later stage uses (grain, daily spend, revenue and
+                                       controls per period: `PeriodData`)
     runs/<run_id>/performance.json     the champion scored on the periods after its training window
-    runs/<run_id>/candidate.joblib     the challenger fitted on the training months (its plain model spec)
-    runs/<run_id>/evaluation.json      its holdout/train/CV scores and predictions, or `unchanged` (nothing fitted)
+    runs/<run_id>/candidate.joblib     the challenger fitted on the training periods (its plain model spec)
+    runs/<run_id>/evaluation.json      its holdout/train/CV scores, predictions and manifest blocks, or
+                                       `unchanged` (nothing fitted)
     runs/<run_id>/gate.json            the gate's decision and the LATEST generation it saw
     runs/<run_id>/publish.json         the published version and whether LATEST moved
     runs/<run_id>/error.json           the stage that failed and why (unexpected failures only)
@@ -33,11 +35,12 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from training import evaluate, gate, ingest, model, monitor, plots, validate
-from training.core import events
 from training.config import REPO_ROOT, GateConfig, ModelConfig, Settings
+from training.core import artifact, events
 from training.core.errors import (
     AdroiError,
     ConfigError,
@@ -47,9 +50,10 @@ from training.core.errors import (
     PreconditionFailed,
     StorageError,
 )
-from training.metrics import RunRecord, open_metrics
 from training.core.registry import LATEST_KEY, MODELS_PREFIX, ModelRegistry, Pointer, version_name
 from training.core.store import Store, open_store
+from training.metrics import RunRecord, open_metrics
+from training.periods import PeriodData
 from training.sources import open_reader
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,9 @@ class RunResult:
     holdout_months: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    algorithm: str | None = None
+    grain: str | None = None
+    roi: dict[str, Any] = field(default_factory=dict)  # the manifest's roi block (ROI, mROI, intervals)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as plain JSON-able data."""
@@ -175,10 +182,32 @@ def _stage(func: Callable[[Settings, str, Store], dict[str, Any]]) -> Callable[[
     return stage
 
 
-def _load_training_data(store: Store, run_id: str) -> tuple[pd.DataFrame, pd.Series]:
-    doc = _require_json(store, run_id, TRAINING_DATA_FILE, "validate_data")
-    features = pd.DataFrame(doc["spend"], index=doc["months"], columns=doc["channels"], dtype=float)
-    return features, pd.Series(doc["revenue"], index=doc["months"], dtype=float, name="revenue")
+def period_data_doc(data: PeriodData) -> dict[str, Any]:
+    """Return `training_data.json`: the PeriodData as plain JSON (floats round-trip exactly)."""
+    return {
+        "grain": data.grain, "periods": list(data.periods), "channels": data.channels,
+        "first_day": data.daily_spend.index[0].date().isoformat() if len(data.daily_spend) else None,
+        "daily_spend": data.daily_spend.to_numpy(dtype=float).tolist(),
+        "revenue": np.asarray(data.revenue, dtype=float).tolist(),
+        "controls": {"names": [str(c) for c in data.controls.columns],
+                     "values": data.controls.to_numpy(dtype=float).tolist()},
+        # the spend per period (what ols and ridge are fitted on), for people and tools reading the file
+        "period_spend": data.period_spend().to_numpy(dtype=float).tolist(),
+    }
+
+
+def period_data_from_doc(doc: dict[str, Any]) -> PeriodData:
+    """Rebuild the PeriodData staged by `period_data_doc`."""
+    days = pd.date_range(doc["first_day"], periods=len(doc["daily_spend"]), freq="D", name="date")
+    spend = pd.DataFrame(doc["daily_spend"], index=days, columns=doc["channels"], dtype=float)
+    names = doc["controls"]["names"]
+    controls = pd.DataFrame(doc["controls"]["values"] if names else None, columns=names, dtype=float,
+                            index=pd.Index(doc["periods"], name="period"))
+    return PeriodData(doc["grain"], list(doc["periods"]), spend, np.asarray(doc["revenue"], dtype=float), controls)
+
+
+def _load_training_data(store: Store, run_id: str) -> PeriodData:
+    return period_data_from_doc(_require_json(store, run_id, TRAINING_DATA_FILE, "validate_data"))
 
 
 # ---- provenance -----------------------------------------------------------------------------------
@@ -213,29 +242,21 @@ def _champion_manifest(registry: ModelRegistry) -> tuple[str | None, dict[str, A
         return None, None, f"the champion cannot be read ({exc.reason})"
 
 
-def _drift(store: Store, features: pd.DataFrame, revenue: pd.Series,
-           controls: pd.DataFrame | None = None) -> monitor.Drift:
-    """Compare the periods after the champion's training window with that window."""
+def _drift(store: Store, data: PeriodData) -> monitor.Drift:
+    """Compare the periods after the champion's training window with that window (spend, revenue, controls)."""
     version, manifest, problem = _champion_manifest(ModelRegistry(store))
     if manifest is None:
         return monitor.Drift(version, note=problem)
+    if manifest.get("grain", "month") != data.grain:
+        return monitor.Drift(version, note=f"the champion was fitted on {manifest.get('grain', 'month')}s, this run "
+                                           f"reads {data.grain}s")
     months = [str(m) for m in (manifest.get("training") or {}).get("months") or []]
-    return monitor.drift(version, months, features, revenue, controls)
+    revenue = pd.Series(np.asarray(data.revenue, dtype=float), index=list(data.periods))
+    return monitor.drift(version, months, data.period_spend(), revenue, data.controls)
 
 
-def _monthly_controls(raw: ingest.RawData, channels: list[str]) -> pd.DataFrame | None:
-    """Return the controls per month for drift (None without controls, or when they cannot be tabled)."""
-    if not len(raw.controls):
-        return None
-    try:
-        return ingest.period_data(raw, "month", channels).controls
-    except ValueError as exc:  # drift is evidence, never a reason to fail the run
-        log.warning("controls left out of drift: %s", exc)
-        return None
-
-
-def _realised_performance(settings: Settings, store: Store, run_id: str, features: pd.DataFrame,
-                          revenue: pd.Series) -> monitor.RealisedPerformance:
+def _realised_performance(settings: Settings, store: Store, run_id: str,
+                          data: PeriodData) -> monitor.RealisedPerformance:
     """Score the champion (verified load) on the periods it never saw; log `model_performance` / `model_degraded`."""
     registry = ModelRegistry(store)
     try:
@@ -243,7 +264,7 @@ def _realised_performance(settings: Settings, store: Store, run_id: str, feature
         if pointer is None:
             return monitor.RealisedPerformance(None, note="no champion yet")
         manifest, spec = registry.load(pointer.version, pointer.sha256)
-        found = monitor.realised_performance(pointer.version, manifest, spec, features, revenue, settings.monitoring)
+        found = monitor.realised_performance(pointer.version, manifest, spec, data, settings.monitoring)
     except ModelIntegrityError as exc:
         return monitor.RealisedPerformance(exc.version, note=f"it cannot be loaded ({exc.reason})")
     except ValueError as exc:  # an algorithm this code cannot predict with
@@ -263,7 +284,7 @@ def _realised_performance(settings: Settings, store: Store, run_id: str, feature
 
 @_stage
 def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
-    """Ingest and validate the input; stage the report and the monthly table. Raises DataInvalidError."""
+    """Ingest and validate the input; stage the report and the periods (PeriodData). Raises DataInvalidError."""
     validate.check_actions(settings.validation)  # a typo in a rule name fails before a long ingest
     run_date = settings.effective_run_date()
     log.info("training run %s started: data %s, run date %s", run_id, settings.data, run_date,
@@ -277,11 +298,15 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
                                           "settings_fingerprint": settings.settings_fingerprint()})
     reader = open_reader(settings, as_of=datetime.fromisoformat(data_as_of))
     raw = reader.read(ingest.ReadOptions.from_settings(settings))
-    report = validate.validate(raw, settings.validation, run_date, settings.model.grain)
-    data = ingest.training_data(raw) if report.passed else None
+    channels = len(raw.channels) if raw.channels else len(raw.monthly_spend.columns)
+    controls = int(raw.controls["control"].nunique()) if len(raw.controls) else 0
+    parameters = model.parameter_count(settings.model, channels, controls)  # for the identifiability rule
+    report = validate.validate(raw, settings.validation, run_date, settings.model.grain, parameters)
+    data = ingest.training_data(raw) if report.passed else None  # the monthly view: what the input holds
+    periods = ingest.period_data(raw, settings.model.grain, data.channels) if data is not None else None
     drift = None
-    if data is not None:  # drift needs the monthly table; it is a rule like the others (warn by default)
-        drift = _drift(store, data.features, data.revenue, _monthly_controls(raw, data.channels))
+    if periods is not None:  # drift needs the periods; it is a rule like the others (warn by default)
+        drift = _drift(store, periods)
         validate.add_drift_rule(report, drift, settings.validation)
     doc: dict[str, Any] = {
         "run_id": run_id, "data_uri": settings.data, "passed": report.passed, "summary": report.summary(),
@@ -295,13 +320,12 @@ def validate_data(settings: Settings, run_id: str, store: Store) -> dict[str, An
         doc["source"] = cost
         doc["summary"]["source"] = {k: cost[k] for k in ("bytes_estimated", "bytes_processed", "rows_returned",
                                                          "bytes_returned", "on_demand_usd", "time_travel")}
-    if report.passed and data is not None:
-        _write_json(store, run_id, TRAINING_DATA_FILE, {
-            "months": [str(m) for m in data.features.index], "channels": list(data.channels),
-            "spend": data.features.to_numpy(dtype=float).tolist(), "revenue": data.revenue.astype(float).tolist(),
-        })
+    if report.passed and data is not None and periods is not None:
+        _write_json(store, run_id, TRAINING_DATA_FILE, period_data_doc(periods))
         doc["data"] = {"fingerprint": data.fingerprint, "objects": data.objects, "spend_rows": data.spend_rows,
-                       "revenue_rows": data.revenue_rows, "months_without_revenue": data.months_without_revenue}
+                       "revenue_rows": data.revenue_rows, "months_without_revenue": data.months_without_revenue,
+                       "grain": periods.grain, "periods": len(periods.periods),
+                       "controls": [str(c) for c in periods.controls.columns]}
     else:
         store.delete(staging_key(run_id, TRAINING_DATA_FILE))  # never train on an earlier attempt's table
     report_uri = _write_json(store, run_id, VALIDATION_FILE, doc)
@@ -350,7 +374,7 @@ def _repeats_newest_version(registry: ModelRegistry, run_id: str, started: dict[
 
 @_stage
 def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
-    """Fit the challenger on the older months, score it on the newest, stage model and scores.
+    """Fit the challenger on the older periods, score it on the newest, stage model, scores and blocks.
 
     A run that would repeat the newest version (same input, settings and code) fits nothing: it stages
     `unchanged` instead, and the gate passes that on.
@@ -362,16 +386,18 @@ def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[st
         _write_json(store, run_id, EVALUATION_FILE, {"unchanged": repeated})
         log.info("run %s: %s", run_id, repeated["reason"], extra={"run_id": run_id})
         return {"run_id": run_id, "unchanged": repeated["version"]}
-    features, revenue = _load_training_data(store, run_id)
-    performance = _realised_performance(settings, store, run_id, features, revenue)  # before fitting
+    data = _load_training_data(store, run_id)
+    performance = _realised_performance(settings, store, run_id, data)  # before fitting
     _write_json(store, run_id, PERFORMANCE_FILE, performance.to_dict())
-    estimator, result = evaluate.evaluate(features, revenue, settings.model, settings.evaluation)
+    fitted, result = evaluate.evaluate(data, settings.model, settings.evaluation)
     candidate_key = staging_key(run_id, CANDIDATE_FILE)
-    store.write(candidate_key, model.to_bytes(estimator, settings.model.algorithm))
+    store.write(candidate_key, artifact.dump_spec(fitted.spec))
     predictions = result.predictions.rename_axis("month").reset_index()
     _write_json(store, run_id, EVALUATION_FILE, {
         "model": result.summary.to_dict(), "metrics": result.metrics(), "split": asdict(result.split),
-        "predictions": predictions.to_dict(orient="records"),
+        "predictions": predictions.to_dict(orient="records"), "grain": data.grain,
+        "blocks": fitted.blocks(), "intervals": fitted.intervals, "n_parameters": fitted.n_parameters,
+        "fit_seconds": round(fitted.fit_seconds, 3),
     })
     log.info("run %s: holdout R² %s, RMSE %s on %s..%s", run_id, gate.fmt(result.holdout["r2"]),
              gate.fmt(result.holdout["rmse"]), result.split.holdout_months[0], result.split.holdout_months[-1],
@@ -383,23 +409,21 @@ def train_and_evaluate(settings: Settings, run_id: str, store: Store) -> dict[st
 class _Challenger:
     """The staged candidate and everything the gate and the manifest need about it."""
 
-    estimator: dict[str, Any]  # the candidate's linear spec
+    spec: dict[str, Any]  # the candidate's plain model spec
     model_bytes: bytes
     evaluation: dict[str, Any]
     validation: dict[str, Any]
-    features: pd.DataFrame
-    revenue: pd.Series
+    data: PeriodData
     started: dict[str, Any]  # run.json
     performance: dict[str, Any]  # performance.json: the champion's realised performance
 
     @classmethod
     def load(cls, store: Store, run_id: str) -> _Challenger:
         model_bytes = store.read(staging_key(run_id, CANDIDATE_FILE))
-        features, revenue = _load_training_data(store, run_id)
         return cls(model.from_bytes(model_bytes), model_bytes,
                    _require_json(store, run_id, EVALUATION_FILE, "train_and_evaluate"),
-                   _require_json(store, run_id, VALIDATION_FILE, "validate_data"), features, revenue,
-                   _require_json(store, run_id, RUN_FILE, "validate_data"),
+                   _require_json(store, run_id, VALIDATION_FILE, "validate_data"),
+                   _load_training_data(store, run_id), _require_json(store, run_id, RUN_FILE, "validate_data"),
                    _read_json(store, run_id, PERFORMANCE_FILE) or {})
 
     @property
@@ -417,20 +441,25 @@ class _Challenger:
                 manifest, champion_model = registry.load(champion.version, champion.sha256)
                 comparison = gate.compare_with_champion(
                     champion.version, champion_model, manifest.get("training", {}).get("months", []),
-                    self.estimator, self.features, self.revenue, split["holdout_months"],
-                    champion_channels=manifest.get("channels"))
-                if len(comparison.months) < config.min_compare_periods:
+                    self.spec, self.data, split["holdout_months"],
+                    champion_grain=manifest.get("grain", "month"), champion_channels=manifest.get("channels"))
+                if len(comparison.months) < config.min_compare_periods and manifest.get("grain", "month") == \
+                        self.data.grain:
                     comparison = gate.backtest_with_champion(
-                        champion.version, manifest, self.estimator, self.features, self.revenue,
-                        split["train_months"], split["holdout_months"], model_config)
+                        champion.version, manifest, self.spec, self.data, split["train_months"],
+                        split["holdout_months"], model_config)
             except ModelIntegrityError as exc:  # a broken champion must not block its replacement
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
 
     def manifest(self, run_id: str, status: str, summary: dict[str, Any], gate_block: dict[str, Any],
-                 refit: bool) -> dict[str, Any]:
-        """Return the manifest of a version built from this run (the refit model when `refit`)."""
+                 refit: bool, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return the manifest of a version built from this run (the refit model when `refit`).
+
+        `fitted` holds the refit model's blocks, intervals and parameter count (default: the candidate's).
+        """
         split = self.evaluation["split"]
+        fitted = fitted or {key: self.evaluation[key] for key in ("blocks", "intervals", "n_parameters")}
         return {
             "status": status, "created_at": self.created_at.isoformat(timespec="seconds"), "run_id": run_id,
             "channels": list(summary["coefficients"]), "intercept": summary["intercept"],
@@ -441,8 +470,11 @@ class _Challenger:
                                                     "champion", "compared_on_months", "comparison",
                                                     "allow_channel_change", "channel_change",
                                                     "min_compare_periods")},
-            "training": {"months": [str(m) for m in self.features.index] if refit else split["train_months"],
+            "training": {"months": list(self.data.periods) if refit else split["train_months"],
                          "holdout_months": split["holdout_months"], "refit_on_all_months": refit},
+            "grain": self.data.grain,
+            **fitted["blocks"],
+            "intervals": fitted["intervals"], "n_parameters": fitted["n_parameters"],
             "data": self.validation.get("data", {}),
             "realised_performance": self.performance or None,
             "drift": self.validation.get("drift"),
@@ -450,20 +482,22 @@ class _Challenger:
             "settings_fingerprint": self.started.get("settings_fingerprint"),
         }
 
-    def extra_files(self, coefficients: dict[str, float]) -> dict[str, bytes]:
-        """Return the validation report and charts stored beside the model."""
+    def extra_files(self, version: str, blocks: dict[str, Any]) -> dict[str, bytes]:
+        """Return the validation report and charts stored beside the model (titles name `version`)."""
         predictions = pd.DataFrame(self.evaluation["predictions"]).set_index("month")
-        files = {VALIDATION_FILE: _dumps(self.validation["report"]), **plots.render_all(predictions, coefficients)}
+        charts = plots.render_all(predictions, blocks, version, self.evaluation["metrics"]["holdout"].get("r2"))
+        files = {VALIDATION_FILE: _dumps(self.validation["report"]), **charts}
         if self.performance.get("periods"):
             files[plots.REALISED_FILE] = plots.realised_performance(monitor.RealisedPerformance.from_dict(self.performance))
         return files
 
 
 def _publish_version(registry: ModelRegistry, model_bytes: bytes, manifest: dict[str, Any],
-                     extra_files: dict[str, bytes], created_at: datetime) -> str:
-    """Publish a complete version named after `created_at` and the model's hash; return its name."""
-    version = version_name(created_at, model_bytes)
-    registry.publish(version, model_bytes, manifest, extra_files)
+                     challenger: _Challenger) -> str:
+    """Publish a complete version named after the run's start and the model's hash; return its name."""
+    version = version_name(challenger.created_at, model_bytes)
+    blocks = {key: manifest[key] for key in ("roi", "response_curves", "decomposition")}
+    registry.publish(version, model_bytes, manifest, challenger.extra_files(version, blocks))
     return version
 
 
@@ -483,8 +517,7 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
     if not decision.promote:
         summary = challenger.evaluation["model"]
         manifest = challenger.manifest(run_id, "rejected", summary, doc, refit=False)
-        doc["version"] = _publish_version(registry, challenger.model_bytes, manifest,
-                                          challenger.extra_files(summary["coefficients"]), challenger.created_at)
+        doc["version"] = _publish_version(registry, challenger.model_bytes, manifest, challenger)
         log.warning("run %s: model %s rejected: %s", run_id, doc["version"], decision.reason,
                     extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"],
                            "reason": decision.reason})
@@ -494,7 +527,8 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
 
 @_stage
 def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, Any]:
-    """Refit on all months, publish the version, and compare-and-swap LATEST (re-gating if it moved)."""
+    """Refit on all periods (with intervals), publish the version, and compare-and-swap LATEST (re-gating if it
+    moved)."""
     registry = ModelRegistry(store)
     done = _read_json(store, run_id, PUBLISH_FILE)
     if done and done.get("promoted") and registry.has_version(done["version"]):
@@ -506,11 +540,16 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
         return {"run_id": run_id, "version": gate_doc["version"], "promoted": False}
 
     challenger = _Challenger.load(store, run_id)
-    estimator, summary = model.fit(challenger.features, challenger.revenue, settings.model)
-    model_bytes = model.to_bytes(estimator, settings.model.algorithm)
-    manifest = challenger.manifest(run_id, "promoted", summary.to_dict(), gate_doc, refit=True)
-    version = _publish_version(registry, model_bytes, manifest, challenger.extra_files(summary.coefficients),
-                               challenger.created_at)
+    refit = model.fit_periods(challenger.data, settings.model, intervals=True)
+    summary = refit.summary
+    log.info("run %s: refitted %s on %d %ss in %.2fs (intervals: %s)", run_id, summary.algorithm,
+             len(challenger.data.periods), challenger.data.grain, refit.fit_seconds,
+             refit.intervals.get("method") or "none", extra={"run_id": run_id})
+    model_bytes = artifact.dump_spec(refit.spec)
+    manifest = challenger.manifest(run_id, "promoted", summary.to_dict(), gate_doc, refit=True,
+                                   fitted={"blocks": refit.blocks(), "intervals": refit.intervals,
+                                           "n_parameters": refit.n_parameters})
+    version = _publish_version(registry, model_bytes, manifest, challenger)
 
     expected, reason = gate_doc["latest_generation"], gate_doc["reason"]
     for attempt in range(1, MAX_PROMOTE_ATTEMPTS + 1):
@@ -530,14 +569,16 @@ def publish_model(settings: Settings, run_id: str, store: Store) -> dict[str, An
                             extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": version,
                                    "reason": reason})
                 _write_json(store, run_id, PUBLISH_FILE, {"version": version, "promoted": False, "reason": reason,
-                                                          "model": summary.to_dict(), "gate": decision.to_dict()})
+                                                          "model": summary.to_dict(), "gate": decision.to_dict(),
+                                                          "roi": refit.roi})
                 return {"run_id": run_id, "version": version, "promoted": False}
             expected, reason = (champion.generation if champion else None), decision.reason
     else:
         raise PreconditionFailed(registry.store.uri_for(LATEST_KEY), expected)
     _write_json(store, run_id, PUBLISH_FILE, {
         "version": version, "promoted": True, "reason": reason, "attempts": attempt, "model": summary.to_dict(),
-        "months": [str(m) for m in challenger.features.index], "pointer_generation": pointer.generation,
+        "months": list(challenger.data.periods), "pointer_generation": pointer.generation, "grain": challenger.data.grain,
+        "roi": refit.roi,
         "previous": pointer.previous,
     })
     return {"run_id": run_id, "version": version, "promoted": True}
@@ -649,7 +690,9 @@ def _result(settings: Settings, store: Store, run_id: str, docs: dict[str, dict[
         exit_code=EXIT_CODES[status], intercept=fitted.get("intercept"),
         coefficients=fitted.get("coefficients", {}),
         holdout_months=docs.get(EVALUATION_FILE, {}).get("split", {}).get("holdout_months", []),
-        warnings=validation.get("warnings", []), files=files,
+        warnings=validation.get("warnings", []), files=files, algorithm=fitted.get("algorithm"),
+        grain=docs.get(EVALUATION_FILE, {}).get("grain"),
+        roi=docs.get(PUBLISH_FILE, {}).get("roi") or docs.get(EVALUATION_FILE, {}).get("blocks", {}).get("roi", {}),
     )
 
 

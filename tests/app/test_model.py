@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,50 @@ def test_tampered_model_file_is_refused_before_unpickling(tmp_path, publish_mode
 
     with pytest.raises(ModelIntegrityError, match="sha256"):
         load_served_model(registry, registry.latest())
+
+
+# ---- the media-mix model -----------------------------------------------------------------------------------
+
+def test_a_media_mix_version_is_served_with_its_facts_computed_at_load(mmm_store):
+    registry = ModelRegistry(open_store(mmm_store.store_uri))
+    spec = mmm_store.estimator.spec
+
+    model = load_served_model(registry, registry.latest())
+
+    assert model.algorithm == "mmm" and model.channels == tuple(spec["channels"])
+    np.testing.assert_allclose(model.coefficients, np.reshape(spec["coefficient"], (4, -1)).sum(axis=1))
+    assert model.facts.default_period == "2026-11"
+    assert "2026-11" in model.facts._periods  # the default period's base is ready before the first request
+
+
+def test_describe_shows_grain_roi_curves_and_how_controls_default(mmm_store):
+    registry = ModelRegistry(open_store(mmm_store.store_uri))
+    manifest = registry.manifest(mmm_store.version)
+
+    described = load_served_model(registry, registry.latest()).describe()
+
+    assert described["grain"] == "month" and described["default_period"] == "2026-11"
+    assert described["intercept"] is None
+    assert described["roi"] == manifest["roi"] and described["response_curves"] == manifest["response_curves"]
+    assert described["marginal_roi"] == {c: v["mroi"] for c, v in manifest["roi"]["channels"].items()}
+    controls = described["controls"]
+    assert controls["names"] == ["price_index", "promo", "holiday"]
+    assert "same period a year earlier" in controls["default"]
+    assert controls["from"] == "2025-11"
+    spec = mmm_store.estimator.spec
+    assert list(controls["values"].values()) == pytest.approx(spec["control_by_period"]["2025-11"].tolist())
+
+
+def test_an_mmm_spec_missing_what_prediction_needs_is_refused(tmp_path):
+    from tests.conftest import fitted_mmm, publish_fitted_mmm
+    from training.core.artifact import dump_spec
+
+    fitted = fitted_mmm()
+    published = publish_fitted_mmm(str(tmp_path / "store"), fitted, promote=False)
+    registry = ModelRegistry(open_store(published.store_uri))
+    manifest = registry.manifest(published.version)
+    broken = dump_spec({k: v for k, v in fitted.spec.items() if k != "half_saturation"})
+    manifest = {**manifest, "sha256": hashlib.sha256(broken).hexdigest(), "size": len(broken)}
+
+    with pytest.raises(ModelIntegrityError, match="half_saturation"):
+        verify_model(published.version, manifest, broken)

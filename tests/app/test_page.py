@@ -1,8 +1,8 @@
 """Tests of app/page.py (the page at `/`): rendered HTML through the Flask client, then in headless Chromium.
 
-The browser tests load the page from a real server, compare its ROI table with `/model`, plan a budget with
-the form (static/page/planner.js) and keep screenshots. `POST /allocate` does not exist yet: those tests
-register a TEST-ONLY stub of it on the app (`_register_allocate_stub`), to be replaced by the real route.
+The browser tests load the page from a real server (the app with its real `POST /allocate`, serving a
+media-mix model fitted on simulated data), compare its ROI table with `/model`, plan a budget with the form
+(static/page/planner.js), check the allocation shown against `/allocate`'s answer and keep screenshots.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import json
 import os
 import re
 
-import numpy as np
 import pytest
 import requests
-from flask import jsonify, request
 
 from tests.conftest import PAGE_CHANNELS, REPO_ROOT, media_mix_blocks, open_registry
 
@@ -189,68 +187,11 @@ def test_static_files_are_served(local_client):
 
 # ---- in a browser ------------------------------------------------------------------------------------------
 
-def _register_allocate_stub(app) -> None:
-    """TEST-ONLY stand-in for `POST /allocate` (the real route is being built): the lead replaces it.
-
-    Answers in the shape the page reads: the budget split in proportion to current spend × mROI, clipped to
-    the bounds, revenue read off the manifest's response curves; 400s in the API's error format.
-    """
-    def allocate_stub():
-        body = request.get_json()
-        model = app.extensions["adroi_follower"].current
-        curves = model.manifest["response_curves"]["channels"]
-        roi = model.manifest["roi"]["channels"]
-        channels = list(model.channels)
-        budget, bounds = float(body["budget"]), body.get("bounds", {})
-        low = np.array([bounds.get(c, [0, budget])[0] for c in channels], dtype=float)
-        high = np.array([bounds.get(c, [0, budget])[1] for c in channels], dtype=float)
-        if low.sum() > budget:
-            return jsonify(error={"code": "infeasible_bounds", "field": "bounds",
-                                  "message": f"the minimums add up to {low.sum():,.0f}, above the budget "
-                                             f"{budget:,.0f}"}), 400
-        current = np.array([curves[c]["current_spend"] for c in channels])
-        weights = current * np.array([roi[c]["mroi"] for c in channels])
-        allocation = np.clip(budget * weights / weights.sum(), low, high)
-        for _ in range(20):  # hand the remainder to the channels not at a bound
-            free = (allocation > low) & (allocation < high)
-            remainder = budget - allocation.sum()
-            if abs(remainder) < 1e-6 or not free.any():
-                break
-            allocation[free] += remainder * weights[free] / weights[free].sum()
-            allocation = np.clip(allocation, low, high)
-        mix = current * budget / current.sum()
-
-        def revenue(spend):
-            return float(sum(np.interp(s, curves[c]["points"]["spend"], curves[c]["points"]["revenue"])
-                             for c, s in zip(channels, spend, strict=True)))
-
-        base = float(np.mean(model.manifest["decomposition"]["base"][-12:]))
-        predicted, current_revenue = base + revenue(allocation), base + revenue(mix)
-        return jsonify({
-            "model_version": model.version, "period": None, "scenario": "max_revenue", "budget": budget,
-            "allocation": dict(zip(channels, allocation.tolist(), strict=True)),
-            "predicted_revenue": predicted, "media_revenue": predicted - base,
-            "channels": {c: {"mroi": roi[c]["mroi"] * (1.1 - i / 20),
-                             "binding": "min" if a <= lo else ("max" if a >= hi else None)}
-                         for i, (c, a, lo, hi) in enumerate(zip(channels, allocation, low, high, strict=True))},
-            "current_mix": {"allocation": dict(zip(channels, mix.tolist(), strict=True)),
-                            "predicted_revenue": current_revenue},
-            "lift": {"revenue": predicted - current_revenue, "relative": predicted / current_revenue - 1},
-            "warnings": [f"{c} is above the largest spend in training" for c, a in zip(channels, allocation,
-                                                                                         strict=True)
-                         if a > curves[c]["max_spend_seen"]],
-        })
-
-    app.add_url_rule("/allocate", "allocate_stub", allocate_stub, methods=["POST"])
-
-
 @pytest.fixture
 def page_server(page_model, make_app, serve_app):
-    """The base URL of a served app whose model has media-mix blocks, with the TEST-ONLY /allocate stub."""
+    """The base URL of the app (its real `POST /allocate`) serving a ten-channel media-mix model."""
     _republish_with_validation(page_model.store_uri, VALIDATION_REPORT)
-    app = _page_app(make_app, page_model.store_uri)
-    _register_allocate_stub(app)
-    return serve_app(app)
+    return serve_app(_page_app(make_app, page_model.store_uri))
 
 
 OVERLAPPING_LABELS_JS = """() => {
@@ -265,9 +206,10 @@ OVERLAPPING_LABELS_JS = """() => {
 }"""
 
 
-def _cell_values(page, table: str, field: str) -> dict[str, float]:
-    return {row.get_attribute("data-channel"): float(row.locator(f'[data-field="{field}"]').get_attribute("data-value"))
-            for row in page.locator(f"{table} tbody tr").all()}
+def _cell_values(page, table: str, field: str) -> dict[str, float | None]:
+    values = {row.get_attribute("data-channel"): row.locator(f'[data-field="{field}"]').get_attribute("data-value")
+              for row in page.locator(f"{table} tbody tr").all()}
+    return {channel: None if value == "null" else float(value) for channel, value in values.items()}
 
 
 @pytest.mark.slow
@@ -279,30 +221,38 @@ def test_page_in_chromium_matches_the_model_and_plans_a_budget(browser, page_ser
     page.goto(page_server + "/")
 
     described = requests.get(page_server + "/model", timeout=10).json()
-    # /model does not carry the roi block yet: until it does, the table is checked against the manifest.
-    expected = described.get("roi") or open_registry(page_model.store_uri).manifest(described["version"])["roi"]
+    expected = described["roi"]
+    assert described["algorithm"] == "mmm"
     assert page.get_by_test_id("version").inner_text() == described["version"]
     assert _cell_values(page, "#roi-table", "roi") == {c: v["roi"] for c, v in expected["channels"].items()}
     assert _cell_values(page, "#roi-table", "mroi") == {c: v["mroi"] for c, v in expected["channels"].items()}
     assert list(_cell_values(page, "#roi-table", "roi")) == described["channels"]
 
-    page.get_by_label("Budget per month").fill("900000")
+    budget = 900000
+    free = requests.post(page_server + "/allocate", json={"budget": budget}, timeout=10).json()["allocation"]
+    capped = max((c for c in free if c != "tv"), key=free.get)  # cap the channel the plan gives most but tv
+    cap = round(free[capped] / 2)
+    page.get_by_label("Budget per month").fill(str(budget))
     page.get_by_text("Bounds per channel (optional)").click()
     page.locator('input[data-channel="tv"][data-bound="min"]').fill("150000")
-    page.locator('input[data-channel="email"][data-bound="max"]').fill("20000")
+    page.locator(f'input[data-channel="{capped}"][data-bound="max"]').fill(str(cap))
     with page.expect_response("**/allocate") as answered:
         page.get_by_role("button", name="Recommend a split").click()
     answer = answered.value.json()
-    assert answered.value.request.post_data_json == {"budget": 900000, "bounds": {"tv": [150000, 900000],
-                                                                                  "email": [0, 20000]}}
+    assert answered.value.request.post_data_json == {"budget": budget, "bounds": {"tv": [150000, budget],
+                                                                                  capped: [0, cap]}}
+    # The page shows the real route's answer: the same as asking /allocate directly.
+    assert answer == requests.post(page_server + "/allocate", json=answered.value.request.post_data_json,
+                                   timeout=10).json()
     page.locator("#planner-result").wait_for(state="visible")
 
     assert _cell_values(page, "#allocation-table", "recommended") == answer["allocation"]
     assert _cell_values(page, "#allocation-table", "current") == answer["current_mix"]["allocation"]
     assert _cell_values(page, "#allocation-table", "mroi") == {c: v["mroi"] for c, v in answer["channels"].items()}
     assert list(_cell_values(page, "#allocation-table", "recommended")) == described["channels"]
-    assert page.locator('#allocation-table tr[data-channel="email"] [data-field="binding"]').inner_text() == \
+    assert page.locator(f'#allocation-table tr[data-channel="{capped}"] [data-field="binding"]').inner_text() == \
         "at maximum"
+    assert answer["allocation"]["tv"] >= 150000
     lift = page.locator('#planner-summary [data-field="lift"]').inner_text()
     assert lift == f"+${answer['lift']['revenue']:,.0f} +{answer['lift']['relative'] * 100:.1f}%"
     assert page.locator("#planner-warnings li").all_inner_texts() == answer["warnings"]

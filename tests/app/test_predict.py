@@ -8,6 +8,7 @@ import pytest
 
 from app.model import load_served_model
 from app.predict import VECTORISE_FROM, PredictionInputError, predict, spend_rows
+from training.core import response
 from training.core.registry import ModelRegistry
 from training.core.store import open_store
 
@@ -96,3 +97,65 @@ def test_single_channel_model(tmp_path, publish_model):
 
     assert result.revenue == [pytest.approx(20.0)]
     assert result.contributions == [{"video": pytest.approx(10.0)}]
+
+
+# ---- the media-mix model -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def served_mmm(mmm_store):
+    """The media-mix model of `mmm_store` as the API serves it, and its spec."""
+    registry = ModelRegistry(open_store(mmm_store.store_uri))
+    return load_served_model(registry, registry.latest()), mmm_store.estimator.spec
+
+
+@pytest.mark.parametrize("instances", [1, VECTORISE_FROM + 3])
+@pytest.mark.parametrize("period", [None, "2026-12", "2027-02"])
+def test_mmm_prediction_is_the_shared_math_for_spend_held_through_the_period(served_mmm, instances, period):
+    model, spec = served_mmm
+    spend = np.random.default_rng(instances).uniform(0, 2e5, (instances, 4))
+    rows = [dict(zip(model.channels, row.tolist(), strict=True)) for row in spend]
+
+    result = predict(model, spend_rows(model, rows, "instances"), period)
+
+    for i, row in enumerate(spend):
+        expected = response.predict_from_period_spend(spec, row, period)
+        assert result.revenue[i] == pytest.approx(expected["prediction"], rel=1e-12)
+        assert result.contributions[i] == pytest.approx(expected["contributions"], rel=1e-12)
+        assert result.media_contribution[i] == pytest.approx(expected["media_contribution"], rel=1e-12)
+        assert result.media_roi[i] == pytest.approx(expected["media_roi"], rel=1e-12)
+        assert result.roi[i] == pytest.approx(expected["prediction"] / row.sum(), rel=1e-12)
+    assert result.period == (period or "2026-11")
+
+
+def test_mmm_spend_beyond_training_is_warned_per_instance(served_mmm):
+    model, spec = served_mmm
+    seen = dict(zip(model.channels, spec["max_spend_seen"], strict=True))
+    inside = {c: v / 2 for c, v in seen.items()}
+    beyond = {**inside, "social": seen["social"] * 3}
+
+    result = predict(model, spend_rows(model, [inside, beyond, inside], "instances"))
+
+    assert result.warnings[0] == result.warnings[2] == []
+    assert len(result.warnings[1]) == 1 and result.warnings[1][0].startswith("social: spend ")
+    assert "extrapolated" in result.warnings[1][0]
+    assert result.out_of_range == ["social"]
+
+
+def test_mmm_zero_spend_has_no_roi_and_predicts_the_base(served_mmm):
+    model, _ = served_mmm
+
+    result = predict(model, spend_rows(model, [dict.fromkeys(model.channels, 0.0)]))
+
+    assert result.media_contribution == [0.0] and result.media_roi == [None] and result.roi == [None]
+    assert result.revenue[0] == pytest.approx(model.facts.period("2026-11").base)
+
+
+def test_linear_model_answers_media_contribution_and_roi_without_warnings(served):
+    model, _ = served
+    row = {"email": 10.0, "search_engine": 0.0, "social_media": 0.0, "video": 10.0}
+
+    result = predict(model, spend_rows(model, [row]))
+
+    assert result.media_contribution == [pytest.approx(31.0 + 9.0)]
+    assert result.media_roi == [pytest.approx(40.0 / 20.0)]
+    assert result.warnings == [[]] and result.period is None  # a version without blocks: no grain, no max seen

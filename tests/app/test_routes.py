@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.schemas import ModelInfo, PredictResponse
+from training.core import events
+from training.core import response as mmm_response
 
 OLD_CLIENT_BODY = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742, "index": 0}
 SPEND = {"email": 1.0, "search_engine": 2.0, "social_media": 3.0, "video": 4.0}
@@ -29,6 +31,69 @@ def test_old_client_body_gets_predictions_from_each_backend(client, published_st
     assert body.predictions == [pytest.approx(expected[0], rel=1e-9)]
     assert body.model_version == published_store.version
     assert body.roi[0] == pytest.approx(expected[0] / (522807 + 518987 + 519625 + 520742))
+
+
+def test_old_client_body_keeps_its_keys_and_gets_the_new_ones(local_client):
+    body = local_client.post("/predict", json=OLD_CLIENT_BODY).json
+
+    assert set(body) == {"predictions", "roi", "contributions", "media_contribution", "media_roi", "warnings",
+                         "period", "model_version"}
+    assert body["media_contribution"][0] == pytest.approx(sum(body["contributions"][0].values()))
+    assert body["warnings"] == [[]]
+
+
+MMM_SPEND = {"tv": 150000, "search": 100000, "social": 60000, "display": 80000}
+
+
+@pytest.mark.parametrize("form", ["flat", "spend", "instances"])
+def test_mmm_predict_takes_a_period_in_every_body_form(mmm_client, mmm_store, form):
+    bodies = {"flat": {**MMM_SPEND, "period": "2026-12"}, "spend": {"spend": MMM_SPEND, "period": "2026-12"},
+              "instances": {"instances": [MMM_SPEND], "period": "2026-12"}}
+
+    body = PredictResponse.model_validate(mmm_client.post("/predict", json=bodies[form]).json)
+
+    expected = mmm_response.predict_from_period_spend(mmm_store.estimator.spec, MMM_SPEND, "2026-12")
+    assert body.period == "2026-12"
+    assert body.predictions == [pytest.approx(expected["prediction"], rel=1e-12)]
+    assert body.media_roi == [pytest.approx(expected["media_roi"], rel=1e-12)]
+
+
+def test_mmm_predict_season_changes_with_the_period(mmm_client):
+    december = mmm_client.post("/predict", json={"spend": MMM_SPEND, "period": "2026-12"}).json
+    february = mmm_client.post("/predict", json={"spend": MMM_SPEND, "period": "2027-02"}).json
+
+    assert december["predictions"] != february["predictions"]
+    assert december["contributions"] != february["contributions"]  # 31 days against 28
+
+
+@pytest.mark.parametrize("period", ["2026-13", "2026-W50", "26-12", 202612, ""])
+def test_a_bad_period_is_a_400_naming_it(mmm_client, period):
+    answered = mmm_client.post("/predict", json={"spend": MMM_SPEND, "period": period})
+
+    assert answered.status_code == 400
+    assert answered.json["error"]["field"] == "period"
+
+
+def test_out_of_range_predictions_are_logged_once_per_request_with_channels_and_version(mmm_client, mmm_store,
+                                                                                        json_log):
+    seen = dict(zip(mmm_store.estimator.spec["channels"], mmm_store.estimator.spec["max_spend_seen"], strict=True))
+    beyond = {**MMM_SPEND, "tv": seen["tv"] * 2, "social": seen["social"] * 2}
+
+    mmm_client.post("/predict", json={"instances": [beyond, beyond, MMM_SPEND]})
+    mmm_client.post("/predict", json=MMM_SPEND)
+
+    lines = [line for line in json_log() if line.get("event") == events.PREDICTION_OUT_OF_RANGE]
+    assert len(lines) == 1
+    assert lines[0]["channels"] == ["tv", "social"] and lines[0]["model_version"] == mmm_store.version
+    assert lines[0]["severity"] == "WARNING" and lines[0]["endpoint"] == "/predict"
+
+
+def test_mmm_model_route_shows_the_blocks(mmm_client, mmm_store):
+    info = ModelInfo.model_validate(mmm_client.get("/model").json)
+
+    assert info.algorithm == "mmm" and info.grain == "month" and info.intercept is None
+    assert set(info.roi["channels"]) == set(info.response_curves["channels"]) == set(MMM_SPEND)
+    assert info.controls["names"] == ["price_index", "promo", "holiday"]
 
 
 @pytest.mark.parametrize("index", [0, "row-7", None, 3.5, [1, 2]])

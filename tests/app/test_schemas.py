@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.schemas import ErrorResponse, ModelInfo, PredictRequest, PredictResponse, openapi_document
+from app.schemas import (
+    AllocateRequest,
+    AllocateResponse,
+    ErrorResponse,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    openapi_document,
+)
 
 SPEND = {"email": 1.0, "search_engine": 2, "social_media": 3.5, "video": 0}
 
@@ -46,10 +54,10 @@ def test_openapi_document_is_built_from_the_models():
 
     schemas = document["components"]["schemas"]
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {"/predict", "/model", "/healthz", "/readyz", "/openapi.json"}
+    assert set(document["paths"]) == {"/predict", "/allocate", "/model", "/healthz", "/readyz", "/openapi.json"}
     assert schemas["PredictRequest"] == PredictRequest.model_json_schema(
         ref_template="#/components/schemas/{model}")
-    for model in (PredictResponse, ErrorResponse, ModelInfo):
+    for model in (PredictResponse, AllocateRequest, AllocateResponse, ErrorResponse, ModelInfo):
         assert model.__name__ in schemas
     assert "10000 instances" in document["paths"]["/predict"]["post"]["requestBody"]["description"]
     refs = _refs(document)

@@ -115,6 +115,10 @@ BAD_TRIGGERS = {
     "unknown_algorithm": ({"hyperparameters": {"algorithm": "xgboost"}}, "hyperparameters"),
     "channel_change_not_a_boolean": ({"allow_channel_change": "yes"}, "allow_channel_change"),
     "unknown_hyperparameter": ({"hyperparameters": {"depth": 3}}, "hyperparameters"),
+    "unknown_grain": ({"hyperparameters": {"grain": "day"}}, "hyperparameters"),
+    "too_few_replicates": ({"hyperparameters": {"bootstrap_replicates": 5}}, "hyperparameters"),
+    "decay_of_one": ({"hyperparameters": {"mmm_decays": [0.5, 1.0]}}, "hyperparameters"),
+    "fourier_order_too_high": ({"hyperparameters": {"fourier_order": 9}}, "hyperparameters"),
 }
 
 
@@ -157,7 +161,10 @@ def test_good_data_promotes_a_new_version_and_records_it(end_to_end):
     assert latest is not None and registry.versions() == [latest.version]
     manifest = registry.manifest(latest.version)
     assert manifest["status"] == "promoted"
-    assert manifest["positive"] is True  # the hyperparameters param reached the model
+    # the model settings param reached the model: the media-mix model, its grids and replicates
+    assert (manifest["algorithm"], manifest["grain"]) == ("mmm", "month")
+    assert manifest["hyperparameters"]["fourier_order"] == 1 and manifest["intervals"]["replicates"] == 30
+    assert {c["decay"] for c in manifest["hyperparameters"]["channels"].values()} <= {0.0, 0.5, 0.9}
     [row] = _metrics_rows(scenario)
     assert (row["status"], row["model_version"]) == ("promoted", latest.version)
     # no champion: nothing to score, compare or measure drift against

@@ -13,16 +13,30 @@ import pytest
 
 from training import cli
 from training.config import REPO_ROOT, SAMPLE_DATA
-from training.metrics import open_metrics
 from training.core.registry import ModelRegistry
-from training.sample import CHANNELS, write_sample
 from training.core.store import open_store
+from training.metrics import open_metrics
+from training.sample import CHANNELS, write_sample
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without ADROI_* settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADROI_")}
     return {**env, "ADROI_CODE_VERSION": "cli-test", **extra}
+
+
+# The default algorithm (mmm) with small grids and few bootstrap replicates, for the tests of the CLI's
+# mechanics on generated data (the bundled-sample test runs the full defaults).
+FAST_MMM_ENV = {"ADROI_MODEL__MMM_DECAYS": "0.0,0.7", "ADROI_MODEL__MMM_HALF_SATURATIONS": "0.6,2.5",
+                "ADROI_MODEL__MMM_SHAPES": "1.0", "ADROI_MODEL__MMM_ALPHAS": "0.0", "ADROI_MODEL__MMM_SWEEPS": "1",
+                "ADROI_MODEL__BOOTSTRAP_REPLICATES": "20"}
+
+
+@pytest.fixture
+def fast_mmm(no_adroi_env, monkeypatch):
+    """No ADROI_* setting from the caller, but the fast media-mix grids."""
+    for name, value in FAST_MMM_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -40,14 +54,20 @@ def test_run_on_the_bundled_sample_prints_summary_then_json(tmp_path):
     again = run_cli("run", "--data", str(SAMPLE_DATA), "--store", store, "--metrics", metrics)
 
     assert human.returncode == 0, human.stdout + human.stderr
-    assert "PROMOTED (exit 0)" in human.stdout and "marginal ROI" in human.stdout
-    assert all(channel in human.stdout for channel in CHANNELS)
+    assert "PROMOTED (exit 0)" in human.stdout and "mmm, month grain" in human.stdout
+    assert "ROI           revenue per unit of spend over 2022-11..2026-10 (90% intervals)" in human.stdout
+    roi_rows = {line.split()[0]: line.split() for line in human.stdout.splitlines() if line.startswith("    ")}
+    for channel in CHANNELS:  # channel, ROI, [lo, hi], mROI, [lo, hi], spend
+        row = roi_rows[channel]
+        assert row[2].startswith("[") and row[3].endswith("]") and row[5].startswith("[") and row[6].endswith("]")
+        assert float(row[2][1:-1]) <= float(row[1]) <= float(row[3][:-1])
     assert "[training_started]" in human.stderr and "[model_promoted]" in human.stderr
     assert machine.returncode == 0, machine.stderr
     result = json.loads(machine.stdout)  # stdout holds the result alone; the JSON logs went to stderr
     assert {json.loads(line)["severity"] for line in machine.stderr.splitlines()} <= {"INFO", "WARNING"}
     assert result["status"] == "promoted" and result["exit_code"] == 0
-    assert set(result["coefficients"]) == set(CHANNELS)
+    assert set(result["coefficients"]) == set(CHANNELS) == set(result["roi"]["channels"])
+    assert result["algorithm"] == "mmm" and result["grain"] == "month"
     assert Path(result["files"]["model"], "manifest.json").is_file()
     assert again.returncode == 0 and "UNCHANGED (exit 0)" in again.stdout, again.stdout + again.stderr
     assert [r["status"] for r in open_metrics(metrics).history()] == ["unchanged", "promoted", "promoted"]
@@ -60,7 +80,7 @@ def test_exit_codes_for_rejected_invalid_and_bad_usage(good_data, tmp_path):
     write_sample(short, months=5, campaigns=1, seed=2)
 
     rejected = run_cli("run", "--data", good_data, "--store", store, "--metrics", metrics,
-                       "--run-date", "2026-11-01", "--evaluation-threshold", "1.0")
+                       "--run-date", "2026-11-01", "--evaluation-threshold", "1.0", env=clean_env(**FAST_MMM_ENV))
     invalid = run_cli("run", "--data", str(short), "--store", store, "--metrics", metrics, "--run-date", "2026-11-01")
     bad_threshold = run_cli("run", "--data", good_data, "--store", store, "--evaluation-threshold", "2")
 
@@ -71,7 +91,7 @@ def test_exit_codes_for_rejected_invalid_and_bad_usage(good_data, tmp_path):
     assert ModelRegistry(open_store(store)).latest() is None
 
 
-def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path, monkeypatch, no_adroi_env, capsys):
+def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path, monkeypatch, fast_mmm, capsys):
     monkeypatch.setenv("ADROI_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("ADROI_METRICS", f"sqlite:///{tmp_path / 'metrics.db'}")
     monkeypatch.setenv("ADROI_RUN_DATE", "2026-11-01")
@@ -85,7 +105,7 @@ def test_cli_overrides_environment_which_overrides_defaults(good_data, tmp_path,
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["run_id"] == "cli"
 
 
-def test_versions_promote_rollback_and_refusal(good_data, tmp_path, no_adroi_env, capsys):
+def test_versions_promote_rollback_and_refusal(good_data, tmp_path, fast_mmm, capsys):
     store, metrics = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'metrics.db'}"
     common = ["--data", good_data, "--store", store, "--metrics", metrics, "--run-date", "2026-11-01"]
     assert cli.main(["run", *common, "--run-id", "first"]) == 0
@@ -160,7 +180,7 @@ def test_store_repairs_broken_pointer_manifest_name_and_killed_publishes(tmp_pat
     assert ModelRegistry(open_store(store)).latest().version == second.version
 
 
-def test_history_lists_recorded_runs(good_data, tmp_path, no_adroi_env, capsys):
+def test_history_lists_recorded_runs(good_data, tmp_path, fast_mmm, capsys):
     metrics = f"sqlite:///{tmp_path / 'metrics.db'}"
     cli.main(["run", "--data", good_data, "--store", str(tmp_path / "s"), "--metrics", metrics,
               "--run-date", "2026-11-01", "--run-id", "h1"])
@@ -206,6 +226,14 @@ def test_sample_data_and_export_schema(tmp_path, no_adroi_env, capsys):
     assert {"run_id", "status", "holdout_r2"} <= {c["name"] for c in schema}
 
 
+def test_media_mix_sample_data_takes_channels_and_an_end_month(tmp_path, no_adroi_env, capsys):
+    assert cli.main(["sample-data", str(tmp_path / "data"), "--process", "mmm", "--years", "2", "--channels",
+                     "tv,email", "--end-month", "2025-06"]) == 0
+    truth = json.loads((tmp_path / "data" / "TRUTH.json").read_text())
+    assert truth["window_days"][1] == "2025-06-30" and truth["channels"] == ["tv", "email"]
+    assert "true ROI: tv" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("today", "expected"), [(date(2027, 3, 9), "2027-02"), (date(2027, 1, 31), "2026-12")])
 def test_sample_data_end_month_last_is_the_month_before_today(today, expected):
     assert cli.end_month("last", today=today) == expected
@@ -237,7 +265,8 @@ def test_gcs_data_to_bigquery_row_end_to_end(gcs_bucket, bq_table_uri):
     write_sample(f"{gcs_bucket}/data", months=36, campaigns=2, seed=31)
 
     done = run_cli("run", "--data", f"{gcs_bucket}/data", "--store", f"{gcs_bucket}/models",
-                   "--metrics", bq_table_uri, "--run-date", "2026-11-01", "--run-id", "gcs-bq", "--json")
+                   "--metrics", bq_table_uri, "--run-date", "2026-11-01", "--run-id", "gcs-bq", "--json",
+                   env=clean_env(**FAST_MMM_ENV))
 
     assert done.returncode == 0, done.stderr
     version = json.loads(done.stdout)["version"]
@@ -254,6 +283,69 @@ def test_grain_option_reaches_validation(good_data, tmp_path, no_adroi_env, caps
 
     assert code == 2
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["validation"]["failed"] == ["grain_mismatch"]
+
+
+# ---- allocate ------------------------------------------------------------------------------------------
+
+def _allocate_json(store: str, *args: str, capsys) -> dict:
+    assert cli.main(["allocate", "--store", store, *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_allocate_prints_a_table_a_person_reads(mmm_store, no_adroi_env, capsys):
+    answer = _allocate_json(mmm_store.store_uri, "--budget", "400000", "--bounds", "tv=0:150000,search=50000:",
+                            capsys=capsys)
+
+    assert cli.main(["allocate", "--store", mmm_store.store_uri, "--budget", "400000",
+                     "--bounds", "tv=0:150000,search=50000:"]) == 0
+    table = capsys.readouterr().out.splitlines()
+
+    assert table[0].startswith(f"model {mmm_store.version} (mmm), period 2026-11, budget 400,000 per month")
+    assert table[2].split() == ["channel", "current", "spend", "recommended", "change", "mROI", "bound"]
+    rows = {line.split()[0]: line.split() for line in table[3:8]}
+    assert list(rows) == ["tv", "search", "social", "display", "total"]
+    for channel, spend in answer["allocation"].items():
+        current = answer["current_mix"]["allocation"][channel]
+        assert rows[channel][1:4] == [f"{current:,.0f}", f"{spend:,.0f}", f"{spend - current:+,.0f}"]
+        assert rows[channel][4] == f"{answer['channels'][channel]['mroi']:.2f}"
+    assert rows["tv"][5] == "max" and rows["search"][5] == "min"  # tv at its 150,000 cap, search at its floor
+    assert f"predicted revenue  {answer['predicted_revenue']:,.0f}" in "\n".join(table)
+    assert f"lift               {answer['lift']['revenue']:+,.0f}  ({answer['lift']['relative']:+.1%})" in table
+
+
+def test_allocate_json_is_the_apis_answer(mmm_store, make_app, no_adroi_env, capsys):
+    from_cli = _allocate_json(mmm_store.store_uri, "--budget", "250000", "--period", "2027-01", "--scenario",
+                              "target_mroi", "--target-mroi", "2", capsys=capsys)
+
+    client = make_app({"MODEL_STORE": mmm_store.store_uri}).test_client()
+    from_api = client.post("/allocate", json={"budget": 250000, "period": "2027-01", "scenario": "target_mroi",
+                                              "target_mroi": 2}).get_json()
+
+    assert from_cli == from_api
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--budget", "-5"], "budget=-5.0: expected a positive finite number"),
+    (["--budget", "1e5", "--bounds", "tv=5"], "--bounds='tv=5': expected channel=min:max"),
+    (["--budget", "1e5", "--bounds", "tv=a:b"], "expected numbers for min and max"),
+    (["--budget", "1e5", "--bounds", "radio=0:5"], "bounds.radio='radio': expected a channel of the model"),
+    (["--budget", "1e5", "--bounds", "tv=90000:,search=20000:"], "sum of minimums (110,000.00)"),
+    (["--budget", "1e5", "--period", "2026-W50"], "period='2026-W50': expected a period of the model's grain"),
+])
+def test_allocate_refusals_are_usage_errors_naming_the_field(mmm_store, no_adroi_env, capsys, args, message):
+    assert cli.main(["allocate", "--store", mmm_store.store_uri, *args]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_allocate_without_a_promoted_model_says_so(tmp_path, no_adroi_env, capsys):
+    assert cli.main(["allocate", "--store", str(tmp_path / "empty"), "--budget", "1e5"]) == cli.EXIT_USAGE
+    assert "no promoted model" in capsys.readouterr().err
+
+
+def test_parse_bounds_reads_open_ends():
+    assert cli.parse_bounds("tv=0:50000, search=10000:,email=:5") == {
+        "tv": [0.0, 50000.0], "search": [10000.0, None], "email": [None, 5.0]}
+    assert cli.parse_bounds(None) is None
 
 
 def test_run_trains_from_a_bigquery_dataset_and_exits_2_on_a_bad_row_there(good_data, bq_dataset, tmp_path):

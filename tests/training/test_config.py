@@ -62,7 +62,7 @@ def test_environment_values_are_coerced_to_declared_types():
 @pytest.mark.parametrize("overrides, field, expected", [
     ({"gate.evaluation_threshold": 1.5}, "gate.evaluation_threshold", "from 0 to 1"),
     ({"gate.evaluation_threshold": "high"}, "gate.evaluation_threshold", "float"),
-    ({"model.algorithm": "xgboost"}, "model.algorithm", "'ols' or 'ridge'"),
+    ({"model.algorithm": "xgboost"}, "model.algorithm", "'ols', 'ridge' or 'mmm'"),
     ({"run_date": "yesterday"}, "run_date", "date"),
     ({"bogus": 1}, "bogus", "one of"),
     ({"validation.actions": {"nulls": "ignore"}}, "validation.actions.nulls", "'fail', 'warn' or 'off'"),

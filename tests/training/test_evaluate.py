@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import evaluate
+from training import evaluate, model
 from training.config import EvaluationConfig, ModelConfig
+from training.sample import mmm_period_data, simulate_mmm
 
 CHANNELS = ["email", "video"]
 
@@ -52,28 +53,54 @@ def test_r2_of_a_single_month_is_none_not_nan():
     assert evaluate.regression_scores([5.0], [4.0])["r2"] is None
 
 
+OLS = ModelConfig(algorithm="ols")
+
+
 def test_evaluate_fits_on_old_months_only_and_scores_holdout():
     features, revenue = monthly()
     revenue_with_broken_holdout = revenue.copy()
     revenue_with_broken_holdout.iloc[-6:] += 5_000  # only the holdout changes
-    estimator, clean = evaluate.evaluate(features, revenue, ModelConfig(), EvaluationConfig())
-    _, broken = evaluate.evaluate(features, revenue_with_broken_holdout, ModelConfig(), EvaluationConfig())
+    fitted, clean = evaluate.evaluate(model.monthly_period_data(features, revenue), OLS, EvaluationConfig())
+    _, broken = evaluate.evaluate(model.monthly_period_data(features, revenue_with_broken_holdout), OLS,
+                                  EvaluationConfig())
     assert clean.split.holdout_months == list(features.index[-6:])
     assert clean.holdout["r2"] > 0.95
     assert broken.train == clean.train  # the holdout months never reached the fit
     assert broken.holdout["r2"] < 0
     assert list(clean.predictions["split"]).count("holdout") == 6
-    assert list(estimator.feature_names_in_) == CHANNELS
+    assert fitted.spec["channels"] == CHANNELS
     assert set(clean.metrics()) == {"holdout", "train", "cv"}
+
+
+def test_linear_evaluation_on_periods_is_the_monthly_fit_of_the_training_months():
+    features, revenue = monthly()
+    fitted, result = evaluate.evaluate(model.monthly_period_data(features, revenue), OLS, EvaluationConfig())
+    _, direct = model.fit(features.iloc[:-6], revenue.iloc[:-6], OLS)
+    assert result.summary.coefficients == direct.coefficients  # same data, same coefficients, bit for bit
+    assert result.summary.intercept == direct.intercept
+    assert fitted.roi["window"] == [features.index[0], features.index[-7]]
 
 
 def test_cross_validation_runs_on_training_months_in_time_order():
     features, revenue = monthly()
-    _, result = evaluate.evaluate(features, revenue, ModelConfig(cv_splits=3), EvaluationConfig())
+    _, result = evaluate.evaluate(model.monthly_period_data(features, revenue), ModelConfig(algorithm="ols", cv_splits=3),
+                                  EvaluationConfig())
     assert len(result.cv["r2"]) == 3 and len(result.cv["rmse"]) == 3
     assert all(r2 > 0.8 for r2 in result.cv["r2"])
 
 
 def test_cross_validation_is_skipped_when_too_few_months():
     features, revenue = monthly(n=5)
-    assert evaluate.cross_validate(features, revenue, ModelConfig()) == {"r2": [], "rmse": []}
+    assert evaluate.cross_validate(model.monthly_period_data(features, revenue), OLS) == {"r2": [], "rmse": []}
+
+
+def test_media_mix_holdout_is_predicted_with_carryover_from_the_training_days():
+    data, _ = mmm_period_data(simulate_mmm(3, 4, ["tv", "search"]), "month", "monthly")
+    config = ModelConfig(algorithm="mmm", mmm_decays=[0.0, 0.7, 0.9], mmm_half_saturations=[0.6, 2.5],
+                         mmm_shapes=[1.0], mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=0)
+    fitted, result = evaluate.evaluate(data, config, EvaluationConfig())
+    assert fitted.spec["algorithm"] == "mmm" and fitted.spec["periods"] == result.split.train_months
+    assert result.holdout["r2"] > 0.5
+    assert result.cv["r2"] and len(result.cv["r2"]) == len(result.cv["rmse"])  # folds too short are skipped
+    expected = model.predict_periods(fitted.spec, data)
+    assert result.predictions["predicted"].tolist() == pytest.approx(list(expected))

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.conftest import MONTHS
 from training import gate, model
 from training.config import GateConfig, ModelConfig
+from training.sample import mmm_period_data, simulate_mmm
+
+OLS = ModelConfig(algorithm="ols")
+
+
+def linear(features, revenue):
+    """The linear spec fitted on the monthly table."""
+    estimator, _ = model.fit(features, revenue, OLS)
+    return model.to_spec(estimator, "ols")
 
 
 def test_rejects_below_threshold_with_numbers_in_reason():
@@ -41,17 +51,19 @@ def test_rmse_tolerance_is_relative_to_champion(challenger_rmse, tolerance, prom
 
 def test_comparison_uses_only_months_the_champion_never_saw(data):
     features, revenue = data
-    champion, _ = model.fit(features.iloc[:20], revenue.iloc[:20], ModelConfig())
-    challenger, _ = model.fit(features.iloc[:18], revenue.iloc[:18], ModelConfig())
-    comparison = gate.compare_with_champion("v1", champion, MONTHS[:20], challenger, features, revenue, MONTHS[18:])
+    champion = linear(features.iloc[:20], revenue.iloc[:20])
+    challenger = linear(features.iloc[:18], revenue.iloc[:18])
+    periods = model.monthly_period_data(features, revenue)
+    comparison = gate.compare_with_champion("v1", champion, MONTHS[:20], challenger, periods, MONTHS[18:])
     assert comparison.months == MONTHS[20:]
     assert comparison.champion_rmse is not None and comparison.challenger_rmse is not None
 
 
 def test_no_unseen_months_means_threshold_alone_and_says_so(data):
     features, revenue = data
-    champion, _ = model.fit(features, revenue, ModelConfig())
-    comparison = gate.compare_with_champion("v1", champion, MONTHS, champion, features, revenue, MONTHS[-4:])
+    champion = linear(features, revenue)
+    periods = model.monthly_period_data(features, revenue)
+    comparison = gate.compare_with_champion("v1", champion, MONTHS, champion, periods, MONTHS[-4:])
     decision = gate.decide({"r2": 0.85, "rmse": 1.0}, GateConfig(), comparison)
     assert comparison.months == []
     assert decision.promote
@@ -60,20 +72,48 @@ def test_no_unseen_months_means_threshold_alone_and_says_so(data):
 
 def test_much_worse_challenger_is_rejected(data):
     features, revenue = data
-    champion, _ = model.fit(features.iloc[:18], revenue.iloc[:18], ModelConfig())
-    challenger, _ = model.fit(features.iloc[:18], revenue.iloc[:18] * 0 + revenue.mean(), ModelConfig())
-    comparison = gate.compare_with_champion("v1", champion, MONTHS[:18], challenger, features, revenue, MONTHS[18:])
+    champion = linear(features.iloc[:18], revenue.iloc[:18])
+    challenger = linear(features.iloc[:18], revenue.iloc[:18] * 0 + revenue.mean())
+    periods = model.monthly_period_data(features, revenue)
+    comparison = gate.compare_with_champion("v1", champion, MONTHS[:18], challenger, periods, MONTHS[18:])
     decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
     assert not decision.promote
     assert decision.reason.startswith("rejected: challenger RMSE")
 
 
+def test_a_linear_champion_and_a_media_mix_challenger_are_scored_on_the_same_periods_each_with_its_own_spec():
+    data, _ = mmm_period_data(simulate_mmm(5, 4, ["tv", "search"]), "month", "monthly")
+    train = data.subset(data.periods[:-8])
+    champion = model.fit_periods(train, OLS, intervals=False).spec
+    config = ModelConfig(algorithm="mmm", mmm_decays=[0.0, 0.7, 0.9], mmm_half_saturations=[0.6, 2.5],
+                         mmm_shapes=[1.0], mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=0)
+    challenger = model.fit_periods(train, config, intervals=False).spec
+
+    comparison = gate.compare_with_champion("v1", champion, train.periods, challenger, data, data.periods[-8:])
+
+    assert comparison.months == data.periods[-8:]
+    actual, held = data.revenue[-8:], slice(-8, None)
+    champion_rmse = float(np.sqrt(np.mean((model.predict_periods(champion, data)[held] - actual) ** 2)))
+    challenger_rmse = float(np.sqrt(np.mean((model.predict_periods(challenger, data)[held] - actual) ** 2)))
+    assert comparison.champion_rmse == pytest.approx(champion_rmse)
+    assert comparison.challenger_rmse == pytest.approx(challenger_rmse)
+
+
+def test_models_of_different_grains_are_not_compared(data):
+    features, revenue = data
+    spec = linear(features, revenue)
+    comparison = gate.compare_with_champion("v1", spec, MONTHS[:12], spec, model.monthly_period_data(features, revenue),
+                                            MONTHS[-4:], champion_grain="week")
+    assert comparison.months == [] and "fitted on weeks" in comparison.note
+
+
 def _changed_channels(data, champion_channels):
     features, revenue = data
     fitted = [c for c in champion_channels if c in features.columns]
-    champion, _ = model.fit(features[fitted].iloc[:20], revenue.iloc[:20], ModelConfig())
-    challenger, _ = model.fit(features.iloc[:18], revenue.iloc[:18], ModelConfig())
-    return gate.compare_with_champion("v1", champion, MONTHS[:20], challenger, features, revenue, MONTHS[18:],
+    champion = linear(features[fitted].iloc[:20], revenue.iloc[:20])
+    challenger = linear(features.iloc[:18], revenue.iloc[:18])
+    return gate.compare_with_champion("v1", champion, MONTHS[:20], challenger,
+                                      model.monthly_period_data(features, revenue), MONTHS[18:],
                                       champion_channels=champion_channels)
 
 
@@ -122,12 +162,12 @@ def test_champion_settings_come_from_its_manifest():
 def test_backtest_refits_the_champion_on_the_same_older_months_and_scores_both_on_the_holdout(data):
     features, revenue = data
     train, holdout = MONTHS[:18], MONTHS[18:]
-    challenger, _ = model.fit(features.loc[train], revenue.loc[train], ModelConfig())
+    challenger = linear(features.loc[train], revenue.loc[train])
     manifest = {"algorithm": "ridge", "positive": False, "channels": ["email", "video"],
                 "hyperparameters": {"alpha": 1000.0, "cv_splits": 3}}
 
-    comparison = gate.backtest_with_champion("v1", manifest, challenger, features, revenue, train, holdout,
-                                             ModelConfig())
+    comparison = gate.backtest_with_champion("v1", manifest, challenger, model.monthly_period_data(features, revenue),
+                                             train, holdout, ModelConfig())
 
     refitted, summary = model.fit(features.loc[train], revenue.loc[train],
                                   ModelConfig(algorithm="ridge", ridge_alphas=[1000.0], cv_splits=3))
@@ -150,22 +190,24 @@ def test_unseen_period_comparison_is_named_so(data):
     assert decision.to_dict()["comparison"] == "unseen_periods"
 
 
-def test_an_algorithm_this_code_cannot_refit_leaves_the_threshold_to_decide(data):
+def test_settings_that_cannot_be_refitted_leave_the_threshold_to_decide(data):
     features, revenue = data
-    comparison = gate.backtest_with_champion("v1", {"algorithm": "mmm"}, {}, features, revenue, MONTHS[:18],
-                                             MONTHS[18:], ModelConfig())
+    comparison = gate.backtest_with_champion("v1", {"algorithm": "ols"}, linear(features, revenue),
+                                             model.monthly_period_data(features, revenue), MONTHS[:1], MONTHS[1:],
+                                             ModelConfig())
     decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
 
     assert comparison.months == [] and decision.promote
-    assert "its algorithm 'mmm' cannot be refitted for a backtest; threshold alone decides" in decision.reason
+    assert "its settings cannot be refitted" in decision.reason and "threshold alone decides" in decision.reason
     assert decision.to_dict()["comparison"] is None
 
 
 def test_a_backtest_still_sees_a_channel_change(data):
     features, revenue = data
-    challenger, _ = model.fit(features.loc[MONTHS[:18]], revenue.loc[MONTHS[:18]], ModelConfig())
-    comparison = gate.backtest_with_champion("v1", {"algorithm": "ols", "channels": ["email"]}, challenger, features,
-                                             revenue, MONTHS[:18], MONTHS[18:], ModelConfig())
+    challenger = linear(features.loc[MONTHS[:18]], revenue.loc[MONTHS[:18]])
+    comparison = gate.backtest_with_champion("v1", {"algorithm": "ols", "channels": ["email"]}, challenger,
+                                             model.monthly_period_data(features, revenue), MONTHS[:18], MONTHS[18:],
+                                             ModelConfig())
 
     decision = gate.decide({"r2": 0.99, "rmse": 1.0}, GateConfig(), comparison)
 

@@ -25,7 +25,7 @@ def monthly(n: int = 36, noise: float = 50.0, seed: int = 0) -> tuple[pd.DataFra
 
 def test_ols_recovers_marginal_roi_in_original_units():
     features, revenue = monthly()
-    estimator, summary = model.fit(features, revenue, ModelConfig())
+    estimator, summary = model.fit(features, revenue, ModelConfig(algorithm="ols"))
     assert isinstance(estimator, LinearRegression)
     assert list(estimator.feature_names_in_) == CHANNELS
     assert summary.algorithm == "ols" and summary.hyperparameters == {}
@@ -57,7 +57,7 @@ def test_positive_gives_non_negative_roi(algorithm):
 
 def test_predict_treats_missing_channel_as_zero_spend_and_round_trips():
     features, revenue = monthly()
-    estimator, summary = model.fit(features, revenue, ModelConfig())
+    estimator, summary = model.fit(features, revenue, ModelConfig(algorithm="ols"))
     loaded = model.from_bytes(model.to_bytes(estimator))
     without_video = features.drop(columns=["video"])
     expected = summary.intercept + without_video.to_numpy() @ TRUE_ROI[:2]
@@ -80,7 +80,7 @@ def test_bad_input_raises_actionable_value_error(mutate, message):
     features, revenue = monthly()
     bad_features, bad_revenue = mutate(features, revenue)
     with pytest.raises(ValueError) as info:
-        model.fit(bad_features, bad_revenue, ModelConfig())
+        model.fit(bad_features, bad_revenue, ModelConfig(algorithm="ols"))
     assert message in str(info.value)
 
 
@@ -88,3 +88,64 @@ def test_ridge_with_too_few_months_for_its_cv_names_the_setting():
     features, revenue = monthly(n=3)
     with pytest.raises(ValueError, match="model.cv_splits=3"):
         model.fit(features, revenue, ModelConfig(algorithm="ridge"))
+
+
+# ---- fit_periods: one dispatch for ols, ridge and mmm ---------------------------------------------------
+
+@pytest.mark.parametrize("algorithm", ["ols", "ridge"])
+def test_linear_fit_on_periods_is_the_monthly_fit_and_fills_every_block(algorithm):
+    features, revenue = monthly()
+    config = ModelConfig(algorithm=algorithm, bootstrap_replicates=200)
+    fitted = model.fit_periods(model.monthly_period_data(features, revenue), config)
+    _, direct = model.fit(features, revenue, config)
+
+    assert fitted.summary.coefficients == direct.coefficients and fitted.summary.intercept == direct.intercept
+    assert set(fitted.blocks()) == {"roi", "response_curves", "decomposition"}
+    roi = fitted.roi["channels"]
+    for channel in CHANNELS:
+        entry = roi[channel]
+        assert entry["roi"] == entry["mroi"] == direct.coefficients[channel]
+        assert entry["spend"] == pytest.approx(features[channel].sum())
+        assert entry["contribution"] == pytest.approx(direct.coefficients[channel] * features[channel].sum())
+        lo, hi = entry["roi_interval"]
+        assert lo < entry["roi"] < hi and hi - lo < 0.2  # tight: the data is nearly noise-free
+        curve = fitted.response_curves["channels"][channel]
+        assert curve["form"] == "linear" and curve["parameters"]["coefficient"] == direct.coefficients[channel]
+        assert curve["current_spend"] == pytest.approx(features[channel].iloc[-12:].mean())
+        assert curve["points"]["revenue"] == pytest.approx(
+            [direct.coefficients[channel] * s for s in curve["points"]["spend"]])
+    dec = fitted.decomposition
+    total = np.array(dec["base"]) + sum(np.array(v) for v in dec["channels"].values())
+    assert total == pytest.approx(np.array(dec["fitted"]))
+    assert dec["fitted"] == pytest.approx(list(model.predict_periods(fitted.spec, model.monthly_period_data(features, revenue))))
+    assert fitted.intervals["method"].startswith("moving-block bootstrap") and fitted.n_parameters == 4
+
+
+def test_intervals_are_reproducible_and_optional():
+    data = model.monthly_period_data(*monthly())
+    config = ModelConfig(algorithm="ols", bootstrap_replicates=50, seed=3)
+    first, second = model.fit_periods(data, config), model.fit_periods(data, config)
+    without = model.fit_periods(data, config, intervals=False)
+    assert first.roi == second.roi
+    assert without.roi["channels"]["email"]["roi_interval"] is None and without.intervals["method"] is None
+
+
+def test_media_mix_fit_on_periods_describes_itself_like_the_linear_ones():
+    from training.sample import mmm_period_data, simulate_mmm
+
+    data, _ = mmm_period_data(simulate_mmm(2, 3, ["tv", "search"]), "month", "monthly")
+    config = ModelConfig(algorithm="mmm", mmm_decays=[0.0, 0.7], mmm_half_saturations=[0.6, 2.5], mmm_shapes=[1.0],
+                         mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=20)
+    fitted = model.fit_periods(data, config)
+    assert fitted.summary.algorithm == "mmm" and fitted.summary.intercept is None
+    # its summary's coefficients are the marginal ROI (what the metrics table's column means)
+    assert fitted.summary.coefficients == {c: e["mroi"] for c, e in fitted.roi["channels"].items()}
+    assert fitted.roi["channels"]["tv"]["roi_interval"] is not None
+    assert fitted.intervals["replicates"] == 20 and fitted.intervals["transforms_reselected_per_replicate"]
+    assert model.predict_periods(fitted.spec, data) == pytest.approx(np.array(fitted.decomposition["fitted"]))
+
+
+@pytest.mark.parametrize(("algorithm", "fourier_order", "expected"), [("ols", 2, 5), ("ridge", 2, 5), ("mmm", 2, 13),
+                                                                      ("mmm", 0, 9)])
+def test_parameter_count_is_what_each_algorithm_fits(algorithm, fourier_order, expected):
+    assert model.parameter_count(ModelConfig(algorithm=algorithm, fourier_order=fourier_order), 4, 3) == expected

@@ -40,6 +40,13 @@ def test_a_channel_the_data_lacks_spent_zero():
     assert monitor.predict(SPEC, spend) == pytest.approx(100 + 2 * spend["email"].to_numpy())
 
 
+def as_periods(spend: pd.DataFrame, revenue: pd.Series) -> PeriodData:
+    """Monthly spend booked on each month's first day, as the pipeline stages a month × channel table."""
+    from training.model import monthly_period_data
+
+    return monthly_period_data(spend, revenue)
+
+
 def test_period_data_is_summed_into_periods_before_a_linear_prediction():
     days = pd.date_range("2026-01-01", "2026-02-28", freq="D")
     daily = pd.DataFrame({"email": 1.0, "video": 2.0}, index=days)
@@ -87,7 +94,7 @@ def test_realised_performance_scores_the_champion_on_the_periods_it_never_saw():
     truth = 100 + 2 * spend["email"] + 3 * spend["video"]
     revenue = truth + pd.Series([0.0] * 12 + [4.0, -2.0, 6.0, 0.0], index=MONTHS)
 
-    found = monitor.realised_performance("v1", manifest(MONTHS[:12], [10.0, 10.0]), SPEC, spend, revenue,
+    found = monitor.realised_performance("v1", manifest(MONTHS[:12], [10.0, 10.0]), SPEC, as_periods(spend, revenue),
                                          MonitoringConfig())
 
     errors = np.array([-4.0, 2.0, -6.0, 0.0])  # predicted − actual
@@ -106,8 +113,8 @@ def test_realised_error_above_the_band_over_two_periods_is_degraded_but_one_peri
     revenue = 100 + 2 * spend["email"] + 3 * spend["video"] + 100.0  # the model is now 100 too low
     config = MonitoringConfig()
 
-    two = monitor.realised_performance("v1", manifest(MONTHS[:14], [10.0]), SPEC, spend, revenue, config)
-    one = monitor.realised_performance("v1", manifest(MONTHS[:15], [10.0]), SPEC, spend, revenue, config)
+    two = monitor.realised_performance("v1", manifest(MONTHS[:14], [10.0]), SPEC, as_periods(spend, revenue), config)
+    one = monitor.realised_performance("v1", manifest(MONTHS[:15], [10.0]), SPEC, as_periods(spend, revenue), config)
 
     assert two.degraded and two.rmse == pytest.approx(100.0) and two.bias == pytest.approx(-100.0)
     assert "DEGRADED: above the limit 15" in two.summary()
@@ -115,7 +122,7 @@ def test_realised_error_above_the_band_over_two_periods_is_degraded_but_one_peri
 
 
 def test_a_champion_trained_on_every_period_is_not_scored():
-    found = monitor.realised_performance("v1", manifest(MONTHS), SPEC, spend_table(), pd.Series(1.0, index=MONTHS),
+    found = monitor.realised_performance("v1", manifest(MONTHS), SPEC, as_periods(spend_table(), pd.Series(1.0, index=MONTHS)),
                                          MonitoringConfig())
     assert found.periods == [] and found.rmse is None
     assert found.note == "no period after its training window (last 2026-04)"
@@ -146,6 +153,6 @@ def test_drift_measures_share_outside_the_trained_range_and_shift_per_series():
 
 def test_months_without_revenue_have_no_mape_but_still_an_rmse():
     spend = spend_table()
-    found = monitor.realised_performance("v1", manifest(MONTHS[:14]), SPEC, spend, pd.Series(0.0, index=MONTHS),
+    found = monitor.realised_performance("v1", manifest(MONTHS[:14]), SPEC, as_periods(spend, pd.Series(0.0, index=MONTHS)),
                                          MonitoringConfig())
     assert found.mape is None and found.rmse > 0 and "MAPE n/a (revenue 0)" in found.summary()

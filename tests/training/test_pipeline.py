@@ -13,21 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from training import pipeline
+from training import pipeline, plots
 from training.config import load_settings
 from training.core.errors import ConfigError, DataInvalidError, StorageError, StorageUnavailable
-from training.metrics import open_metrics
 from training.core.registry import LATEST_KEY, ModelRegistry
-from training.sample import TRUE_ROI, write_sample
 from training.core.store import open_store
+from training.metrics import open_metrics
+from training.sample import TRUE_ROI, write_sample
+
+# The default algorithm (mmm) with small transform grids and few bootstrap replicates: the pipeline's
+# mechanics are the same, a run takes 3 s instead of 10.
+FAST_MMM = {"model.mmm_decays": [0.0, 0.7], "model.mmm_half_saturations": [0.6, 2.5], "model.mmm_shapes": [1.0],
+            "model.mmm_alphas": [0.0], "model.mmm_sweeps": 1, "model.bootstrap_replicates": 20}
 
 
 def make_settings(data: str, store: str, tmp_path: Path, run_date: str = "2026-11-15", **more: Any):
-    """Settings for one test, ignoring the caller's ADROI_* environment."""
+    """Settings for one test (the default algorithm, fast grids), ignoring the caller's ADROI_* environment."""
     overrides = {"data": data, "store": store, "metrics": f"sqlite:///{tmp_path / 'metrics.db'}",
-                 "run_date": run_date, "code_version": "test-sha", **more}
+                 "run_date": run_date, "code_version": "test-sha", **FAST_MMM, **more}
     return load_settings(overrides=overrides, environ={})
 
 
@@ -37,7 +43,7 @@ def latest_version(store_uri: str) -> str | None:
 
 
 def test_run_promotes_first_model_publishes_manifest_and_records_it(good_data, store_uri, tmp_path):
-    settings = make_settings(good_data, store_uri, tmp_path)
+    settings = make_settings(good_data, store_uri, tmp_path, **{"model.algorithm": "ols"})  # the linear truth
 
     result = pipeline.run(settings, "run-1")
 
@@ -57,12 +63,121 @@ def test_run_promotes_first_model_publishes_manifest_and_records_it(good_data, s
     assert manifest["metrics"]["holdout"]["r2"] >= 0.8 and manifest["code_version"] == "test-sha"
     assert set(manifest["libraries"]) >= {"python", "scikit-learn", "numpy", "joblib"}
     assert manifest["data"]["fingerprint"] and manifest["data"]["spend_rows"] > 0
-    assert {"validation.json", "predicted_vs_actual.png", "marginal_roi.png", "residuals.png"} <= set(manifest["files"])
+    assert {"validation.json", *plots.PLOT_FILES} <= set(manifest["files"])
     assert result.coefficients == manifest["coefficients"]
+    assert manifest["grain"] == "month" and manifest["n_parameters"] == 5
+    for channel, entry in manifest["roi"]["channels"].items():  # linear: roi = mroi = the coefficient
+        assert entry["roi"] == entry["mroi"] == manifest["coefficients"][channel]
+        assert entry["roi_interval"][0] < entry["roi"] < entry["roi_interval"][1]
+        assert manifest["response_curves"]["channels"][channel]["form"] == "linear"
+    assert manifest["roi"]["window"] == [manifest["training"]["months"][0], "2026-10"]
+    assert manifest["decomposition"]["periods"] == manifest["training"]["months"]
+    assert manifest["intervals"]["method"].startswith("moving-block bootstrap")
+    assert result.roi == manifest["roi"] and result.algorithm == "ols"
     row = open_metrics(settings.metrics).get("run-1")
     assert row["status"] == "promoted" and row["model_version"] == result.version
     assert row["holdout_r2"] == pytest.approx(result.metrics["holdout"]["r2"])
     assert row["months_used"] == 36 and row["code_version"] == "test-sha"
+
+
+def test_linear_models_keep_their_coefficients_on_the_staged_periods(good_data, tmp_path):
+    from training import ingest, model
+    from training.core.store import open_store as open_data
+
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"model.algorithm": "ridge"})
+    pipeline.validate_data(settings, "ridge")
+    pipeline.train_and_evaluate(settings, "ridge")
+    staged = json.loads(open_store(settings.store).read("runs/ridge/evaluation.json"))
+    table = ingest.training_data(ingest.ingest(open_data(good_data)))  # the monthly table of before
+    train = staged["split"]["train_months"]
+    _, direct = model.fit(table.features.loc[train], table.revenue.loc[train], settings.model)
+
+    # the same coefficients (up to the order the daily costs were summed in: 1e-16 relative)
+    assert staged["model"]["coefficients"] == pytest.approx(direct.coefficients, rel=1e-12)
+    assert staged["model"]["hyperparameters"]["alpha"] == direct.hyperparameters["alpha"]
+
+
+@pytest.fixture(scope="module")
+def mmm_data(tmp_path_factory) -> tuple[str, dict[str, Any]]:
+    """A media-mix sample (4 years, monthly revenue, controls) and its TRUTH.json."""
+    from training.sample import write_mmm_sample
+
+    root = tmp_path_factory.mktemp("mmm-sample")
+    truth = write_mmm_sample(root, seed=5, channels=["tv", "search", "social"])
+    return str(root), truth
+
+
+def test_a_media_mix_run_publishes_a_verified_model_with_every_block(mmm_data, tmp_path):
+    data, truth = mmm_data
+    settings = make_settings(data, str(tmp_path / "store"), tmp_path, **{"model.bootstrap_replicates": 40})
+
+    result = pipeline.run(settings, "mmm")
+
+    assert result.status == "promoted", result.reason
+    manifest, spec = ModelRegistry(open_store(settings.store)).load(result.version)  # CONSISTENCY_CHECKS["mmm"]
+    assert spec["algorithm"] == manifest["algorithm"] == "mmm" and manifest["grain"] == "month"
+    assert manifest["coefficients"] == {c: e["mroi"] for c, e in manifest["roi"]["channels"].items()}
+    assert manifest["intercept"] is None
+    for channel, entry in manifest["roi"]["channels"].items():
+        lo, hi = entry["roi_interval"]
+        assert lo <= entry["roi"] <= hi
+        assert 0.4 * truth["roi"][channel] < entry["roi"] < 2.5 * truth["roi"][channel]  # right magnitude
+        curve = manifest["response_curves"]["channels"][channel]
+        assert curve["form"] == "hill_mixture"  # the published model is the mean of the replicate models
+        i = spec["channels"].index(channel)
+        assert curve["parameters"]["decay"] == [d for d, b in zip(spec["decay"][i], spec["coefficient"][i],
+                                                                   strict=True) if b != 0]
+    assert manifest["intervals"]["replicates"] == 40 and manifest["intervals"]["transforms_reselected_per_replicate"]
+    assert manifest["decomposition"]["periods"] == manifest["training"]["months"]
+    assert manifest["training"]["months"][-1] == "2026-10" and len(manifest["training"]["months"]) == 48
+    assert manifest["n_parameters"] == len(spec["base_terms"]) + 3
+    assert spec["controls"] == truth["controls"]
+    row = open_metrics(settings.metrics).get("mmm")
+    assert row["algorithm"] == "mmm" and row["intercept"] is None and row["coefficients"] == manifest["coefficients"]
+
+
+def test_validation_judges_identifiability_with_the_media_mix_models_parameter_count(mmm_data, tmp_path):
+    data, _ = mmm_data  # 48 months, 3 channels, 3 controls
+    settings = make_settings(data, str(tmp_path / "store"), tmp_path, **{"model.fourier_order": 1})
+
+    pipeline.validate_data(settings, "identifiable")
+
+    report = json.loads(open_store(settings.store).read("runs/identifiable/validation.json"))
+    # level, trend, 1 sin/cos pair, 3 controls and 3 media coefficients: 10 > 48 / 5
+    [warning] = [w for w in report["warnings"] if w.startswith("identifiability")]
+    assert "the model has 10 parameters for 48 periods" in warning
+
+
+def test_gate_compares_media_mix_champion_and_challenger_on_the_same_periods(mmm_data, tmp_path):
+    from training.sample import write_mmm_sample
+
+    data, _ = mmm_data
+    older = tmp_path / "older"
+    write_mmm_sample(older, seed=5, channels=["tv", "search", "social"], end_month="2026-04")
+    store = str(tmp_path / "store")
+    champion = pipeline.run(make_settings(str(older), store, tmp_path, run_date="2026-05-15"), "champion")
+    assert champion.status == "promoted", champion.reason
+    settings = make_settings(data, store, tmp_path, **{"model.mmm_decays": [0.0], "gate.evaluation_threshold": 0.0,
+                                                        "gate.rmse_tolerance": 100.0})
+
+    challenger = pipeline.run(settings, "challenger")  # no carryover at all: other transforms than the champion's
+
+    staged = open_store(store)
+    gated = json.loads(staged.read("runs/challenger/gate.json"))
+    evaluation = json.loads(staged.read("runs/challenger/evaluation.json"))
+    unseen = [m for m in evaluation["split"]["holdout_months"] if m > "2026-04"]
+    assert gated["compared_on_months"] == unseen and len(unseen) == 6
+    # the champion predicted those months with its own spec from the challenger's daily spend
+    from training import model
+    from training.core.registry import ModelRegistry as Registry
+
+    _, champion_spec = Registry(staged).load(champion.version)
+    periods = pipeline.period_data_from_doc(json.loads(staged.read("runs/challenger/training_data.json")))
+    where = [periods.periods.index(m) for m in unseen]
+    predicted = model.predict_periods(champion_spec, periods)[where]
+    rmse = float(np.sqrt(np.mean((predicted - periods.revenue[where]) ** 2)))
+    assert gated["champion"]["rmse"] == pytest.approx(rmse)
+    assert f"champion {champion.version} RMSE" in challenger.reason and challenger.status == "promoted"
 
 
 def test_much_worse_challenger_is_rejected_and_latest_stays(older_data, noisy_data, store_uri, tmp_path):
@@ -401,7 +516,7 @@ def test_published_plots_are_pngs(good_data, tmp_path):
     settings = make_settings(good_data, str(tmp_path / "store"), tmp_path)
     result = pipeline.run(settings, "plots")
     store = open_store(settings.store)
-    for name in ("predicted_vs_actual.png", "marginal_roi.png", "residuals.png"):
+    for name in plots.PLOT_FILES:
         data = store.read(f"models/{result.version}/{name}")
         assert io.BytesIO(data).read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -451,12 +566,13 @@ def _break(data: Path, rule: str) -> dict[str, Any]:
                                   "stale_revenue", "too_few_months", "no_input_files"])
 def test_each_failing_rule_stops_the_run_names_the_rule_and_moves_nothing(rule, sample_dir, tmp_path):
     store_dir = str(tmp_path / "store")
-    first = pipeline.run(make_settings(str(sample_dir), store_dir, tmp_path), "good")
+    ols = {"model.algorithm": "ols"}  # the small linear sample (24 months): validation is what is tested
+    first = pipeline.run(make_settings(str(sample_dir), store_dir, tmp_path, **ols), "good")
     registry = ModelRegistry(open_store(store_dir))
     versions, pointer = registry.versions(), registry.latest()
     more = _break(sample_dir, rule)
 
-    result = pipeline.run(make_settings(str(sample_dir), store_dir, tmp_path, **more), "bad")
+    result = pipeline.run(make_settings(str(sample_dir), store_dir, tmp_path, **ols, **more), "bad")
 
     assert first.status == "promoted"
     assert (result.status, result.exit_code) == ("data_invalid", 2)
@@ -581,6 +697,15 @@ def test_week_grain_on_monthly_revenue_is_invalid_data_not_a_crash(sample_dir, t
 
 # -- realised performance of the served model, the fair comparison, drift (issue 10) ----------------------
 
+OLS = {"model.algorithm": "ols"}  # the linear model: its realised error can be checked by hand
+
+
+def monthly(store: str, run_id: str) -> tuple[pd.DataFrame, pd.Series]:
+    """The staged periods of a run as a month × channel spend table and its revenue."""
+    data = pipeline._load_training_data(open_store(store), run_id)
+    return data.period_spend(), pd.Series(data.revenue, index=data.periods)
+
+
 def copy_until(source: str, last_month: str, dest: Path, revenue_factor_after: float = 1.0,
                spend_factor_after: dict[str, float] | None = None, after: str = "2026-04") -> str:
     """Copy a data set keeping revenue up to `last_month`; scale revenue (and channels' spend) after `after`."""
@@ -606,7 +731,7 @@ def champion_on(source: str, last_month: str, store: str, tmp_path: Path) -> str
     year, month = map(int, last_month.split("-"))
     run_date = f"{year + month // 12}-{month % 12 + 1:02d}-15"
     data = copy_until(source, last_month, tmp_path / f"until-{last_month}")
-    result = pipeline.run(make_settings(data, store, tmp_path, run_date=run_date), f"champion-{last_month}")
+    result = pipeline.run(make_settings(data, store, tmp_path, run_date=run_date, **OLS), f"champion-{last_month}")
     assert result.status == "promoted", result.reason
     return result.version
 
@@ -614,14 +739,14 @@ def champion_on(source: str, last_month: str, store: str, tmp_path: Path) -> str
 def test_realised_performance_of_a_champion_trained_on_fewer_periods(good_data, tmp_path, caplog):
     store = str(tmp_path / "store")
     champion = champion_on(good_data, "2026-04", store, tmp_path)
-    settings = make_settings(good_data, store, tmp_path)
+    settings = make_settings(good_data, store, tmp_path, **OLS)
     caplog.set_level(logging.INFO, logger="training.pipeline")
 
     result = pipeline.run(settings, "after-six-months")
 
     registry = ModelRegistry(open_store(store))
     champion_manifest = registry.manifest(champion)
-    features, revenue = pipeline._load_training_data(open_store(store), "after-six-months")
+    features, revenue = monthly(store, "after-six-months")
     new = [m for m in features.index if m > "2026-04"]
     coefficients = np.array([champion_manifest["coefficients"][c] for c in features.columns])
     errors = champion_manifest["intercept"] + features.loc[new].to_numpy() @ coefficients - revenue.loc[new].to_numpy()
@@ -650,7 +775,7 @@ def test_a_champion_whose_error_left_its_band_is_logged_degraded(good_data, tmp_
     store = str(tmp_path / "store")
     champion = champion_on(good_data, "2026-04", store, tmp_path)
     shifted = copy_until(good_data, "2026-10", tmp_path / "shifted", revenue_factor_after=1.4)
-    settings = make_settings(shifted, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+    settings = make_settings(shifted, store, tmp_path, **OLS, **{"gate.evaluation_threshold": 0.0})
     caplog.set_level(logging.INFO, logger="training.pipeline")
 
     pipeline.run(settings, "shifted")
@@ -668,7 +793,7 @@ def test_a_retrain_on_one_new_month_compares_by_backtest(good_data, tmp_path):
 
     store = str(tmp_path / "store")
     champion = champion_on(good_data, "2026-09", store, tmp_path)
-    settings = make_settings(good_data, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+    settings = make_settings(good_data, store, tmp_path, **OLS, **{"gate.evaluation_threshold": 0.0})
 
     result = pipeline.run(settings, "one-new-month")
 
@@ -678,7 +803,7 @@ def test_a_retrain_on_one_new_month_compares_by_backtest(good_data, tmp_path):
     assert len(holdout) == 8 and manifest["gate"]["comparison"] == "backtest"
     assert manifest["gate"]["compared_on_months"] == holdout  # not just 2026-10, the one month it never saw
     assert "by backtest (the champion's settings refitted on the same 28 months 2023-11..2026-02" in result.reason
-    features, revenue = pipeline._load_training_data(open_store(store), "one-new-month")
+    features, revenue = monthly(store, "one-new-month")
     train = [m for m in features.index if m not in holdout]
     refitted = LinearRegression().fit(features.loc[train], revenue.loc[train])
     expected = np.sqrt(np.mean((refitted.predict(features.loc[holdout]) - revenue.loc[holdout]) ** 2))
@@ -698,7 +823,7 @@ def test_spend_far_outside_the_trained_range_is_a_drift_warning(good_data, tmp_p
     (Path(drifted) / "controls").mkdir()
     (Path(drifted) / "controls" / "price.csv").write_text("YEAR,MONTH,PRICE\n" + "".join(
         f"{m[:4]},{int(m[5:])},{100 + i % 3 if m <= '2026-04' else 100 + i % 3 + 1}\n" for i, m in enumerate(months)))
-    settings = make_settings(drifted, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+    settings = make_settings(drifted, store, tmp_path, **OLS, **{"gate.evaluation_threshold": 0.0})
 
     result = pipeline.run(settings, "drifted")
 
@@ -725,7 +850,7 @@ def test_drift_can_fail_the_run_like_any_rule(good_data, tmp_path):
     store = str(tmp_path / "store")
     champion_on(good_data, "2026-04", store, tmp_path)
     drifted = copy_until(good_data, "2026-10", tmp_path / "drifted", spend_factor_after={"video": 5.0})
-    settings = make_settings(drifted, store, tmp_path, **{"validation.actions": {"drift": "fail"}})
+    settings = make_settings(drifted, store, tmp_path, **OLS, **{"validation.actions": {"drift": "fail"}})
 
     result = pipeline.run(settings, "drift-fails")
 

@@ -289,10 +289,91 @@ def check_linear(version: str, manifest: Mapping[str, Any], spec: Mapping[str, A
                                            f"manifest says {libraries.get('scikit-learn')}")
 
 
-# algorithm -> check of the spec against its manifest (after the common checks). The media-mix model adds its own.
+# The per-channel transform arrays of a media-mix spec ((C,) for one Hill curve per channel, (C, M) for a
+# mixture of M), each named as in the manifest's response_curves parameters.
+MMM_CURVE_ARRAYS = ("coefficient", "decay", "half_saturation", "shape")
+MMM_GRAINS = ("month", "week")
+
+
+def _finite_array(version: str, spec: Mapping[str, Any], key: str, shape_ok: Callable[[tuple[int, ...]], bool],
+                  expected: str) -> np.ndarray:
+    value = spec.get(key)
+    if not isinstance(value, np.ndarray) or value.dtype != np.float64 or not shape_ok(value.shape):
+        raise ModelIntegrityError(version, f"model {key} has shape {getattr(value, 'shape', None)}: expected "
+                                           f"{expected} float64")
+    if not np.isfinite(value).all():
+        raise ModelIntegrityError(version, f"model {key} is not all finite")
+    return value
+
+
+def _curve_values(parameters: Mapping[str, Any], name: str) -> tuple[list[float], bool] | None:
+    """A response-curve parameter as (numbers, listed per component), or None if it is not numbers."""
+    value = parameters.get(name)
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    return [float(v) for v in values], isinstance(value, list)
+
+
+def check_mmm(version: str, manifest: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Refuse a media-mix spec that is incomplete, out of range or differs from its manifest's response curves."""
+    from training.core import response  # the numpy-only model math (serving has it too)
+
+    missing = [k for k in response.SPEC_KEYS if k not in spec]
+    if missing:
+        raise ModelIntegrityError(version, f"model is missing {missing}: expected every key of a media-mix spec")
+    channels = list(spec["channels"])
+    n = len(channels)
+    expected = f"({n},) or ({n}, components)"
+    def curve_shape(shape: tuple[int, ...]) -> bool:
+        return shape == (n,) or (len(shape) == 2 and shape[0] == n and shape[1] >= 1)
+
+    arrays = {key: _finite_array(version, spec, key, curve_shape, expected) for key in MMM_CURVE_ARRAYS}
+    if len({a.shape for a in arrays.values()}) != 1:
+        raise ModelIntegrityError(version, f"model coefficient, decay, half_saturation and shape have shapes "
+                                           f"{[a.shape for a in arrays.values()]}: expected one shape")
+    _finite_array(version, spec, "max_spend_seen", lambda shape: shape == (n,), f"({n},)")
+    terms = len(spec["base_terms"])
+    _finite_array(version, spec, "base_coefficients", lambda shape: shape == (terms,), f"({terms},)")
+    rows = {key: a.reshape(n, -1) for key, a in arrays.items()}
+    checks = (("decay", lambda v: (v >= 0) & (v < 1), "in [0, 1)"), ("half_saturation", lambda v: v > 0, "> 0"),
+              ("shape", lambda v: v > 0, "> 0"), ("coefficient", lambda v: v >= 0, ">= 0"))
+    for key, ok, wanted in checks:
+        bad = [c for c, row in zip(channels, rows[key], strict=True) if not ok(row).all()]
+        if bad:
+            raise ModelIntegrityError(version, f"model {key} of {bad} is out of range: expected {wanted}")
+    try:
+        response.check_spec(dict(spec))  # what the shared prediction code itself requires
+    except ValueError as exc:
+        raise ModelIntegrityError(version, f"model.joblib: {exc}") from exc
+    grain = spec.get("grain")
+    if grain not in MMM_GRAINS or manifest.get("grain", grain) != grain:
+        raise ModelIntegrityError(version, f"model grain is {grain!r}, manifest says {manifest.get('grain')!r}: "
+                                           f"expected the same, one of {', '.join(MMM_GRAINS)}")
+    curves = (manifest.get("response_curves") or {}).get("channels")
+    if not isinstance(curves, Mapping):
+        raise ModelIntegrityError(version, "manifest has no response_curves.channels: expected the media-mix "
+                                           "model's curve parameters per channel")
+    for i, channel in enumerate(channels):
+        parameters = (curves.get(channel) or {}).get("parameters") or {}
+        live = rows["coefficient"][i] != 0  # a mixture lists its live components only (padding has β = 0)
+        for key in MMM_CURVE_ARRAYS:
+            listed = _curve_values(parameters, key)
+            if listed is None:
+                model_values = rows[key][i].tolist()
+            else:  # one Hill curve: scalars; a mixture: one number per live component
+                model_values = rows[key][i][live].tolist() if listed[1] else rows[key][i].tolist()
+            if listed is None or len(listed[0]) != len(model_values) or not all(
+                    _close(a, b) for a, b in zip(listed[0], model_values, strict=True)):
+                raise ModelIntegrityError(version, f"manifest response_curves {channel}.{key} is "
+                                                   f"{parameters.get(key)!r}, model.joblib says {model_values!r}")
+
+
+# algorithm -> check of the spec against its manifest (after the common checks).
 CONSISTENCY_CHECKS: dict[str, Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]] = {
     "ols": check_linear,
     "ridge": check_linear,
+    "mmm": check_mmm,
 }
 
 

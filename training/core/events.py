@@ -19,7 +19,8 @@ MODEL_DEGRADED = "model_degraded"  # ... with an error above what its cross-vali
 
 MODEL_LOADED = "model_loaded"
 MODEL_LOAD_FAILED = "model_load_failed"
-PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"  # a request's spend outside what the model was trained on
+# A /predict or /allocate request with spend beyond what the model saw in training (one line per request).
+PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"
 
 ALL_EVENTS = frozenset(
     {

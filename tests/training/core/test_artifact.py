@@ -160,15 +160,105 @@ def test_verify_model_checks_hash_size_and_manifest():
 
 
 def test_an_algorithm_without_a_consistency_check_is_refused_and_one_can_be_added(monkeypatch):
-    spec = {"format": "adroi-model/2", "algorithm": "mmm", "channels": ["email"], "curve": np.array([1.0])}
+    spec = {"format": "adroi-model/2", "algorithm": "bayes", "channels": ["email"], "curve": np.array([1.0])}
     data = dump_spec(spec)
-    manifest = {"channels": ["email"], "algorithm": "mmm", "libraries": {"numpy": metadata.version("numpy")},
+    manifest = {"channels": ["email"], "algorithm": "bayes", "libraries": {"numpy": metadata.version("numpy")},
                 "sha256": sha256_hex(data), "size": len(data)}
-    with pytest.raises(ModelIntegrityError, match="model algorithm 'mmm': expected one of ols, ridge"):
+    with pytest.raises(ModelIntegrityError, match="model algorithm 'bayes': expected one of mmm, ols, ridge"):
         verify_model("v1", manifest, data)
 
     seen = []
-    monkeypatch.setitem(artifact.CONSISTENCY_CHECKS, "mmm", lambda version, m, s: seen.append(s["curve"][0]))
+    monkeypatch.setitem(artifact.CONSISTENCY_CHECKS, "bayes", lambda version, m, s: seen.append(s["curve"][0]))
 
     verify_model("v1", manifest, data)
     assert seen == [1.0]
+
+
+# ---- the media-mix model's check ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mmm_fit():
+    """A small media-mix model fitted on simulated data: its spec and the manifest blocks the pipeline writes."""
+    from training import model
+    from training.config import ModelConfig
+    from training.sample import mmm_period_data, simulate_mmm
+
+    data, _ = mmm_period_data(simulate_mmm(1, 3, ["tv", "search"]), "month", "monthly")
+    config = ModelConfig(algorithm="mmm", mmm_decays=[0.0, 0.7], mmm_half_saturations=[0.6, 2.5],
+                         mmm_shapes=[1.0], mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=0)
+    return model.fit_periods(data, config, intervals=False)
+
+
+def _mmm_manifest(fitted, data: bytes, **changes: object) -> dict:
+    return {"channels": list(fitted.spec["channels"]), "algorithm": "mmm", "grain": fitted.spec["grain"],
+            "coefficients": fitted.summary.coefficients, **fitted.blocks(),
+            "libraries": {"numpy": metadata.version("numpy")}, "sha256": sha256_hex(data), "size": len(data)} | changes
+
+
+def test_a_media_mix_model_is_verified_against_its_response_curves(mmm_fit):
+    data = dump_spec(mmm_fit.spec)
+
+    spec = verify_model("v1", _mmm_manifest(mmm_fit, data), data)
+
+    assert spec["algorithm"] == "mmm" and spec["decay"].tolist() == mmm_fit.spec["decay"].tolist()
+
+
+def _with_curve(fitted, channel: str, **parameters: float) -> dict:
+    curves = {c: dict(v, parameters=dict(v["parameters"])) for c, v in fitted.response_curves["channels"].items()}
+    curves[channel]["parameters"].update(parameters)
+    return {**fitted.response_curves, "channels": curves}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: {"response_curves": _with_curve(f, "tv", decay=0.123)}, "response_curves tv.decay is 0.123"),
+    (lambda f: {"response_curves": _with_curve(f, "search", coefficient=-1.0)}, "search.coefficient is -1.0"),
+    (lambda f: {"response_curves": {}}, "no response_curves.channels"),
+    (lambda f: {"grain": "week"}, "model grain is 'month', manifest says 'week'"),
+])
+def test_a_media_mix_manifest_that_differs_from_its_model_is_refused(mmm_fit, change, message):
+    data = dump_spec(mmm_fit.spec)
+    with pytest.raises(ModelIntegrityError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        verify_model("v1", _mmm_manifest(mmm_fit, data, **change(mmm_fit)), data)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("coefficient", np.array([np.nan, 1.0]), "model coefficient is not all finite"),
+    ("decay", np.array([[1.5], [0.1]]), r"model decay of \['tv'\] is out of range: expected in \[0, 1\)"),
+    ("shape", np.array([1.0]), r"model shape has shape \(1,\)"),
+    ("shape", np.array([1.0, 2.0]), r"have shapes \[\(2, 1\), \(2, 1\), \(2, 1\), \(2,\)\]: expected one shape"),
+    ("base_coefficients", np.array([1.0]), "model base_coefficients has shape"),
+])
+def test_a_malformed_media_mix_spec_is_refused(mmm_fit, key, value, message):
+    spec = {**mmm_fit.spec, key: value}
+    data = dump_spec(spec)
+    with pytest.raises(ModelIntegrityError, match=message):
+        verify_model("v1", _mmm_manifest(mmm_fit, data), data)
+
+
+def test_a_bagged_mixture_is_verified_component_by_component():
+    from training import model
+    from training.config import ModelConfig
+    from training.sample import mmm_period_data, simulate_mmm
+
+    data, _ = mmm_period_data(simulate_mmm(1, 3, ["tv", "search"]), "month", "monthly")
+    config = ModelConfig(algorithm="mmm", mmm_decays=[0.0, 0.7], mmm_half_saturations=[0.6, 2.5],
+                         mmm_shapes=[1.0], mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=20)
+    mixture = model.fit_periods(data, config)
+    data_bytes = dump_spec(mixture.spec)
+    assert mixture.response_curves["channels"]["tv"]["form"] == "hill_mixture"
+
+    assert verify_model("v1", _mmm_manifest(mixture, data_bytes), data_bytes)["coefficient"].ndim == 2
+    decays = mixture.response_curves["channels"]["tv"]["parameters"]["decay"]
+    with pytest.raises(ModelIntegrityError, match="manifest response_curves tv.decay is"):
+        verify_model("v1", _mmm_manifest(mixture, data_bytes, response_curves=_with_curve(
+            mixture, "tv", decay=[*decays[:-1], 0.999])), data_bytes)
+    with pytest.raises(ModelIntegrityError, match="manifest response_curves tv.coefficient is"):
+        verify_model("v1", _mmm_manifest(mixture, data_bytes, response_curves=_with_curve(
+            mixture, "tv", coefficient=[1.0] * (len(decays) + 1))), data_bytes)
+
+
+def test_a_media_mix_spec_missing_a_key_is_refused(mmm_fit):
+    spec = {k: v for k, v in mmm_fit.spec.items() if k != "trend_origin"}
+    data = dump_spec(spec)
+    with pytest.raises(ModelIntegrityError, match=r"missing \['trend_origin'\]"):
+        verify_model("v1", _mmm_manifest(mmm_fit, data), data)
