@@ -856,3 +856,27 @@ def test_drift_can_fail_the_run_like_any_rule(good_data, tmp_path):
 
     assert (result.status, result.exit_code) == ("data_invalid", 2)
     assert "drift: 1 series drifted" in result.reason
+
+
+def test_a_media_mix_champion_is_scored_and_backtested_through_its_own_spec(good_data, tmp_path):
+    from training import model
+
+    store = str(tmp_path / "store")
+    settings = make_settings(copy_until(good_data, "2026-09", tmp_path / "until-2026-09"), store, tmp_path,
+                             run_date="2026-10-15")
+    champion = pipeline.run(settings, "mmm-champion")
+    assert champion.status == "promoted", champion.reason
+    settings = make_settings(good_data, store, tmp_path, **{"gate.evaluation_threshold": 0.0})
+
+    result = pipeline.run(settings, "mmm-one-new-month")
+
+    registry = ModelRegistry(open_store(store))
+    champion_manifest, spec = registry.load(champion.version)
+    assert spec["algorithm"] == champion_manifest["algorithm"] == "mmm"
+    data = pipeline._load_training_data(open_store(store), "mmm-one-new-month")
+    predicted = model.predict_periods(spec, data)[data.periods.index("2026-10")]
+    row = open_metrics(settings.metrics).get("mmm-one-new-month")
+    assert row["realised_periods"] == 1 and row["realised_version"] == champion.version
+    assert row["realised_rmse"] == pytest.approx(abs(predicted - data.revenue[-1]))
+    manifest = registry.manifest(result.version)
+    assert manifest["gate"]["comparison"] == "backtest" and manifest["gate"]["champion"]["rmse"] is not None
