@@ -16,7 +16,8 @@ with serving). Fitting, given the transforms:
   point, so the same data and settings give the same model, byte for byte.
 - 90% intervals for ROI and mROI: a moving-block bootstrap over periods (blocks of consecutive periods drawn
   with replacement, seeded) refits the coefficients on each replicate. Transforms are re-selected per
-  replicate over the channel's whole grid by out-of-bag error (see `_bootstrap`).
+  replicate over the channel's whole grid by out-of-bag error, under a weak prior that keeps the half-saturation
+  near the channel's observed spend (see `_bootstrap`).
 - The model itself is the mean of the replicate models (bagging, `bagged_mixture`): still linear in its
   parameters, each channel's response a weighted sum of Hill curves ("hill_mixture"). Its ROI is the mean of
   the replicates' ROIs. The cross-validation choice is flat (many transforms fit equally well); averaging over
@@ -47,6 +48,8 @@ INTERVAL_LEVEL = 0.9
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 CURVE_POINTS = 41
 RESELECT_PASSES = 1  # bootstrap: coordinate passes of the per-replicate re-selection
+# bootstrap re-selection: weak prior on the half-saturation, log(multiple of mean daily spend) ~ N(0, sd²)
+HALF_SATURATION_PRIOR_SD = float(np.log(2.0))
 
 
 @dataclass
@@ -242,7 +245,13 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
 
     Transforms are re-selected per replicate: one coordinate pass over the channels (starting from the
     selected model), each trying every transform of its grid, scored on the replicate's out-of-bag periods
-    (those no block drew), then the coefficients are refitted on the drawn periods. This carries the
+    (those no block drew) as a MAP choice: out-of-bag SSE / σ² (σ² the best candidate's out-of-bag mean square)
+    plus (log(half-saturation multiple) / HALF_SATURATION_PRIOR_SD)², a weak prior centred on the channel's
+    mean daily spend. The out-of-bag error is flat across much of the grid; the prior keeps replicates off
+    half-saturations far from any spend seen, whose curves extrapolate the contribution down to zero spend
+    (the ROI estimates were biased upwards). It cut the spend-weighted ROI error on the bench and held-out
+    seeds at both grains (README). Then
+    the coefficients are refitted on the drawn periods. This carries the
     uncertainty of the transform choice into the interval, which fixed transforms would hide (measured:
     intervals with fixed transforms covered the true ROI in 58% of cases, these in 88%; `make bench-model`).
     """
@@ -252,6 +261,7 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
     spend = d.spend[d.window].sum(axis=0)
     spend[spend == 0] = 1.0
     candidates = [list(range(len(search.transforms)))] * n_ch
+    prior = (np.log([k for _, k, _ in search.transforms]) / HALF_SATURATION_PRIOR_SD) ** 2
     lifts: dict[tuple[int, int], tuple[float, float]] = {}
     roi = np.empty((config.bootstrap_replicates, n_ch))
     mroi = np.empty_like(roi)
@@ -283,7 +293,8 @@ def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[floa
                     b = pinv @ (y_rows - media[rows] @ beta)
                     resid = d.y[oob] - d.base[oob] @ b - media[oob] @ beta
                     errors[j] = resid @ resid
-                best = int(np.argmin(errors))
+                sigma2 = max(float(errors.min()) / len(oob), np.finfo(float).tiny)
+                best = int(np.argmin(errors / sigma2 + prior[candidates[c]]))
                 pick[c] = candidates[c][best]
                 media[:, c] = options[:, best]
                 residual_media[:, c] = residual_options[:, best]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from training import mmm
 from training.config import ModelConfig, load_settings
 from training.core import response
 from training.core.errors import ConfigError
@@ -112,6 +113,22 @@ def test_the_model_is_the_mean_of_the_bootstrap_replicates(weekly_fit):
         assert entry["roi"] == pytest.approx(model.bootstrap["roi"][:, c].mean())
         assert entry["mroi"] == pytest.approx(model.bootstrap["mroi"][:, c].mean())
     assert model.spec["base_coefficients"] == pytest.approx(model.bootstrap["base_coefficients"].mean(axis=0))
+
+
+def test_the_half_saturation_prior_pulls_replicate_picks_towards_the_observed_spend(monkeypatch):
+    data, _ = mmm_period_data(simulate_mmm(4, 2, ["tv", "search"]), "month", "monthly")
+    config = ModelConfig(**FAST, bootstrap_replicates=40)
+    multiples = np.array([k for _ in config.mmm_decays for k in config.mmm_half_saturations
+                          for _ in config.mmm_shapes])
+
+    with_prior = fit_mmm(data, config)
+    monkeypatch.setattr(mmm, "HALF_SATURATION_PRIOR_SD", 1e9)  # flat: the out-of-bag error alone
+    flat = fit_mmm(data, config)
+
+    def distance(model) -> float:
+        return float(np.abs(np.log(multiples[model.bootstrap["transforms"]])).mean())
+
+    assert distance(with_prior) < distance(flat)
 
 
 def test_without_intervals_the_model_is_the_single_selected_hill():
