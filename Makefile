@@ -26,7 +26,7 @@ train: $(STAMP)
 serve: $(STAMP)
 	@echo "Serving .local/store on http://127.0.0.1:$(PORT)  (Ctrl-C to stop). Try:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' \\"
-	@echo "       -d '{\"SEARCH_ENGINE\": 522807, \"SOCIAL_MEDIA\": 518987, \"VIDEO\": 519625, \"EMAIL\": 520742}'"
+	@echo "       -d '{\"SEARCH_ENGINE\": 80000, \"SOCIAL_MEDIA\": 230000, \"VIDEO\": 130000, \"EMAIL\": 95000}'"
 	MODEL_STORE=.local/store PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py 'app:create_app()'
 
 ## make test: the whole suite (API, training, emulators, Airflow 2 and 3 DAG runs, infrastructure checks).

@@ -19,7 +19,7 @@ Spend = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False,
 SpendByChannel = Annotated[dict[str, Spend], Field(
     description="Spend per channel, keyed by channel name (case-insensitive); every channel of the model is "
                 "required and no other key is allowed, except `index`, which is ignored.",
-    examples=[{"search_engine": 522807, "social_media": 518987, "video": 519625, "email": 520742}])]
+    examples=[{"search_engine": 80000, "social_media": 230000, "video": 130000, "email": 95000}])]
 
 
 class PredictRequest(BaseModel):
@@ -28,9 +28,9 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
         json_schema_extra={"examples": [
-            {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742},
-            {"spend": {"search_engine": 522807, "social_media": 518987, "video": 519625, "email": 520742}},
-            {"instances": [{"search_engine": 522807, "social_media": 518987, "video": 519625, "email": 520742}]},
+            {"SEARCH_ENGINE": 80000, "SOCIAL_MEDIA": 230000, "VIDEO": 130000, "EMAIL": 95000},
+            {"spend": {"search_engine": 80000, "social_media": 230000, "video": 130000, "email": 95000}},
+            {"instances": [{"search_engine": 80000, "social_media": 230000, "video": 130000, "email": 95000}]},
         ]},
     )
     # Flat form: the old clients' shape, channel -> spend at the top level.

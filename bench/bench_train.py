@@ -49,8 +49,8 @@ def run_pipeline(root: Path) -> dict:
     from sklearn.linear_model import LinearRegression
 
     from training.config import SAMPLE_RUN_DATE, ValidationConfig
-    from training.ingest import ingest, training_data
     from training.core.store import open_store
+    from training.ingest import ingest, training_data
     from training.validate import validate
 
     start = time.perf_counter()
