@@ -203,6 +203,8 @@ class Drift:
     new_periods: list[str] = field(default_factory=list)
     series: list[SeriesDrift] = field(default_factory=list)
     note: str = ""
+    channels_added: list[str] = field(default_factory=list)  # in the data, not among the champion's channels
+    channels_removed: list[str] = field(default_factory=list)  # the champion's, absent or without spend since
 
     def flagged(self, max_outside_share: float, max_shift: float) -> list[SeriesDrift]:
         """Return the series above either threshold."""
@@ -211,22 +213,48 @@ class Drift:
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-able data (validation report and metrics row)."""
         return {"reference": self.reference, "train_periods": len(self.train_periods),
-                "new_periods": self.new_periods, "note": self.note,
+                "new_periods": self.new_periods, "note": self.note, "channels_added": self.channels_added,
+                "channels_removed": self.channels_removed,
                 "series": {s.name if s.kind != "control" else f"control:{s.name}": asdict(s) for s in self.series}}
 
 
+def channel_changes(champion_channels: list[str], spend: pd.DataFrame,
+                    new_periods: list[str]) -> tuple[list[str], list[str]]:
+    """Return the channels the data has that the champion lacks, and the champion's that are gone.
+
+    A champion's channel is gone when the data has no column for it, or no spend in any period after the
+    champion's training window (when there are such periods).
+    """
+    columns = [str(c) for c in spend.columns]
+    added = sorted(set(columns) - set(champion_channels))
+    removed = [c for c in champion_channels if c not in columns]
+    if new_periods:
+        recent = spend.reindex(new_periods).fillna(0.0)
+        removed += [c for c in champion_channels if c in columns and not (recent[c] > 0).any()]
+    return added, sorted(removed)
+
+
 def drift(reference: str | None, training_periods: list[str], spend: pd.DataFrame, revenue: pd.Series,
-          controls: pd.DataFrame | None = None) -> Drift:
+          controls: pd.DataFrame | None = None, champion_channels: list[str] | None = None) -> Drift:
     """Compare each series' periods after the training window with the window (index: period keys)."""
     if reference is None:
         return Drift(None, note="no champion: nothing to compare with")
     periods = [str(p) for p in spend.index]
     window = [p for p in periods if p in set(map(str, training_periods))]
     new = unseen_periods(list(training_periods), periods)
+    added, removed = channel_changes(list(champion_channels), spend, new) if champion_channels else ([], [])
+    if added or removed:
+        found = Drift(reference, window, new, [], "", added, removed)
+        if not window or not new:
+            found.note = ("none of the champion's training periods is in the data" if not window
+                          else "no period after the champion's training window")
+            return found
     if not window:
-        return Drift(reference, [], new, note="none of the champion's training periods is in the data")
+        return Drift(reference, [], new, note="none of the champion's training periods is in the data",
+                     channels_added=added, channels_removed=removed)
     if not new:
-        return Drift(reference, window, [], note="no period after the champion's training window")
+        return Drift(reference, window, [], note="no period after the champion's training window",
+                     channels_added=added, channels_removed=removed)
     tables = [(spend, "spend"), (revenue.to_frame("revenue"), "revenue")]
     if controls is not None and len(controls.columns):
         tables.append((controls, "control"))
@@ -237,4 +265,4 @@ def drift(reference: str | None, training_periods: list[str], spend: pd.DataFram
             fresh = table[column].reindex(new).dropna().to_numpy(dtype=float)
             if len(train) and len(fresh):
                 series.append(_series_drift(str(column), kind, train, fresh))
-    return Drift(reference, window, new, series)
+    return Drift(reference, window, new, series, channels_added=added, channels_removed=removed)

@@ -252,7 +252,8 @@ def _drift(store: Store, data: PeriodData) -> monitor.Drift:
                                            f"reads {data.grain}s")
     months = [str(m) for m in (manifest.get("training") or {}).get("months") or []]
     revenue = pd.Series(np.asarray(data.revenue, dtype=float), index=list(data.periods))
-    return monitor.drift(version, months, data.period_spend(), revenue, data.controls)
+    return monitor.drift(version, months, data.period_spend(), revenue, data.controls,
+                         [str(c) for c in manifest.get("channels") or []])
 
 
 def _realised_performance(settings: Settings, store: Store, run_id: str,

@@ -36,6 +36,7 @@ CONTROL_GAPS = "control_gaps"
 PARTIAL_PERIODS = "partial_periods"
 IDENTIFIABILITY = "identifiability"
 DRIFT = "drift"
+CHANNEL_CHANGES = "channel_changes"
 
 # Rule name -> default action, in the order the report lists them.
 RULES: dict[str, str] = {
@@ -64,6 +65,7 @@ RULES: dict[str, str] = {
     PARTIAL_PERIODS: "warn",
     IDENTIFIABILITY: "warn",
     DRIFT: "warn",
+    CHANNEL_CHANGES: "warn",
 }
 ACTIONS = ("fail", "warn", "off")
 MAD_SCALE = 0.6745  # makes the median absolute deviation comparable to a standard deviation
@@ -262,7 +264,16 @@ def add_drift_rule(report: ValidationReport, drift: Any, config: ValidationConfi
               f"{len(flagged)} series drifted in {where}: " + "; ".join(s.text() for s in flagged)
               + f"; expected at most {config.drift_max_outside_share:.0%} of new periods outside the trained "
               f"range and a mean shift of at most {config.drift_max_shift:g} sd", examples)
-    report.results.append(rules.results[0])
+    changed = bool(drift.channels_added or drift.channels_removed)
+    rules.add(CHANNEL_CHANGES, changed, len(drift.channels_added) + len(drift.channels_removed), None,
+              f"channels changed since champion {drift.reference}: added {drift.channels_added or 'none'}, "
+              f"removed or without spend since its training window {drift.channels_removed or 'none'}; the quality "
+              "gate will not promote a model with another channel set unless gate.allow_channel_change is set "
+              "for the run, and a channel that stopped keeps its coefficient in the served model",
+              [{"file": None, "line": None, "values": {"channel": c, "change": change}}
+               for change, names in (("added", drift.channels_added), ("removed", drift.channels_removed))
+               for c in names])
+    report.results.extend(rules.results)
     return rules.results[0]
 
 

@@ -56,7 +56,7 @@ def test_clean_sample_passes_every_rule(sample_dir):
     report = run(sample_dir, channels=CHANNELS, parameters=4)  # 24 months carry at most 24 / 5 parameters
 
     assert report.passed
-    assert [r.rule for r in report.results] == [r for r in v.RULES if r != v.DRIFT]  # drift: added by the pipeline
+    assert [r.rule for r in report.results] == [r for r in v.RULES if r not in (v.DRIFT, v.CHANNEL_CHANGES)]  # the pipeline adds these
     assert {r.status for r in report.results} == {"pass"}
     assert report.summary() == {"passed": True, "failed": [], "warned": [], "rows": report.rows}
     assert report.rows == 730 * 6  # 2 campaigns × 3 channels each × 730 days
@@ -321,7 +321,7 @@ def test_drift_rule_warns_naming_the_series_share_and_shift():
 
     outcome = v.add_drift_rule(report, found, ValidationConfig())
 
-    assert report.results == [outcome] and report.passed
+    assert report.results[0] == outcome and report.passed
     assert (outcome.rule, outcome.status, outcome.count) == ("drift", "warn", 1)
     assert outcome.threshold == {"drift_max_outside_share": 0.5, "drift_max_shift": 3.0}
     assert "spend email: 100% of new periods outside the trained range [100, 130]" in outcome.message
@@ -348,3 +348,30 @@ def test_drift_without_new_periods_or_champion_passes():
         report = v.ValidationReport([])
         assert v.add_drift_rule(report, found, ValidationConfig()).status == "pass"
         assert found.note
+
+
+def test_channels_that_appear_or_stop_since_the_champion_are_a_named_finding():
+    spend, revenue = _drift_frames([110.0, 120.0])
+    spend["tiktok"] = [0.0] * 12 + [5.0, 7.0]  # new since the champion's window
+    spend["video"] = [50.0] * 12 + [0.0, 0.0]  # stopped after it
+    found = monitor.drift("v1", list(spend.index[:12]), spend, revenue, champion_channels=["email", "video", "radio"])
+    report = v.ValidationReport([])
+
+    v.add_drift_rule(report, found, ValidationConfig())
+
+    change = next(r for r in report.results if r.rule == v.CHANNEL_CHANGES)
+    assert (change.status, change.count) == ("warn", 3)
+    assert "added ['tiktok']" in change.message and "['radio', 'video']" in change.message
+    assert {(e["values"]["channel"], e["values"]["change"]) for e in change.examples} == {
+        ("tiktok", "added"), ("radio", "removed"), ("video", "removed")}
+    assert found.to_dict()["channels_added"] == ["tiktok"]
+
+
+def test_the_same_channels_as_the_champion_pass_the_channel_rule():
+    spend, revenue = _drift_frames([110.0, 120.0])
+    report = v.ValidationReport([])
+
+    v.add_drift_rule(report, monitor.drift("v1", list(spend.index[:12]), spend, revenue,
+                                           champion_channels=["email", "video"]), ValidationConfig())
+
+    assert next(r for r in report.results if r.rule == v.CHANNEL_CHANGES).status == "pass"
