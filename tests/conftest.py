@@ -827,6 +827,16 @@ def end_to_end(airflow, fake_gcs, bigquery_emulator, tmp_path_factory) -> dict[s
 
 # ---- delivery: a stand-in for the tagged Cloud Run revision --------------------------------------------
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """Answer `body` as JSON with `status` from an http.server handler."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class FakeRevision(BaseHTTPRequestHandler):
     """Answers like the API: /readyz, /model, /predict; `failing` makes /predict answer 503."""
 
@@ -834,12 +844,7 @@ class FakeRevision(BaseHTTPRequestHandler):
     requests: list[tuple[str, str, str]] = []
 
     def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self.requests.append(("GET", self.path, self.headers.get("Authorization", "")))
@@ -912,12 +917,7 @@ class CanaryRevisionHandler(BaseHTTPRequestHandler):
     def _reply(self, status: int, body: dict) -> None:
         from datetime import UTC, datetime
 
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
         self.ledger.add(ServedRequest(self.revision, datetime.now(UTC), status, self.latency_ms))
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
