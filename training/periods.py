@@ -9,27 +9,20 @@ Monday start), so they sort chronologically as strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
-GRAINS = ("month", "week")
-
-
-def check_grain(grain: str) -> str:
-    """Return `grain` if it is one of GRAINS, else raise ValueError naming the expected values."""
-    if grain not in GRAINS:
-        raise ValueError(f"model.grain={grain!r}: expected one of {', '.join(GRAINS)}")
-    return grain
-
-
-def period_key(day: date, grain: str) -> str:
-    """Return the key of the period of `grain` that contains `day`."""
-    if check_grain(grain) == "month":
-        return f"{day.year:04d}-{day.month:02d}"
-    year, week, _ = day.isocalendar()
-    return f"{year:04d}-W{week:02d}"
+from training.core.calendar import (  # noqa: F401 (re-exported: the period helpers live in the core)
+    GRAINS,
+    check_grain,
+    next_period,
+    period_days,
+    period_end,
+    period_key,
+    period_range,
+    period_start,
+)
 
 
 def period_keys(days: pd.DatetimeIndex | np.ndarray, grain: str) -> np.ndarray:
@@ -39,43 +32,6 @@ def period_keys(days: pd.DatetimeIndex | np.ndarray, grain: str) -> np.ndarray:
         return np.asarray(index.strftime("%Y-%m"), dtype=object)
     iso = index.isocalendar()
     return np.asarray([f"{y:04d}-W{w:02d}" for y, w in zip(iso["year"], iso["week"], strict=True)], dtype=object)
-
-
-def period_start(key: str, grain: str) -> date:
-    """Return the first day of period `key`."""
-    if check_grain(grain) == "month":
-        year, month = key.split("-")
-        return date(int(year), int(month), 1)
-    year, week = key.split("-W")
-    return date.fromisocalendar(int(year), int(week), 1)
-
-
-def period_end(key: str, grain: str) -> date:
-    """Return the last day of period `key`."""
-    start = period_start(key, grain)
-    if grain == "week":
-        return start + timedelta(days=6)
-    nxt = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
-    return nxt - timedelta(days=1)
-
-
-def period_days(key: str, grain: str) -> int:
-    """Return the number of days in period `key` (28 to 31 for months, 7 for weeks)."""
-    return (period_end(key, grain) - period_start(key, grain)).days + 1
-
-
-def next_period(key: str, grain: str) -> str:
-    """Return the key of the period after `key`."""
-    return period_key(period_end(key, grain) + timedelta(days=1), grain)
-
-
-def period_range(first: str, last: str, grain: str) -> list[str]:
-    """Return every period key from `first` to `last` inclusive."""
-    keys, key = [], first
-    while key <= last:
-        keys.append(key)
-        key = next_period(key, grain)
-    return keys
 
 
 @dataclass

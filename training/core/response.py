@@ -28,10 +28,11 @@ written before the mixture hold (C,) arrays; they are read as M = 1. The optiona
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
+
+from training.core import calendar
 
 FORMAT = "adroi-model/2"
 ALGORITHM = "mmm"
@@ -235,30 +236,8 @@ def steady_state_marginal(spec: dict[str, Any], channel: str, spend_per_period: 
 
 # --- periods without pandas (serving) ---------------------------------------------------------------------
 
-def period_bounds(key: str, grain: str) -> tuple[date, date]:
-    """Return the first and last day of period `key` ("YYYY-MM" or "YYYY-Www"), or raise ValueError."""
-    try:
-        if grain == "month":
-            year, month = (int(p) for p in key.split("-"))
-            start = date(year, month, 1)
-            nxt = date(year + (month == 12), month % 12 + 1, 1)
-            return start, nxt - timedelta(days=1)
-        if grain == "week":
-            year, week = key.split("-W")
-            start = date.fromisocalendar(int(year), int(week), 1)
-            return start, start + timedelta(days=6)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"period={key!r}: expected {'YYYY-MM' if grain == 'month' else 'YYYY-Www'}") from exc
-    raise ValueError(f"grain={grain!r}: expected 'month' or 'week'")
-
-
-def period_after(key: str, grain: str) -> str:
-    """Return the key of the period after `key`."""
-    day = period_bounds(key, grain)[1] + timedelta(days=1)
-    if grain == "month":
-        return f"{day.year:04d}-{day.month:02d}"
-    year, week, _ = day.isocalendar()
-    return f"{year:04d}-W{week:02d}"
+period_bounds = calendar.period_bounds
+period_after = calendar.next_period
 
 
 def _year_earlier(key: str) -> str:
