@@ -653,6 +653,21 @@ def no_adroi_env(monkeypatch):
         monkeypatch.delenv(key)
 
 
+def monthly_period_data(features: Any, revenue: Any) -> Any:
+    """Return the PeriodData of a month × channel table: each month's spend booked on its first day."""
+    import numpy as np
+    import pandas as pd
+
+    from training.core.calendar import period_end
+    from training.periods import PeriodData
+
+    months = [str(m) for m in features.index]
+    days = pd.date_range(f"{months[0]}-01", period_end(months[-1], "month"), freq="D", name="date")
+    daily = pd.DataFrame(0.0, index=days, columns=[str(c) for c in features.columns])
+    daily.loc[pd.DatetimeIndex([f"{m}-01" for m in months])] = features.to_numpy(dtype=float)
+    return PeriodData("month", months, daily, np.asarray(revenue, dtype=float))
+
+
 def generated_data(tmp_path_factory, name: str, **sample: Any) -> Path:
     """Write a generated data set (`training.sample.write_sample` arguments) into a new folder."""
     from training.sample import write_sample

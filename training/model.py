@@ -168,20 +168,6 @@ class FittedModel:
         return {"roi": self.roi, "response_curves": self.response_curves, "decomposition": self.decomposition}
 
 
-def monthly_period_data(features: pd.DataFrame, revenue: pd.Series) -> PeriodData:
-    """Return the PeriodData of a month × channel table: each month's spend booked on its first day."""
-    months = [str(m) for m in features.index]
-    days = pd.date_range(f"{months[0]}-01", periods_end(months[-1]), freq="D", name="date")
-    daily = pd.DataFrame(0.0, index=days, columns=[str(c) for c in features.columns])
-    daily.loc[pd.DatetimeIndex([f"{m}-01" for m in months])] = features.to_numpy(dtype=float)
-    return PeriodData("month", months, daily, np.asarray(revenue, dtype=float))
-
-
-def periods_end(month: str) -> pd.Timestamp:
-    """Return the last day of month "YYYY-MM"."""
-    return pd.Timestamp(f"{month}-01") + pd.offsets.MonthEnd(0)
-
-
 def _block_rows(rng: np.random.Generator, n: int, block: int) -> np.ndarray:
     """Rows of one moving-block bootstrap replicate: blocks of `block` consecutive periods drawn with replacement."""
     starts = rng.integers(0, n - block + 1, size=int(np.ceil(n / block)))

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
+from tests.conftest import monthly_period_data
 from training import model
 from training.config import ModelConfig
 
@@ -96,7 +97,7 @@ def test_ridge_with_too_few_months_for_its_cv_names_the_setting():
 def test_linear_fit_on_periods_is_the_monthly_fit_and_fills_every_block(algorithm):
     features, revenue = monthly()
     config = ModelConfig(algorithm=algorithm, bootstrap_replicates=200)
-    fitted = model.fit_periods(model.monthly_period_data(features, revenue), config)
+    fitted = model.fit_periods(monthly_period_data(features, revenue), config)
     _, direct = model.fit(features, revenue, config)
 
     assert fitted.summary.coefficients == direct.coefficients and fitted.summary.intercept == direct.intercept
@@ -117,12 +118,12 @@ def test_linear_fit_on_periods_is_the_monthly_fit_and_fills_every_block(algorith
     dec = fitted.decomposition
     total = np.array(dec["base"]) + sum(np.array(v) for v in dec["channels"].values())
     assert total == pytest.approx(np.array(dec["fitted"]))
-    assert dec["fitted"] == pytest.approx(list(model.predict_periods(fitted.spec, model.monthly_period_data(features, revenue))))
+    assert dec["fitted"] == pytest.approx(list(model.predict_periods(fitted.spec, monthly_period_data(features, revenue))))
     assert fitted.intervals["method"].startswith("moving-block bootstrap") and fitted.n_parameters == 4
 
 
 def test_intervals_are_reproducible_and_optional():
-    data = model.monthly_period_data(*monthly())
+    data = monthly_period_data(*monthly())
     config = ModelConfig(algorithm="ols", bootstrap_replicates=50, seed=3)
     first, second = model.fit_periods(data, config), model.fit_periods(data, config)
     without = model.fit_periods(data, config, intervals=False)

@@ -42,7 +42,7 @@ def test_a_channel_the_data_lacks_spent_zero():
 
 def as_periods(spend: pd.DataFrame, revenue: pd.Series) -> PeriodData:
     """Monthly spend booked on each month's first day, as the pipeline stages a month × channel table."""
-    from training.model import monthly_period_data
+    from tests.conftest import monthly_period_data
 
     return monthly_period_data(spend, revenue)
 
