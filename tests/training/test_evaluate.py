@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import monthly_period_data
 from training import evaluate, model
 from training.config import EvaluationConfig, ModelConfig
 from training.sample import mmm_period_data, simulate_mmm
@@ -60,8 +61,8 @@ def test_evaluate_fits_on_old_months_only_and_scores_holdout():
     features, revenue = monthly()
     revenue_with_broken_holdout = revenue.copy()
     revenue_with_broken_holdout.iloc[-6:] += 5_000  # only the holdout changes
-    fitted, clean = evaluate.evaluate(model.monthly_period_data(features, revenue), OLS, EvaluationConfig())
-    _, broken = evaluate.evaluate(model.monthly_period_data(features, revenue_with_broken_holdout), OLS,
+    fitted, clean = evaluate.evaluate(monthly_period_data(features, revenue), OLS, EvaluationConfig())
+    _, broken = evaluate.evaluate(monthly_period_data(features, revenue_with_broken_holdout), OLS,
                                   EvaluationConfig())
     assert clean.split.holdout_months == list(features.index[-6:])
     assert clean.holdout["r2"] > 0.95
@@ -74,7 +75,7 @@ def test_evaluate_fits_on_old_months_only_and_scores_holdout():
 
 def test_linear_evaluation_on_periods_is_the_monthly_fit_of_the_training_months():
     features, revenue = monthly()
-    fitted, result = evaluate.evaluate(model.monthly_period_data(features, revenue), OLS, EvaluationConfig())
+    fitted, result = evaluate.evaluate(monthly_period_data(features, revenue), OLS, EvaluationConfig())
     _, direct = model.fit(features.iloc[:-6], revenue.iloc[:-6], OLS)
     assert result.summary.coefficients == direct.coefficients  # same data, same coefficients, bit for bit
     assert result.summary.intercept == direct.intercept
@@ -83,7 +84,7 @@ def test_linear_evaluation_on_periods_is_the_monthly_fit_of_the_training_months(
 
 def test_cross_validation_runs_on_training_months_in_time_order():
     features, revenue = monthly()
-    _, result = evaluate.evaluate(model.monthly_period_data(features, revenue), ModelConfig(algorithm="ols", cv_splits=3),
+    _, result = evaluate.evaluate(monthly_period_data(features, revenue), ModelConfig(algorithm="ols", cv_splits=3),
                                   EvaluationConfig())
     assert len(result.cv["r2"]) == 3 and len(result.cv["rmse"]) == 3
     assert all(r2 > 0.8 for r2 in result.cv["r2"])
@@ -91,7 +92,7 @@ def test_cross_validation_runs_on_training_months_in_time_order():
 
 def test_cross_validation_is_skipped_when_too_few_months():
     features, revenue = monthly(n=5)
-    assert evaluate.cross_validate(model.monthly_period_data(features, revenue), OLS) == {"r2": [], "rmse": []}
+    assert evaluate.cross_validate(monthly_period_data(features, revenue), OLS) == {"r2": [], "rmse": []}
 
 
 def test_media_mix_holdout_is_predicted_with_carryover_from_the_training_days():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import MONTHS
+from tests.conftest import MONTHS, monthly_period_data
 from training import gate, model
 from training.config import GateConfig, ModelConfig
 from training.sample import mmm_period_data, simulate_mmm
@@ -53,7 +53,7 @@ def test_comparison_uses_only_months_the_champion_never_saw(data):
     features, revenue = data
     champion = linear(features.iloc[:20], revenue.iloc[:20])
     challenger = linear(features.iloc[:18], revenue.iloc[:18])
-    periods = model.monthly_period_data(features, revenue)
+    periods = monthly_period_data(features, revenue)
     comparison = gate.compare_with_champion("v1", champion, MONTHS[:20], challenger, periods, MONTHS[18:])
     assert comparison.months == MONTHS[20:]
     assert comparison.champion_rmse is not None and comparison.challenger_rmse is not None
@@ -62,7 +62,7 @@ def test_comparison_uses_only_months_the_champion_never_saw(data):
 def test_no_unseen_months_means_threshold_alone_and_says_so(data):
     features, revenue = data
     champion = linear(features, revenue)
-    periods = model.monthly_period_data(features, revenue)
+    periods = monthly_period_data(features, revenue)
     comparison = gate.compare_with_champion("v1", champion, MONTHS, champion, periods, MONTHS[-4:])
     decision = gate.decide({"r2": 0.85, "rmse": 1.0}, GateConfig(), comparison)
     assert comparison.months == []
@@ -74,7 +74,7 @@ def test_much_worse_challenger_is_rejected(data):
     features, revenue = data
     champion = linear(features.iloc[:18], revenue.iloc[:18])
     challenger = linear(features.iloc[:18], revenue.iloc[:18] * 0 + revenue.mean())
-    periods = model.monthly_period_data(features, revenue)
+    periods = monthly_period_data(features, revenue)
     comparison = gate.compare_with_champion("v1", champion, MONTHS[:18], challenger, periods, MONTHS[18:])
     decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
     assert not decision.promote
@@ -102,7 +102,7 @@ def test_a_linear_champion_and_a_media_mix_challenger_are_scored_on_the_same_per
 def test_models_of_different_grains_are_not_compared(data):
     features, revenue = data
     spec = linear(features, revenue)
-    comparison = gate.compare_with_champion("v1", spec, MONTHS[:12], spec, model.monthly_period_data(features, revenue),
+    comparison = gate.compare_with_champion("v1", spec, MONTHS[:12], spec, monthly_period_data(features, revenue),
                                             MONTHS[-4:], champion_grain="week")
     assert comparison.months == [] and "fitted on weeks" in comparison.note
 
@@ -113,7 +113,7 @@ def _changed_channels(data, champion_channels):
     champion = linear(features[fitted].iloc[:20], revenue.iloc[:20])
     challenger = linear(features.iloc[:18], revenue.iloc[:18])
     return gate.compare_with_champion("v1", champion, MONTHS[:20], challenger,
-                                      model.monthly_period_data(features, revenue), MONTHS[18:],
+                                      monthly_period_data(features, revenue), MONTHS[18:],
                                       champion_channels=champion_channels)
 
 
@@ -166,7 +166,7 @@ def test_backtest_refits_the_champion_on_the_same_older_months_and_scores_both_o
     manifest = {"algorithm": "ridge", "positive": False, "channels": ["email", "video"],
                 "hyperparameters": {"alpha": 1000.0, "cv_splits": 3}}
 
-    comparison = gate.backtest_with_champion("v1", manifest, challenger, model.monthly_period_data(features, revenue),
+    comparison = gate.backtest_with_champion("v1", manifest, challenger, monthly_period_data(features, revenue),
                                              train, holdout, ModelConfig())
 
     refitted, summary = model.fit(features.loc[train], revenue.loc[train],
@@ -193,7 +193,7 @@ def test_unseen_period_comparison_is_named_so(data):
 def test_settings_that_cannot_be_refitted_leave_the_threshold_to_decide(data):
     features, revenue = data
     comparison = gate.backtest_with_champion("v1", {"algorithm": "ols"}, linear(features, revenue),
-                                             model.monthly_period_data(features, revenue), MONTHS[:1], MONTHS[1:],
+                                             monthly_period_data(features, revenue), MONTHS[:1], MONTHS[1:],
                                              ModelConfig())
     decision = gate.decide({"r2": 0.9, "rmse": 1.0}, GateConfig(), comparison)
 
@@ -206,7 +206,7 @@ def test_a_backtest_still_sees_a_channel_change(data):
     features, revenue = data
     challenger = linear(features.loc[MONTHS[:18]], revenue.loc[MONTHS[:18]])
     comparison = gate.backtest_with_champion("v1", {"algorithm": "ols", "channels": ["email"]}, challenger,
-                                             model.monthly_period_data(features, revenue), MONTHS[:18], MONTHS[18:],
+                                             monthly_period_data(features, revenue), MONTHS[:18], MONTHS[18:],
                                              ModelConfig())
 
     decision = gate.decide({"r2": 0.99, "rmse": 1.0}, GateConfig(), comparison)
