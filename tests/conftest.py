@@ -1042,12 +1042,7 @@ class CloudRunAdminStub(BaseHTTPRequestHandler):
     TAG = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
     def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def _path_ok(self) -> bool:
         from urllib.parse import urlsplit

@@ -196,12 +196,15 @@ def test_broken_data_fails_the_run_and_records_it_without_touching_the_model(end
     assert sorted(recipients) == sorted(ALERT_EMAILS)
 
 
+# Task states of a run that succeeds without publishing (a gate rejection, or input unchanged since the newest version).
+PUBLISH_SKIPPED = {"validate_data": "success", "train_and_evaluate": "success", "quality_gate": "success",
+                   "publish_model": "skipped", "record_metrics": "success", WATCHER: "skipped"}
+
+
 def test_a_gate_rejection_skips_publishing_without_failing_the_run(end_to_end):
     scenario, result = end_to_end["rejected"]
     assert result["state"] == "success", result
-    assert result["tasks"] == {"validate_data": "success", "train_and_evaluate": "success",
-                               "quality_gate": "success", "publish_model": "skipped",
-                               "record_metrics": "success", WATCHER: "skipped"}
+    assert result["tasks"] == PUBLISH_SKIPPED
     registry = open_registry(scenario.store)
     assert registry.latest() == scenario.latest_before
     [archived] = set(registry.versions()) - set(scenario.versions_before)
@@ -218,9 +221,7 @@ def test_a_gate_rejection_skips_publishing_without_failing_the_run(end_to_end):
 def test_a_run_on_unchanged_input_succeeds_skips_publishing_and_records_unchanged(end_to_end):
     scenario, result = end_to_end["unchanged"]
     assert result["state"] == "success", result
-    assert result["tasks"] == {"validate_data": "success", "train_and_evaluate": "success",
-                               "quality_gate": "success", "publish_model": "skipped",
-                               "record_metrics": "success", WATCHER: "skipped"}
+    assert result["tasks"] == PUBLISH_SKIPPED
     registry = open_registry(scenario.store)
     [row] = _metrics_rows(scenario)
     assert registry.latest() == scenario.latest_before  # same version and generation
