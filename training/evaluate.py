@@ -123,9 +123,8 @@ def evaluate(data: PeriodData, model_config: ModelConfig,
              config: EvaluationConfig) -> tuple[model.FittedModel, Evaluation]:
     """Fit a candidate on all but the newest periods and score it on them; return it and its scores.
 
-    The candidate is fitted as a published model is (with its bootstrap: for the media-mix model the
-    published model is the mean of the replicate models), so the holdout scores the kind of model that serves.
-    The CV folds are fitted without it (the cross-validation-selected model), to keep a run fast.
+    The candidate is fitted as a published model is, intervals included (a rejected run's record carries
+    them); the model itself does not depend on them. The CV folds are fitted without them, to keep a run fast.
     """
     if len(data.periods) < 2:
         raise ValueError(f"periods: expected at least 2 periods with spend and revenue, got {len(data.periods)}")

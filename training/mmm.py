@@ -1,28 +1,24 @@
 """Fit the media-mix model: revenue per period = base + Σ_c β_c · Σ_days hill_c(adstock_c(daily spend_c)).
 
 The model is linear in β and in the base's coefficients; the math lives in `training.core.response` (shared
-with serving). Fitting, given the transforms:
+with serving). Fitting:
 
-- the base (level and trend scaled by days, yearly Fourier seasonality, controls) is free and unpenalised, the
-  media coefficients are non-negative with a ridge penalty per channel. By Frisch–Waugh the media
-  coefficients are those of a non-negative least-squares fit of the base-residualised revenue on the
-  base-residualised media features (plus one penalty row per channel): scikit-learn
-  `LinearRegression(positive=True)` (scipy's NNLS, exact and deterministic); the base coefficients then come
-  from ordinary least squares on what the media leave.
-- the transforms (daily decay, half-saturation as a multiple of the channel's mean daily spend, Hill shape)
-  and the penalty are chosen per channel by rolling-origin cross-validation (`TimeSeriesSplit`, expanding
-  window, each test block after its training block) with coordinate descent over per-channel grids: each
-  pass tries every transform of one channel with the others held, then its penalty. Ties keep the first grid
-  point, so the same data and settings give the same model, byte for byte.
+- Given the transforms, the base (level and trend scaled by days, yearly Fourier seasonality, controls) is
+  free and unpenalised and the media coefficients are non-negative. By Frisch–Waugh the media coefficients
+  are those of a non-negative least-squares fit of the base-residualised revenue on the base-residualised
+  media features: scikit-learn `LinearRegression(positive=True)` for the final fit (scipy's NNLS, exact and
+  deterministic); the base coefficients then come from ordinary least squares on what the media leave.
+- The transforms (daily decay, half-saturation, Hill shape per channel) are continuous parameters: their
+  posterior mode under weak priors (`training.transform_fit`: variable projection, L-BFGS-B with the exact
+  gradient), started from the better of two points: the neutral prior mean, and the grid point chosen by
+  rolling-origin cross-validation (`TimeSeriesSplit`, expanding window; coordinate descent over per-channel
+  grids of transforms and ridge penalties, ties keep the first grid point). Deterministic: the same data and
+  settings give the same model, byte for byte.
 - 90% intervals for ROI and mROI: a moving-block bootstrap over periods (blocks of consecutive periods drawn
-  with replacement, seeded) refits the coefficients on each replicate. Transforms are re-selected per
-  replicate over the channel's whole grid by out-of-bag error, under a weak prior that keeps the half-saturation
-  near the channel's observed spend (see `_bootstrap`).
-- The model itself is the mean of the replicate models (bagging, `bagged_mixture`): still linear in its
-  parameters, each channel's response a weighted sum of Hill curves ("hill_mixture"). Its ROI is the mean of
-  the replicates' ROIs. The cross-validation choice is flat (many transforms fit equally well); averaging over
-  the transforms the replicates pick cut the spend-weighted ROI error (`make bench-model`, README). Without
-  intervals (`bootstrap_replicates = 0`) the model is the single CV-selected Hill model.
+  with replacement, seeded) refits the whole model on each replicate, transforms included (warm-started at
+  the full-data mode, at most BOOTSTRAP_ITERATIONS L-BFGS-B iterations), so the interval carries the
+  uncertainty of the transforms as well as of the coefficients. The published model is the full-data fit,
+  with or without intervals (one Hill curve per channel).
 """
 
 from __future__ import annotations
@@ -41,15 +37,14 @@ from sklearn.model_selection import TimeSeriesSplit
 from training.config import ModelConfig, check_mmm_config
 from training.core import response
 from training.periods import PeriodData, period_keys
+from training.transform_fit import PRIOR_MEAN, PRIOR_SD, TransformProblem, theta_of
 
 log = logging.getLogger(__name__)
 
 INTERVAL_LEVEL = 0.9
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 CURVE_POINTS = 41
-RESELECT_PASSES = 1  # bootstrap: coordinate passes of the per-replicate re-selection
-# bootstrap re-selection: weak prior on the half-saturation, log(multiple of mean daily spend) ~ N(0, sd²)
-HALF_SATURATION_PRIOR_SD = float(np.log(2.0))
+BOOTSTRAP_ITERATIONS = 15  # L-BFGS-B iterations per bootstrap replicate, from the full-data transforms
 
 
 @dataclass
@@ -62,7 +57,7 @@ class FittedMMM:
     decomposition: dict[str, Any]
     hyperparameters: dict[str, Any]
     n_parameters: int  # linear coefficients (base terms + one per channel)
-    n_transform_parameters: int  # chosen by cross-validation: decay, half-saturation, shape, penalty per channel
+    n_transform_parameters: int  # fitted transform parameters: decay, half-saturation, shape per channel
     fit_seconds: float = 0.0
     interval_seconds: float = 0.0
     bootstrap: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # replicate ROI/mROI (R, C)
@@ -239,100 +234,32 @@ def _block_indices(rng: np.random.Generator, n: int, block: int) -> np.ndarray:
     return (starts[:, None] + np.arange(block)[None, :]).ravel()[:n]
 
 
-def _bootstrap(d: _Design, search: _Search, choice: list[int], alphas: list[float],
+def _bootstrap(d: _Design, problem: TransformProblem, theta: np.ndarray, sigma2: float,
                config: ModelConfig) -> dict[str, np.ndarray]:
-    """Moving-block bootstrap over periods: ROI and mROI per replicate (R, C), model refitted on each.
+    """Moving-block bootstrap over periods: ROI and mROI per replicate (R, C), the whole model refitted on each.
 
-    Transforms are re-selected per replicate: one coordinate pass over the channels (starting from the
-    selected model), each trying every transform of its grid, scored on the replicate's out-of-bag periods
-    (those no block drew) as a MAP choice: out-of-bag SSE / σ² (σ² the best candidate's out-of-bag mean square)
-    plus (log(half-saturation multiple) / HALF_SATURATION_PRIOR_SD)², a weak prior centred on the channel's
-    mean daily spend. The out-of-bag error is flat across much of the grid; the prior keeps replicates off
-    half-saturations far from any spend seen, whose curves extrapolate the contribution down to zero spend
-    (the ROI estimates were biased upwards). It cut the spend-weighted ROI error on the bench and held-out
-    seeds at both grains (README). Then
-    the coefficients are refitted on the drawn periods. This carries the
-    uncertainty of the transform choice into the interval, which fixed transforms would hide (measured:
-    intervals with fixed transforms covered the true ROI in 58% of cases, these in 88%; `make bench-model`).
+    Each replicate draws blocks of consecutive periods with replacement (seeded), then fits the transforms'
+    posterior mode on the drawn periods (warm-started at the full-data mode `theta`, at most
+    BOOTSTRAP_ITERATIONS iterations, the noise variance `sigma2` of the full-data fit) and the coefficients.
+    Re-fitting the transforms carries their uncertainty into the interval, which fixed transforms would hide.
     """
     n, n_ch = d.n_periods, len(d.channels)
     block = min(config.bootstrap_block_length or max(2, int(round(n ** (1 / 3)))), n)
     rng = np.random.default_rng(config.seed)
     spend = d.spend[d.window].sum(axis=0)
     spend[spend == 0] = 1.0
-    candidates = [list(range(len(search.transforms)))] * n_ch
-    prior = (np.log([k for _, k, _ in search.transforms]) / HALF_SATURATION_PRIOR_SD) ** 2
-    lifts: dict[tuple[int, int], tuple[float, float]] = {}
     roi = np.empty((config.bootstrap_replicates, n_ch))
     mroi = np.empty_like(roi)
-    picks = np.empty((config.bootstrap_replicates, n_ch), dtype=np.int64)
-    alpha_arr = np.asarray(alphas)
+    thetas = np.empty((config.bootstrap_replicates, theta.size))
     betas = np.empty((config.bootstrap_replicates, n_ch))
-    bases = np.empty((config.bootstrap_replicates, d.base.shape[1]))
     for r in range(config.bootstrap_replicates):
         rows = _block_indices(rng, n, block)
-        oob = np.setdiff1d(np.arange(n), rows)
-        pick = list(choice)
-        base_rows, y_rows = d.base[rows], d.y[rows]
-        q = _projector(base_rows)
-        pinv = np.linalg.pinv(base_rows)
-        residual_y = y_rows - q @ (q.T @ y_rows)
-        media = np.column_stack([search.features[i][x] for i, x in enumerate(pick)])
-        residual_media = media[rows] - q @ (q.T @ media[rows])
-        for _ in range(RESELECT_PASSES if len(oob) >= 3 else 0):
-            for c in range(n_ch):
-                if len(candidates[c]) == 1:
-                    continue
-                options = search.features[c][candidates[c]].T  # (P, candidates)
-                residual_options = options[rows] - q @ (q.T @ options[rows])
-                errors = np.empty(len(candidates[c]))
-                for j in range(len(candidates[c])):
-                    residual_media[:, c] = residual_options[:, j]
-                    media[:, c] = options[:, j]
-                    beta = nnls(*_penalised_system(residual_media, residual_y, alpha_arr))[0]
-                    b = pinv @ (y_rows - media[rows] @ beta)
-                    resid = d.y[oob] - d.base[oob] @ b - media[oob] @ beta
-                    errors[j] = resid @ resid
-                sigma2 = max(float(errors.min()) / len(oob), np.finfo(float).tiny)
-                best = int(np.argmin(errors / sigma2 + prior[candidates[c]]))
-                pick[c] = candidates[c][best]
-                media[:, c] = options[:, best]
-                residual_media[:, c] = residual_options[:, best]
-        beta = nnls(*_penalised_system(residual_media, residual_y, alpha_arr))[0]
-        betas[r], bases[r] = beta, pinv @ (y_rows - media[rows] @ beta)
-        for c in range(n_ch):
-            if (c, pick[c]) not in lifts:
-                lam, k, s = search.transforms[pick[c]]
-                lifts[c, pick[c]] = _lift(d, c, lam, k * search.mean_daily[c], s)
-        total = np.array([lifts[c, pick[c]][0] for c in range(n_ch)])
-        extra = np.array([lifts[c, pick[c]][1] for c in range(n_ch)])
-        roi[r] = beta * total / spend
-        mroi[r] = beta * extra / (0.01 * spend)
-        picks[r] = pick
-    return {"roi": roi, "mroi": mroi, "transforms": picks, "coefficient": betas, "base_coefficients": bases,
-            "block_length": np.int64(block)}
-
-
-def bagged_mixture(search: _Search, boot: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """The mean of the replicate models as one model: per channel a Hill mixture, and the mean base.
-
-    Replicates that picked the same transform for a channel share one component (coefficients summed / R);
-    components are in grid order, so the result is deterministic. Returns (C, M) decay, half-saturation
-    multiple, shape, coefficient, and the base coefficients.
-    """
-    picks, betas = boot["transforms"], boot["coefficient"]
-    n_rep, n_ch = picks.shape
-    weights = np.zeros((n_ch, len(search.transforms)))
-    for c in range(n_ch):
-        np.add.at(weights[c], picks[:, c], betas[:, c] / n_rep)
-    width = max(1, int((weights > 0).sum(axis=1).max()))
-    decay, half, shape = np.zeros((n_ch, width)), np.ones((n_ch, width)), np.ones((n_ch, width))
-    coef = np.zeros((n_ch, width))
-    for c in range(n_ch):
-        for m, t in enumerate(np.flatnonzero(weights[c] > 0)):
-            decay[c, m], half[c, m], shape[c, m] = search.transforms[t]
-            coef[c, m] = weights[c, t]
-    return decay, half, shape, coef, boot["base_coefficients"].mean(axis=0)
+        thetas[r], betas[r] = problem.fit([theta], rows, sigma2, max_iterations=BOOTSTRAP_ITERATIONS)
+        decay, half, shape = problem.transforms(thetas[r])
+        lifts = np.array([_lift(d, c, decay[c], half[c], shape[c]) for c in range(n_ch)])
+        roi[r] = betas[r] * lifts[:, 0] / spend
+        mroi[r] = betas[r] * lifts[:, 1] / (0.01 * spend)
+    return {"roi": roi, "mroi": mroi, "theta": thetas, "coefficient": betas, "block_length": np.int64(block)}
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -373,40 +300,46 @@ def _mixture_lift(d: _Design, c: int, decay: np.ndarray, half: np.ndarray, shape
     return float(h[d.window].sum()), float((h_up - h)[d.window].sum())
 
 
-def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> FittedMMM:
-    """Fit the media-mix model on `data`: transforms by CV, bagged over bootstrap replicates, manifest blocks.
+def _noise_variance(d: _Design, problem: TransformProblem, theta: np.ndarray) -> float:
+    """Residual variance of the fit at transforms θ (degrees of freedom: periods − base rank − channels)."""
+    objective = problem.on_rows(np.arange(d.n_periods), 1.0)
+    dof = max(d.n_periods - objective.q.shape[1] - len(d.channels), 1)
+    return max(objective.sse(theta) / dof, float(np.finfo(float).tiny))
 
-    With intervals (bootstrap replicates > 0) the model is the mean of the replicate models (a Hill mixture
-    per channel, see `bagged_mixture`) and the intervals are the replicates' quantiles; without, it is the
-    single CV-selected model.
+
+def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> FittedMMM:
+    """Fit the media-mix model on `data`: transforms at their posterior mode, intervals by bootstrap refits.
+
+    The model is the full-data fit (one Hill curve per channel) whether or not intervals are asked for; with
+    bootstrap replicates > 0 the intervals are the replicates' quantiles.
     """
     check_mmm_config(config)
     started = time.perf_counter()
     d = _design(data, config.fourier_order)
     search = _Search(d, config)
     choice, alphas, cv_mse = search.select()
-    decay = np.array([search.transforms[t][0] for t in choice])
-    half = np.array([search.transforms[t][1] for t in choice]) * search.mean_daily
-    shape = np.array([search.transforms[t][2] for t in choice])
-    media = np.column_stack([search.features[c][t] for c, t in enumerate(choice)])
-    base_coef, beta = fit_coefficients(d.base, media, d.y, np.asarray(alphas), final=True)
+    chosen = np.array([search.transforms[t] for t in choice])  # (C, 3): decay, half-saturation multiple, shape
+    problem = TransformProblem(d.spend, d.day_period, d.n_periods, d.base, d.y, search.mean_daily)
+    start = theta_of(chosen[:, 0], chosen[:, 1], chosen[:, 2])
+    everything = np.arange(d.n_periods)
+    sigma2 = _noise_variance(d, problem, start)
+    theta, _ = problem.fit([start, np.tile(PRIOR_MEAN, len(d.channels))], everything, sigma2)
+    decay, half, shape = problem.transforms(theta)
+    media = problem.features(theta)[0]
+    base_coef, beta = fit_coefficients(d.base, media, d.y, np.zeros(len(d.channels)), final=True)
     control_names = [str(c) for c in data.controls.columns]
     fit_seconds = time.perf_counter() - started
 
     boot: dict[str, np.ndarray] = {}
     started = time.perf_counter()
     if intervals and config.bootstrap_replicates:
-        boot = _bootstrap(d, search, choice, alphas, config)
-        m_decay, m_half, m_shape, m_coef, base_coef = bagged_mixture(search, boot)
-        m_half = m_half * search.mean_daily[:, None]
-        form = "hill_mixture"
-    else:
-        m_decay, m_half, m_shape, m_coef = decay[:, None], half[:, None], shape[:, None], beta[:, None]
-        form = "hill"
+        boot = _bootstrap(d, problem, theta, sigma2, config)
+    interval_seconds = time.perf_counter() - started
+    m_decay, m_half, m_shape, m_coef = decay[:, None], half[:, None], shape[:, None], beta[:, None]
+    form = "hill"
     spec = build_spec(d, data.grain, config.fourier_order, control_names, m_decay, m_half, m_shape, m_coef,
                       base_coef)
     spec["curve_form"] = form
-    interval_seconds = time.perf_counter() - started
 
     parts = response.decompose(spec, d.spend, d.day_ordinals, d.day_period, d.n_periods, d.controls)
     spend_window = d.spend[d.window].sum(axis=0)
@@ -425,16 +358,9 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
         roi_channels[name] = entry
         max_seen = float(period_spend[:, c].max())
         grid = np.linspace(0.0, 1.5 * max_seen if max_seen > 0 else 1.0, CURVE_POINTS)
-        live = m_coef[c] != 0
-        if form == "hill":
-            parameters = {"coefficient": float(beta[c]), "decay": float(decay[c]),
-                          "half_saturation": float(half[c]), "shape": float(shape[c]),
-                          "half_saturation_per_period": float(half[c] * spec["period_days"])}
-        else:
-            parameters = {"coefficient": [float(v) for v in m_coef[c][live]],
-                          "decay": [float(v) for v in m_decay[c][live]],
-                          "half_saturation": [float(v) for v in m_half[c][live]],
-                          "shape": [float(v) for v in m_shape[c][live]]}
+        parameters = {"coefficient": float(beta[c]), "decay": float(decay[c]),
+                      "half_saturation": float(half[c]), "shape": float(shape[c]),
+                      "half_saturation_per_period": float(half[c] * spec["period_days"])}
         curves[name] = {
             "form": form, "parameters": parameters,
             "current_spend": float(period_spend[-12:, c].mean()),
@@ -450,24 +376,30 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
                      "fitted": [float(v) for v in parts["fitted"]], "actual": [float(v) for v in d.y]}
     hyper = {
         "channels": {name: {"decay": float(decay[c]), "half_saturation": float(half[c]),
-                            "half_saturation_multiple": float(search.transforms[choice[c]][1]),
-                            "shape": float(shape[c]), "alpha": float(alphas[c]),
-                            "mixture_components": int((m_coef[c] != 0).sum())}
+                            "half_saturation_multiple": float(half[c] / search.mean_daily[c]),
+                            "shape": float(shape[c]),
+                            "start": {"decay": float(chosen[c, 0]), "half_saturation_multiple": float(chosen[c, 1]),
+                                      "shape": float(chosen[c, 2]), "alpha": float(alphas[c])}}
                      for c, name in enumerate(d.channels)},
         "curve_form": form,
+        "transforms": "posterior mode (weak priors, L-BFGS-B), started from the cross-validated grid point",
+        "priors": {"decay_logit": [float(PRIOR_MEAN[0]), float(PRIOR_SD[0])],
+                   "log_half_saturation_multiple": [float(PRIOR_MEAN[1]), float(PRIOR_SD[1])],
+                   "log_shape": [float(PRIOR_MEAN[2]), float(PRIOR_SD[2])]},
         "fourier_order": config.fourier_order, "cv_folds": len(search.folds), "cv_rmse": float(np.sqrt(cv_mse)),
+        "noise_sd": float(np.sqrt(sigma2)),
         "bootstrap_replicates": config.bootstrap_replicates if boot else 0,
         "bootstrap_block_length": int(boot["block_length"]) if boot else None,
-        "transforms_reselected_per_replicate": "yes: one coordinate pass over each channel's grid, by out-of-bag error",
-        "model": "mean of the bootstrap replicate models (bagged Hill mixture)" if boot
-                 else "the cross-validation-selected transforms",
+        "transforms_reselected_per_replicate": ("yes: each replicate refits the transforms' posterior mode "
+                                                f"(at most {BOOTSTRAP_ITERATIONS} iterations from the full-data mode)"),
+        "model": "the full-data fit (the bootstrap gives the intervals only)",
         "seed": config.seed,
     }
     log.info("fitted mmm on %d periods (%s), %d channels in %.2fs, intervals in %.2fs", d.n_periods, data.grain,
              len(d.channels), fit_seconds, interval_seconds)
     return FittedMMM(spec, roi_block, curves_block, decomposition, hyper,
                      n_parameters=d.base.shape[1] + len(d.channels),
-                     n_transform_parameters=4 * len(d.channels),
+                     n_transform_parameters=3 * len(d.channels),
                      fit_seconds=fit_seconds, interval_seconds=interval_seconds, bootstrap=boot)
 
 

@@ -265,8 +265,8 @@ def fit_mmm_periods(data: PeriodData, config: ModelConfig, intervals: bool = Tru
     hyper = fitted.hyperparameters
     done = bool(hyper.get("bootstrap_replicates"))
     method = (f"moving-block bootstrap over periods ({hyper.get('bootstrap_replicates')} replicates, blocks of "
-              f"{hyper.get('bootstrap_block_length')}), the model refitted per replicate; the published model is "
-              "the mean of the replicate models")
+              f"{hyper.get('bootstrap_block_length')}), the model refitted per replicate, transforms included; the "
+              "published model is the full-data fit")
     return FittedModel(
         spec=fitted.spec, summary=summary, roi=fitted.roi, response_curves=fitted.response_curves,
         decomposition=fitted.decomposition,

@@ -293,11 +293,11 @@ def _allocate_json(store: str, *args: str, capsys) -> dict:
 
 
 def test_allocate_prints_a_table_a_person_reads(mmm_store, no_adroi_env, capsys):
-    answer = _allocate_json(mmm_store.store_uri, "--budget", "400000", "--bounds", "tv=0:150000,search=50000:",
+    answer = _allocate_json(mmm_store.store_uri, "--budget", "400000", "--bounds", "tv=0:150000,search=70000:",
                             capsys=capsys)
 
     assert cli.main(["allocate", "--store", mmm_store.store_uri, "--budget", "400000",
-                     "--bounds", "tv=0:150000,search=50000:"]) == 0
+                     "--bounds", "tv=0:150000,search=70000:"]) == 0
     table = capsys.readouterr().out.splitlines()
 
     assert table[0].startswith(f"model {mmm_store.version} (mmm), period 2026-11, budget 400,000 per month")

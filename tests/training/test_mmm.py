@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import mmm
 from training.config import ModelConfig, load_settings
 from training.core import response
 from training.core.errors import ConfigError
@@ -93,8 +92,8 @@ def test_blocks_follow_the_contract_and_agree_with_the_spec(weekly_fit):
     for c in data.channels:
         assert sum(dec["channels"][c]) == pytest.approx(model.roi["channels"][c]["contribution"])
         curve = model.response_curves["channels"][c]
-        assert curve["form"] == "hill_mixture"
-        assert len(curve["parameters"]["coefficient"]) == len(curve["parameters"]["decay"]) >= 1
+        assert curve["form"] == "hill"
+        assert curve["parameters"]["coefficient"] >= 0 and 0 <= curve["parameters"]["decay"] < 1
         assert curve["max_spend_seen"] == pytest.approx(data.period_spend()[c].max())
         assert curve["current_spend"] == pytest.approx(data.period_spend()[c].iloc[-12:].mean())
         steady = response.steady_state_revenue(model.spec, c, np.array(curve["points"]["spend"]))
@@ -103,35 +102,36 @@ def test_blocks_follow_the_contract_and_agree_with_the_spec(weekly_fit):
     assert model.n_parameters == len(model.spec["base_terms"]) + len(data.channels)
 
 
-def test_the_model_is_the_mean_of_the_bootstrap_replicates(weekly_fit):
-    data, _, model = weekly_fit
-
-    assert model.spec["curve_form"] == "hill_mixture"
-    assert model.spec["coefficient"].ndim == 2 and model.spec["coefficient"].shape[0] == len(data.channels)
-    for c, name in enumerate(data.channels):
-        entry = model.roi["channels"][name]
-        assert entry["roi"] == pytest.approx(model.bootstrap["roi"][:, c].mean())
-        assert entry["mroi"] == pytest.approx(model.bootstrap["mroi"][:, c].mean())
-    assert model.spec["base_coefficients"] == pytest.approx(model.bootstrap["base_coefficients"].mean(axis=0))
-
-
-def test_the_half_saturation_prior_pulls_replicate_picks_towards_the_observed_spend(monkeypatch):
+def test_the_model_is_the_full_data_fit_with_or_without_intervals():
     data, _ = mmm_period_data(simulate_mmm(4, 2, ["tv", "search"]), "month", "monthly")
-    config = ModelConfig(**FAST, bootstrap_replicates=40)
-    multiples = np.array([k for _ in config.mmm_decays for k in config.mmm_half_saturations
-                          for _ in config.mmm_shapes])
+    config = ModelConfig(**FAST, bootstrap_replicates=20)
 
-    with_prior = fit_mmm(data, config)
-    monkeypatch.setattr(mmm, "HALF_SATURATION_PRIOR_SD", 1e9)  # flat: the out-of-bag error alone
-    flat = fit_mmm(data, config)
+    with_intervals, without = fit_mmm(data, config), fit_mmm(data, config, intervals=False)
 
-    def distance(model) -> float:
-        return float(np.abs(np.log(multiples[model.bootstrap["transforms"]])).mean())
-
-    assert distance(with_prior) < distance(flat)
+    assert joblib.hash(with_intervals.spec) == joblib.hash(without.spec)
+    for c in data.channels:
+        assert with_intervals.roi["channels"][c]["roi"] == without.roi["channels"][c]["roi"]
+        assert without.roi["channels"][c]["roi_interval"] is None
+        assert with_intervals.roi["channels"][c]["roi_interval"] is not None
 
 
-def test_without_intervals_the_model_is_the_single_selected_hill():
+def test_every_bootstrap_replicate_refits_the_transforms(weekly_fit):
+    data, _, model = weekly_fit
+    decay, half, shape = model.spec["decay"][:, 0], model.spec["half_saturation"][:, 0], model.spec["shape"][:, 0]
+
+    thetas = model.bootstrap["theta"].reshape(len(model.bootstrap["theta"]), len(data.channels), 3)
+
+    assert len({tuple(t.ravel().round(6)) for t in thetas}) == len(thetas)  # no two replicates share transforms
+    full = thetas.mean(axis=0)  # the replicates scatter around the full-data transforms
+    assert np.exp(full[:, 2]) == pytest.approx(shape, rel=0.5)
+    multiple = np.array([model.hyperparameters["channels"][c]["half_saturation_multiple"] for c in data.channels])
+    assert (np.abs(full[:, 1] - np.log(multiple)) < 1).all() and (half > 0).all()
+    assert (0 <= decay).all() and (decay < 1).all()
+    hyper = model.hyperparameters
+    assert hyper["bootstrap_replicates"] == 60 and hyper["transforms_reselected_per_replicate"].startswith("yes")
+
+
+def test_without_intervals_the_model_is_one_hill_curve_per_channel():
     data, _ = mmm_period_data(simulate_mmm(4, 2, ["tv", "search"]), "month", "monthly")
 
     model = fit_mmm(data, ModelConfig(**FAST), intervals=False)

@@ -44,23 +44,43 @@ SPEC_KEYS = (
 )
 
 
+ADSTOCK_BLOCK = 64  # days per block of `adstock`
+
+
 # --- transforms ---------------------------------------------------------------------------------------
 
 def adstock(spend: np.ndarray, decay: float | np.ndarray) -> np.ndarray:
     """Geometric adstock on days: a[t] = decay·a[t-1] + (1 − decay)·x[t], a[-1] = 0.
 
     Equivalently a[t] = (1 − λ) Σ_k λ^k x[t−k]: the weights sum to 1, so a constant spend x adstocks to x in
-    steady state. `spend` is (days,) or (days, k); `decay` a scalar or one value per column, in [0, 1).
+    steady state. `spend` is (days,) or (days, ...); `decay` a scalar or one value per column (broadcast to
+    the trailing shape), in [0, 1).
+
+    Computed in blocks of ADSTOCK_BLOCK days: within a block the filter is one lower-triangular matrix
+    product, and only the state at each block's end is carried to the next block, so Python loops over
+    days / ADSTOCK_BLOCK blocks instead of every day (the fits evaluate it thousands of times).
     """
     x = np.asarray(spend, dtype=float)
-    lam = np.broadcast_to(np.asarray(decay, dtype=float), x.shape[1:]) if x.ndim > 1 else float(decay)
-    out = np.empty_like(x)
-    keep, new = lam, 1.0 - lam
-    state = np.zeros(x.shape[1:]) if x.ndim > 1 else 0.0
-    for t in range(x.shape[0]):
-        state = keep * state + new * x[t]
-        out[t] = state
-    return out
+    n = x.shape[0]
+    columns = x.reshape(n, -1)
+    lam = np.broadcast_to(np.asarray(decay, dtype=float), x.shape[1:]).reshape(-1)
+    if n == 0:
+        return x.copy()
+    block = min(ADSTOCK_BLOCK, n)
+    n_blocks = -(-n // block)
+    padded = np.zeros((n_blocks * block, columns.shape[1]))
+    padded[:n] = columns
+    step = np.arange(block)
+    lag = step[:, None] - step[None, :]
+    powers = lam ** step[:, None].astype(float)  # (B, k): λ^0 … λ^(B−1)
+    weights = np.where((lag >= 0)[..., None], (1.0 - lam) * powers[np.maximum(lag, 0)], 0.0)
+    # (k, B, B) @ (k, B, blocks): every block filtered from a zero state, one matrix product per column
+    local = np.matmul(weights.transpose(2, 0, 1), padded.reshape(n_blocks, block, -1).transpose(2, 1, 0))
+    local = local.transpose(2, 1, 0)  # (blocks, B, k)
+    carry = powers * lam  # λ^(i+1): weight of the previous block's last state on each day of a block
+    for b in range(1, n_blocks):
+        local[b] += carry * local[b - 1, -1]
+    return local.reshape(n_blocks * block, -1)[:n].reshape(x.shape)
 
 
 def hill(adstocked: np.ndarray, half_saturation: float | np.ndarray, shape: float | np.ndarray) -> np.ndarray:

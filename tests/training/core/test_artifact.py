@@ -8,6 +8,7 @@ import struct
 import tracemalloc
 import zlib
 from importlib import metadata
+from types import SimpleNamespace
 
 import joblib
 import numpy as np
@@ -235,17 +236,26 @@ def test_a_malformed_media_mix_spec_is_refused(mmm_fit, key, value, message):
         verify_model("v1", _mmm_manifest(mmm_fit, data), data)
 
 
-def test_a_bagged_mixture_is_verified_component_by_component():
-    from training import model
-    from training.config import ModelConfig
-    from training.sample import mmm_period_data, simulate_mmm
+def _as_mixture(fitted):
+    """The fitted single-Hill model rewritten as a two-component Hill mixture (what earlier versions published)."""
+    spec = dict(fitted.spec)
+    for key, second in (("decay", lambda v: np.full_like(v, 0.5)), ("half_saturation", lambda v: 2 * v),
+                        ("shape", lambda v: np.ones_like(v)), ("coefficient", lambda v: v / 2)):
+        first = np.asarray(spec[key], float).reshape(-1)
+        spec[key] = np.column_stack([first / 2 if key == "coefficient" else first, second(first)])
+    spec["curve_form"] = "hill_mixture"
+    curves = {}
+    for c, name in enumerate(spec["channels"]):
+        parameters = {k: [float(v) for v in spec[k][c]] for k in ("coefficient", "decay", "half_saturation", "shape")}
+        curves[name] = {**fitted.response_curves["channels"][name], "form": "hill_mixture", "parameters": parameters}
+    return SimpleNamespace(spec=spec, summary=fitted.summary, response_curves={**fitted.response_curves, "channels": curves},
+                           blocks=lambda: {**fitted.blocks(), "response_curves": {**fitted.response_curves,
+                                                                                 "channels": curves}})
 
-    data, _ = mmm_period_data(simulate_mmm(1, 3, ["tv", "search"]), "month", "monthly")
-    config = ModelConfig(algorithm="mmm", mmm_decays=[0.0, 0.7], mmm_half_saturations=[0.6, 2.5],
-                         mmm_shapes=[1.0], mmm_alphas=[0.0], mmm_sweeps=1, bootstrap_replicates=20)
-    mixture = model.fit_periods(data, config)
+
+def test_a_hill_mixture_published_by_earlier_versions_is_verified_component_by_component(mmm_fit):
+    mixture = _as_mixture(mmm_fit)
     data_bytes = dump_spec(mixture.spec)
-    assert mixture.response_curves["channels"]["tv"]["form"] == "hill_mixture"
 
     assert verify_model("v1", _mmm_manifest(mixture, data_bytes), data_bytes)["coefficient"].ndim == 2
     decays = mixture.response_curves["channels"]["tv"]["parameters"]["decay"]

@@ -47,6 +47,20 @@ def test_adstock_of_columns_uses_one_decay_per_column():
     assert out[:, 1] == pytest.approx([0.2, 0.16])
 
 
+@pytest.mark.parametrize("days", [1, 63, 64, 65, 1000])
+def test_adstock_in_blocks_equals_the_day_by_day_recurrence(days):
+    rng = np.random.default_rng(days)
+    x = rng.uniform(0.0, 100.0, (days, 3, 2))
+    decay = np.array([[0.0, 0.3], [0.9, 0.97], [0.5, 0.05]])
+    expected, state = np.empty_like(x), np.zeros((3, 2))
+    for t in range(days):
+        state = decay * state + (1.0 - decay) * x[t]
+        expected[t] = state
+
+    assert response.adstock(x, decay) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+    assert response.adstock(x[:, 1, 0], 0.9) == pytest.approx(expected[:, 1, 0], rel=1e-12, abs=1e-9)
+
+
 def test_hill_is_half_at_half_saturation_and_its_derivative_matches_finite_differences():
     assert response.hill(np.array([0.0, 10.0, 20.0]), 10.0, 2.0) == pytest.approx([0.0, 0.5, 0.8])
     assert response.hill(np.array([30.0]), 10.0, 1.0) == pytest.approx([0.75])
