@@ -229,7 +229,7 @@ class RawData:
         Daily revenue counts a month only when every one of its days has revenue (summed).
         """
         if self.revenue_form == DAILY:
-            return _complete_sums(self.daily_revenue(), "month").rename_axis("month")
+            return complete_sums(self.daily_revenue(), "month").rename_axis("month")
         first = self.revenue.drop_duplicates("month", keep="first")
         return pd.Series(first["revenue"].to_numpy(), index=pd.Index(first["month"], name="month"),
                          name="revenue").sort_index()
@@ -243,7 +243,7 @@ def monthly_from_daily(daily: pd.DataFrame) -> pd.DataFrame:
     return monthly.rename_axis("month").sort_index()[sorted(daily.columns)].astype(float)
 
 
-def _complete_sums(daily: pd.Series, grain: str) -> pd.Series:
+def complete_sums(daily: pd.Series, grain: str) -> pd.Series:
     """Sum a per-day series into periods of `grain`, keeping only periods with every day present."""
     if daily.empty:
         return pd.Series([], index=pd.Index([], dtype=str), dtype=float, name=daily.name)
@@ -1009,7 +1009,7 @@ def _period_revenue(raw: RawData, grain: str) -> tuple[pd.Series, dict[str, str]
     daily = raw.daily_revenue()
     if daily.empty:
         return pd.Series([], dtype=float, name="revenue"), {}
-    complete = _complete_sums(daily, grain)
+    complete = complete_sums(daily, grain)
     counts = pd.Series(1, index=period_keys(daily.index, grain)).groupby(level=0).sum()
     partial = {k: f"{int(n)} of {period_days(k, grain)} days of revenue" for k, n in counts.items()
                if k not in complete.index}

@@ -21,6 +21,7 @@ from training import ingest
 from training.config import ValidationConfig
 from training.core.errors import ConfigError
 from training.ingest import RawData
+from training.periods import period_keys
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def validate(raw: RawData, config: ValidationConfig, run_date: date, grain: str 
 
     _month_rules(rules, raw, config, run_date)
     _period_rules(rules, raw, config, grain)
-    _identifiability_rule(rules, raw, config, parameters)
+    _identifiability_rule(rules, raw, config, parameters, grain)
     order = list(RULES)
     report = ValidationReport(sorted(rules.results, key=lambda r: order.index(r.rule)), rows=raw.spend_rows,
                               run_date=run_date.isoformat())
@@ -370,11 +371,25 @@ def _extreme_values(monthly: pd.DataFrame, z_limit: float) -> list[dict[str, Any
     return out
 
 
-def _identifiability_rule(rules: _Rules, raw: RawData, config: ValidationConfig, parameters: int | None) -> None:
+def _period_spend(raw: RawData, channels: list[str], grain: str) -> pd.DataFrame:
+    """Spend per period of `grain` and channel over the periods with revenue (complete ones for daily revenue).
+
+    Weeks need daily revenue; with monthly revenue (a grain mismatch, its own rule) the months are used.
+    """
+    if grain == "month" or raw.revenue_form != ingest.DAILY or raw.daily_spend.empty:
+        usable = sorted(set(raw.monthly_spend.index) & set(raw.revenue["month"]))
+        return raw.monthly_spend.reindex(index=usable, columns=channels, fill_value=0.0).astype(float)
+    weeks = ingest.complete_sums(raw.daily_revenue(), grain).index
+    daily = raw.daily_spend.reindex(columns=channels, fill_value=0.0)
+    weekly = daily.groupby(period_keys(pd.DatetimeIndex(daily.index), grain)).sum()
+    return weekly.reindex(index=sorted(weeks), fill_value=0.0).astype(float)
+
+
+def _identifiability_rule(rules: _Rules, raw: RawData, config: ValidationConfig, parameters: int | None,
+                          grain: str) -> None:
     """Warn when the training periods cannot tell some channels' ROI apart (from the base or each other)."""
     channels = list(raw.channels) if raw.channels else list(raw.monthly_spend.columns)
-    usable = sorted(set(raw.monthly_spend.index) & set(raw.revenue["month"]))
-    spend = raw.monthly_spend.reindex(index=usable, columns=channels, fill_value=0.0).astype(float)
+    spend = _period_spend(raw, channels, grain)
     count = len(channels) + 1 if parameters is None else parameters
     findings = identifiability_findings(spend, count, config)
     thresholds = {"min_spend_cv": config.min_spend_cv, "max_spend_correlation": config.max_spend_correlation,

@@ -222,6 +222,23 @@ def test_identifiability_warns_when_parameters_exceed_periods_over_five(paramete
         assert "8 parameters for 36 periods (more than 36 / 5 = 7.2)" in findings[0]["values"]["why"]
 
 
+def test_identifiability_counts_the_periods_of_the_models_grain(tmp_path):
+    from training.sample import write_mmm_sample
+
+    write_mmm_sample(tmp_path, seed=3, years=2, channels=["tv", "search"], revenue_grain="daily")  # ~104 weeks
+    raw = ingest(open_store(tmp_path))
+    parameters = 10  # more than 24 months / 5, fewer than 104 weeks / 5
+
+    def too_many(grain: str) -> list[str]:
+        report = v.validate(raw, ValidationConfig(), SAMPLE_RUN_DATE, grain=grain, parameters=parameters)
+        return [f["values"]["why"] for f in result(report, v.IDENTIFIABILITY).examples
+                if f["values"]["issue"] == "too_many_parameters"]
+
+    [month] = too_many("month")
+    assert "10 parameters for 24 periods (more than 24 / 5 = 4.8)" in month
+    assert too_many("week") == []
+
+
 def test_identifiability_thresholds_come_from_the_config():
     spend = _spend(tv=lambda f: 3000.0 + np.arange(36) % 2)
 
