@@ -9,16 +9,16 @@ its spend per period (`training.core.planner.media_contributions`, the same math
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter, mul
+from math import isfinite
+from operator import gt, itemgetter, le, mul
 from typing import Any
 
 import numpy as np
 
 from app.model import ServedModel
-from training.core.planner import PeriodFacts, media_contributions, spend_warnings
+from training.core.planner import ModelFacts, PeriodFacts, media_contributions, spend_warnings
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
@@ -104,30 +104,50 @@ def spend_rows(model: ServedModel, rows: list[Mapping[str, float]], prefix: str 
     return spend
 
 
-def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float]]:
-    """Revenue, contributions and total spend per instance of a linear model."""
+def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]],
+                                                                        list[float], list[float]]:
+    """Revenue, contributions, total spend and media contribution per instance of a linear model."""
     if len(spend) >= VECTORISE_FROM:
         matrix = np.array(spend, dtype=np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
             revenue = (matrix @ model.coefficients + model.intercept).tolist()
-            contributions = (matrix * model.coefficients).tolist()
-            totals = matrix.sum(axis=1).tolist()
-    else:  # a few instances: plain floats, numpy's per-call overhead would dominate
-        coefficients = model.coefficient_values
-        contributions = [list(map(mul, row, coefficients)) for row in spend]
-        revenue = [model.intercept + sum(row) for row in contributions]
-        totals = [sum(row) for row in spend]
-    return revenue, contributions, totals
+            parts = matrix * model.coefficients
+            return revenue, parts.tolist(), matrix.sum(axis=1).tolist(), parts.sum(axis=1).tolist()
+    # A few instances: plain floats, numpy's per-call overhead would dominate.
+    coefficients, intercept = model.coefficient_values, model.intercept
+    contributions = [list(map(mul, row, coefficients)) for row in spend]
+    media = [sum(row) for row in contributions]
+    return [intercept + m for m in media], contributions, [sum(row) for row in spend], media
 
 
 def _media_mix(model: ServedModel, period: PeriodFacts,
                spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float], list[float]]:
     """Revenue, contributions, total spend and media contribution per instance of a media-mix model in `period`."""
     matrix = np.array(spend, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        parts = media_contributions(model.facts, period, matrix)
-    media = parts.sum(axis=1)
-    return (media + period.base).tolist(), parts.tolist(), matrix.sum(axis=1).tolist(), media.tolist()
+    base = period.base
+    if len(spend) >= VECTORISE_FROM:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
+            parts = media_contributions(model.facts, period, matrix)
+            media = parts.sum(axis=1)
+            return (media + base).tolist(), parts.tolist(), matrix.sum(axis=1).tolist(), media.tolist()
+    safe = period.media.safe_spend
+    if all(all(map(le, row, safe)) for row in spend):  # the usual case: nothing can overflow, numpy stays quiet
+        contributions = media_contributions(model.facts, period, matrix).tolist()
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
+            contributions = media_contributions(model.facts, period, matrix).tolist()
+    media = [sum(row) for row in contributions]
+    return [base + m for m in media], contributions, [sum(row) for row in spend], media
+
+
+def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]]) -> list[int]:
+    """Positions of the instances with a spend above the largest the model saw in training."""
+    limits = facts.spend_limits
+    if limits is None:
+        return []
+    if len(spend) >= VECTORISE_FROM:
+        return np.flatnonzero((np.array(spend, dtype=np.float64) > limits).any(axis=1)).tolist()
+    return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
 
 
 def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str | None = None) -> Prediction:
@@ -139,29 +159,34 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     facts = model.facts
     period = facts.period(period_key or facts.default_period)
     if facts.linear:
-        revenue, contributions, totals = _linear(model, spend)
-        media = [sum(row) for row in contributions]
+        revenue, contributions, totals, media = _linear(model, spend)
     else:
         revenue, contributions, totals, media = _media_mix(model, period, spend)
-    if not all(map(math.isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
-        overflow = next(i for i, value in enumerate(revenue) if not math.isfinite(value))
-        raise PredictionInputError(
-            "out_of_range", f"spend {list(spend[overflow])} makes the predicted revenue overflow: expected "
-                            "amounts below about 1e300", f"instances[{overflow}]" if len(revenue) > 1 else None)
-    roi = [r / t if t > 0 else None for r, t in zip(revenue, totals, strict=False)]  # lengths equal by construction
-    media_roi = [m / t if t > 0 else None for m, t in zip(media, totals, strict=False)]
-    warnings: list[list[str]] = [[] for _ in spend]
-    flagged: list[str] = []
-    seen = facts.max_spend_array
-    if seen is not None:
-        above = (np.array(spend, dtype=np.float64) > seen * (1 + 1e-6)) if len(spend) >= VECTORISE_FROM else None
-        for i, row in enumerate(spend):
-            if above is not None and not above[i].any():
-                continue
-            found = spend_warnings(facts, row)
-            if found:
-                warnings[i] = found
-                flagged += [c for c, s, m in zip(facts.channels, row, seen, strict=True) if s > m * (1 + 1e-6)]
     names = model.channels
-    return Prediction(model.version, revenue, roi, [dict(zip(names, row, strict=False)) for row in contributions],
-                      media, media_roi, warnings, period.key, sorted(set(flagged), key=names.index))
+    roi: list[float | None] = []
+    media_roi: list[float | None] = []
+    by_channel: list[dict[str, float]] = []
+    warnings: list[list[str]] = []
+    # One pass over the instances (strict=False: the lengths are equal by construction).
+    for position, (r, m, t, row) in enumerate(zip(revenue, media, totals, contributions, strict=False)):
+        if not isfinite(r):  # spend is finite and >= 0: only a product beyond float range
+            raise PredictionInputError(
+                "out_of_range", f"spend {list(spend[position])} makes the predicted revenue overflow: expected "
+                                "amounts below about 1e300", f"instances[{position}]" if len(revenue) > 1 else None)
+        if t > 0:
+            roi.append(r / t)
+            media_roi.append(m / t)
+        else:  # ROI is undefined without spend
+            roi.append(None)
+            media_roi.append(None)
+        by_channel.append(dict(zip(names, row, strict=False)))
+        warnings.append([])
+    out_of_range: list[str] = []
+    flagged = _out_of_range(facts, spend)
+    if flagged:
+        limits = facts.spend_limits
+        for i in flagged:
+            warnings[i] = spend_warnings(facts, spend[i])
+        above = {c for i in flagged for c, s, m in zip(facts.channels, spend[i], limits, strict=True) if s > m}
+        out_of_range = [c for c in facts.channels if c in above]
+    return Prediction(model.version, revenue, roi, by_channel, media, media_roi, warnings, period.key, out_of_range)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,3 +161,24 @@ def test_linear_model_answers_media_contribution_and_roi_without_warnings(served
     assert result.media_contribution == [pytest.approx(31.0 + 9.0)]
     assert result.media_roi == [pytest.approx(40.0 / 20.0)]
     assert result.warnings == [[]] and result.period is None  # a version without blocks: no grain, no max seen
+
+
+@pytest.mark.parametrize("instances", [1, VECTORISE_FROM + 1])  # plain check of the safe spend, and numpy
+def test_mmm_spend_beyond_float_range_is_reported_and_numpy_never_warns(served_mmm, instances):
+    model, _ = served_mmm
+    inside = dict.fromkeys(model.channels, 1000.0)
+    huge = dict.fromkeys(model.channels, 1e308)
+    period = model.facts.period(model.facts.default_period)
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflows = not np.isfinite(period.media.revenue(np.full(len(model.channels), 1e308)).sum())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from numpy would fail the test
+        assert predict(model, spend_rows(model, [inside] * instances, "instances")).revenue[0] > 0
+        rows = spend_rows(model, [inside] * (instances - 1) + [huge], "instances")
+        if overflows:
+            with pytest.raises(PredictionInputError, match="overflow") as info:
+                predict(model, rows)
+            assert info.value.code == "out_of_range"
+        else:
+            assert np.isfinite(predict(model, rows).revenue).all()
