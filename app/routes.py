@@ -11,15 +11,18 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
 from flask import Blueprint, Flask, Response, current_app, g, request
+from gevent import Timeout, monkey  # gevent is the server's worker (app/worker.py)
 from gunicorn.http.errors import NoMoreData, ParseException
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.follower import ModelFollower
+from app.logs import MODEL_VERSION_KEY
 from app.model import ServedModel
 from app.predict import PredictionInputError, predict, spend_rows
 from app.schemas import PredictRequest, openapi_document
@@ -47,12 +50,25 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(pydantic_core.to_json(body), status=status, mimetype="application/json")
 
 
-def _follower() -> ModelFollower:
-    return current_app.extensions["adroi_follower"]
+@dataclass(frozen=True, slots=True)
+class ApiState:
+    """What a request needs of its app, read once at registration: each `current_app.config[...]` costs ~1 µs."""
+
+    follower: ModelFollower
+    max_instances: int
+    max_body_bytes: int
+    body_timeout_seconds: float
 
 
-def served_model() -> ServedModel:
-    follower = _follower()
+def api_state() -> ApiState:
+    """The current app's `ApiState` (one context lookup)."""
+    return current_app.extensions["adroi_api"]
+
+
+def served_model(follower: ModelFollower | None = None) -> ServedModel:
+    """The model the follower holds now, or a 503 when none is loaded."""
+    if follower is None:
+        follower = api_state().follower
     model = follower.current
     if model is None:
         reason = follower.last_error
@@ -101,8 +117,6 @@ class _BodyTimeout(Exception):
 
 def _body_deadline(seconds: float) -> Any:
     """Return a context that interrupts a body read after `seconds` under gevent (the server's worker)."""
-    from gevent import Timeout, monkey  # gevent is the server's worker (app/worker.py)
-
     if not monkey.is_module_patched("socket"):
         return contextlib.nullcontext()  # not under gevent (Flask's test client): the body is in memory
     return Timeout(seconds, _BodyTimeout)
@@ -126,17 +140,20 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     return body
 
 
-def json_body() -> bytes:
+def json_body(environ: dict[str, Any] | None = None, api: ApiState | None = None) -> bytes:
     """Return the request body after checking its content type, framing, size and timing (415, 400, 413, 408)."""
-    environ = request.environ
+    if environ is None:
+        environ = request.environ
     content_type = environ.get("CONTENT_TYPE", "")
-    if content_type.partition(";")[0].strip().lower() != "application/json":
+    if content_type != "application/json" and content_type.partition(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"Content-Type is {content_type or 'missing'!r}: expected 'application/json'")
-    seconds = current_app.config["BODY_TIMEOUT_SECONDS"]
+    if api is None:
+        api = api_state()
+    seconds = api.body_timeout_seconds
     try:
         with _body_deadline(seconds):
-            return _read_body(environ, current_app.config["MAX_CONTENT_LENGTH"])
+            return _read_body(environ, api.max_body_bytes)
     except ParseException as exc:  # gunicorn's chunked decoder: malformed input, not a server error
         raise ApiError(400, "invalid_chunked_body",
                        f"malformed chunked transfer encoding ({type(exc).__name__}: {exc}): expected "
@@ -218,7 +235,9 @@ def _refuse_duplicate_keys(body: bytes, parsed: PredictRequest) -> None:
 @bp.post("/predict")
 def predict_route() -> Response:
     """Predict revenue, ROI and contributions for one instance or a batch."""
-    body = json_body()
+    environ = request.environ  # each access to `request`, `g` or `current_app` costs ~1 µs: once per request
+    api = api_state()
+    body = json_body(environ, api)
     if not body.strip():
         raise ApiError(400, "empty_body", "request body is empty: expected a JSON object")
     try:
@@ -227,12 +246,12 @@ def predict_route() -> Response:
         raise validation_error(exc) from exc
     _refuse_duplicate_keys(body, parsed)
     rows, prefix = parsed.rows()
-    limit = current_app.config["MAX_INSTANCES"]
+    limit = api.max_instances
     if len(rows) > limit:
         raise ApiError(413, "too_many_instances", f"{len(rows)} instances: expected at most {limit} per request",
                        "instances")
-    model = served_model()  # read once: this request finishes on this model even if a swap happens now
-    g.model_version = model.version
+    model = served_model(api.follower)  # read once: this request finishes on it even if a swap happens now
+    environ[MODEL_VERSION_KEY] = model.version  # for the log lines of this request (app/logs.py)
     try:
         period = model.facts.check_period(parsed.period) if parsed.period is not None else None
         answer = predict(model, spend_rows(model, rows, prefix), period)
@@ -274,7 +293,7 @@ def record_out_of_range(model: ServedModel, channels: list[str], instances: int 
 @bp.get("/healthz")
 def healthz() -> Response:
     """Say the process is alive (whether or not a model is loaded)."""
-    model = _follower().current
+    model = api_state().follower.current
     return json_response({"status": "ok", "model_version": model.version if model else None})
 
 
@@ -326,6 +345,9 @@ def _log_request(response: Response) -> Response:
 
 def register(app: Flask, log_requests: bool) -> None:
     """Attach the routes and error handlers (and the per-request log line if asked) to `app`."""
+    config = app.config
+    app.extensions["adroi_api"] = ApiState(app.extensions["adroi_follower"], config["MAX_INSTANCES"],
+                                           config["MAX_CONTENT_LENGTH"], config["BODY_TIMEOUT_SECONDS"])
     app.register_blueprint(bp)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
