@@ -6,14 +6,15 @@ Every error answers `{"error": {"code", "message", "field"}}`; bad input is a 40
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import gevent.local
 import pydantic_core
 from flask import Blueprint, Flask, Response, current_app, g, request
 from gevent import Timeout, monkey  # gevent is the server's worker (app/worker.py)
@@ -47,7 +48,7 @@ class ApiError(Exception):
 
 def json_response(body: Any, status: int = 200) -> Response:
     """A JSON response (pydantic-core's serializer: faster than json.dumps)."""
-    return Response(pydantic_core.to_json(body), status=status, mimetype="application/json")
+    return Response(pydantic_core.to_json(body), status=status, content_type="application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +116,23 @@ class _BodyTimeout(Exception):
     """The client did not send its whole body within BODY_TIMEOUT_SECONDS."""
 
 
-def _body_deadline(seconds: float) -> Any:
-    """Return a context that interrupts a body read after `seconds` under gevent (the server's worker)."""
+# Per greenlet (one per connection): its body deadline, restarted for each request on the connection (a
+# new gevent Timeout per request costs three times a restart).
+_deadlines = gevent.local.local()
+
+
+def _read_body_within(environ: dict[str, Any], limit: int, seconds: float) -> bytes:
+    """`_read_body`, interrupted after `seconds` under gevent (the server's worker) with `_BodyTimeout`."""
     if not monkey.is_module_patched("socket"):
-        return contextlib.nullcontext()  # not under gevent (Flask's test client): the body is in memory
-    return Timeout(seconds, _BodyTimeout)
+        return _read_body(environ, limit)  # not under gevent (Flask's test client): the body is in memory
+    deadline = getattr(_deadlines, "timeout", None)
+    if deadline is None or deadline.seconds != seconds:
+        deadline = _deadlines.timeout = Timeout(seconds, _BodyTimeout)
+    deadline.start()
+    try:
+        return _read_body(environ, limit)
+    finally:
+        deadline.cancel()
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes:
@@ -152,8 +165,7 @@ def json_body(environ: dict[str, Any] | None = None, api: ApiState | None = None
         api = api_state()
     seconds = api.body_timeout_seconds
     try:
-        with _body_deadline(seconds):
-            return _read_body(environ, api.max_body_bytes)
+        return _read_body_within(environ, api.max_body_bytes, seconds)
     except ParseException as exc:  # gunicorn's chunked decoder: malformed input, not a server error
         raise ApiError(400, "invalid_chunked_body",
                        f"malformed chunked transfer encoding ({type(exc).__name__}: {exc}): expected "
@@ -232,11 +244,9 @@ def _refuse_duplicate_keys(body: bytes, parsed: PredictRequest) -> None:
     # Otherwise a colon inside a string, or a key repeated inside `index`, which is ignored whatever it holds.
 
 
-@bp.post("/predict")
-def predict_route() -> Response:
-    """Predict revenue, ROI and contributions for one instance or a batch."""
+def predict_route(api: ApiState) -> Response:
+    """Predict revenue, ROI and contributions for one instance or a batch (`POST /predict`, bound to `api`)."""
     environ = request.environ  # each access to `request`, `g` or `current_app` costs ~1 µs: once per request
-    api = api_state()
     body = json_body(environ, api)
     if not body.strip():
         raise ApiError(400, "empty_body", "request body is empty: expected a JSON object")
@@ -346,8 +356,12 @@ def _log_request(response: Response) -> Response:
 def register(app: Flask, log_requests: bool) -> None:
     """Attach the routes and error handlers (and the per-request log line if asked) to `app`."""
     config = app.config
-    app.extensions["adroi_api"] = ApiState(app.extensions["adroi_follower"], config["MAX_INSTANCES"],
-                                           config["MAX_CONTENT_LENGTH"], config["BODY_TIMEOUT_SECONDS"])
+    api = ApiState(app.extensions["adroi_follower"], config["MAX_INSTANCES"], config["MAX_CONTENT_LENGTH"],
+                   config["BODY_TIMEOUT_SECONDS"])
+    app.extensions["adroi_api"] = api
+    # /predict, the hot path, is bound to this app's state (no context lookup for it per request) and sits
+    # outside the blueprint (no blueprint hooks for Flask to look up per request).
+    app.add_url_rule("/predict", "predict", partial(predict_route, api), methods=["POST"])
     app.register_blueprint(bp)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
