@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.model import ServedModel
-from training.core.planner import ModelFacts, PeriodFacts, media_contributions, spend_warnings
+from training.core.planner import ModelFacts, PeriodFacts, spend_warnings
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
@@ -115,27 +115,39 @@ def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[fl
             return revenue, parts.tolist(), matrix.sum(axis=1).tolist(), parts.sum(axis=1).tolist()
     # A few instances: plain floats, numpy's per-call overhead would dominate.
     coefficients, intercept = model.coefficient_values, model.intercept
+    if len(spend) == 1:  # the usual request, without the comprehensions' overhead
+        parts = list(map(mul, spend[0], coefficients))
+        media = sum(parts)
+        return [intercept + media], [parts], [sum(spend[0])], [media]
     contributions = [list(map(mul, row, coefficients)) for row in spend]
     media = [sum(row) for row in contributions]
     return [intercept + m for m in media], contributions, [sum(row) for row in spend], media
 
 
-def _media_mix(model: ServedModel, period: PeriodFacts,
-               spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float], list[float]]:
-    """Revenue, contributions, total spend and media contribution per instance of a media-mix model in `period`."""
-    matrix = np.array(spend, dtype=np.float64)
+def _media_mix(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]],
+               in_range: bool) -> tuple[list[float], list[list[float]], list[float], list[float]]:
+    """Revenue, contributions, total spend and media contribution per instance of a media-mix model in `period`.
+
+    `in_range`: every spend is within what the model saw in training.
+    """
+    form = period.media  # `media_contributions`: the period's steady-state response, computed once per period
     base = period.base
     if len(spend) >= VECTORISE_FROM:
+        matrix = np.array(spend, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
-            parts = media_contributions(model.facts, period, matrix)
+            parts = form.revenue(matrix)
             media = parts.sum(axis=1)
             return (media + base).tolist(), parts.tolist(), matrix.sum(axis=1).tolist(), media.tolist()
-    safe = period.media.safe_spend
-    if all(all(map(le, row, safe)) for row in spend):  # the usual case: nothing can overflow, numpy stays quiet
-        contributions = media_contributions(model.facts, period, matrix).tolist()
+    # One instance is a vector (numpy's vector product costs less than a 1-row matrix's).
+    matrix = np.array(spend[0] if len(spend) == 1 else spend, dtype=np.float64)
+    safe = form.safe_spend
+    if (in_range and period.in_range_is_safe) or all(all(map(le, row, safe)) for row in spend):
+        # The usual case: nothing can overflow, so numpy needs no np.errstate to stay quiet.
+        parts = form.revenue(matrix)
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
-            contributions = media_contributions(model.facts, period, matrix).tolist()
+            parts = form.revenue(matrix)
+    contributions = [parts.tolist()] if len(spend) == 1 else parts.tolist()
     media = [sum(row) for row in contributions]
     return [base + m for m in media], contributions, [sum(row) for row in spend], media
 
@@ -158,10 +170,11 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     """
     facts = model.facts
     period = facts.period(period_key or facts.default_period)
+    flagged = _out_of_range(facts, spend)
     if facts.linear:
         revenue, contributions, totals, media = _linear(model, spend)
     else:
-        revenue, contributions, totals, media = _media_mix(model, period, spend)
+        revenue, contributions, totals, media = _media_mix(model, period, spend, not flagged)
     names = model.channels
     roi: list[float | None] = []
     media_roi: list[float | None] = []
@@ -182,7 +195,6 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
         by_channel.append(dict(zip(names, row, strict=False)))
         warnings.append([])
     out_of_range: list[str] = []
-    flagged = _out_of_range(facts, spend)
     if flagged:
         limits = facts.spend_limits
         for i in flagged:

@@ -51,6 +51,9 @@ class PeriodFacts:
     controls: dict[str, float]
     controls_from: str | None
     media: response.SteadyState | None = None  # mmm: each channel's steady-state revenue in this period
+    # mmm: True when no spend within what the model saw in training (`ModelFacts.spend_limits`) can overflow
+    # `media` (below its `safe_spend`), so such spend needs no overflow guard.
+    in_range_is_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,11 @@ class ModelFacts:
             return PeriodFacts(key, None, float(self.spec["intercept"]), {}, None)
         spec = dict(self.spec)
         zero = response.predict_from_period_spend(spec, np.zeros(len(self.channels)), key)
+        media = response.spec_steady_state(spec, zero["days"])
+        in_range_is_safe = self.spend_limits is not None and all(
+            limit <= safe for limit, safe in zip(self.spend_limits, media.safe_spend, strict=True))
         return PeriodFacts(zero["period"], zero["days"], float(zero["base"]), zero["controls"],
-                           zero["controls_from"], response.spec_steady_state(spec, zero["days"]))
+                           zero["controls_from"], media, in_range_is_safe)
 
     def curves(self, period: PeriodFacts) -> dict[str, ResponseCurve]:
         """Per channel, revenue per period (and its slope) as a function of spend per period in `period`."""
