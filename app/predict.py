@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from math import isfinite
 from operator import gt, itemgetter, le, mul
 from typing import Any
@@ -104,16 +105,36 @@ def spend_rows(model: ServedModel, rows: list[Mapping[str, float]], prefix: str 
     return spend
 
 
+def _by_channel(names: tuple[str, ...], rows: list[list[float]]) -> list[dict[str, float]]:
+    """Each row as a channel -> value map (zip called without `strict`: the keyword doubles its cost)."""
+    return list(map(dict, map(zip, repeat(names), rows)))
+
+
+def _ratio(value: float, total: float) -> float | None:
+    """`value` per unit of `total` spend; None without spend (ROI is undefined there)."""
+    return value / total if total > 0 else None
+
+
+def _overflow(spend: list[tuple[float, ...]], position: int) -> PredictionInputError:
+    """The error for an instance whose predicted revenue is beyond float range."""
+    return PredictionInputError(
+        "out_of_range", f"spend {list(spend[position])} makes the predicted revenue overflow: expected amounts "
+                        "below about 1e300", f"instances[{position}]" if len(spend) > 1 else None)
+
+
+def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.ndarray | None) -> list[int]:
+    """Positions of the instances with a spend above the largest the model saw in training."""
+    limits = facts.spend_limits
+    if limits is None:
+        return []
+    if matrix is not None:
+        return np.flatnonzero((matrix > limits).any(axis=1)).tolist()
+    return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
+
+
 def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]],
                                                                         list[float], list[float]]:
-    """Revenue, contributions, total spend and media contribution per instance of a linear model."""
-    if len(spend) >= VECTORISE_FROM:
-        matrix = np.array(spend, dtype=np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
-            revenue = (matrix @ model.coefficients + model.intercept).tolist()
-            parts = matrix * model.coefficients
-            return revenue, parts.tolist(), matrix.sum(axis=1).tolist(), parts.sum(axis=1).tolist()
-    # A few instances: plain floats, numpy's per-call overhead would dominate.
+    """Revenue, contributions, total spend and media contribution per instance of a linear model (a few)."""
     coefficients, intercept = model.coefficient_values, model.intercept
     if len(spend) == 1:  # the usual request, without the comprehensions' overhead
         parts = list(map(mul, spend[0], coefficients))
@@ -124,20 +145,13 @@ def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[fl
     return [intercept + m for m in media], contributions, [sum(row) for row in spend], media
 
 
-def _media_mix(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]],
+def _media_mix(period: PeriodFacts, spend: list[tuple[float, ...]],
                in_range: bool) -> tuple[list[float], list[list[float]], list[float], list[float]]:
-    """Revenue, contributions, total spend and media contribution per instance of a media-mix model in `period`.
+    """Revenue, contributions, total spend and media contribution per instance of a media-mix model (a few).
 
     `in_range`: every spend is within what the model saw in training.
     """
     form = period.media  # `media_contributions`: the period's steady-state response, computed once per period
-    base = period.base
-    if len(spend) >= VECTORISE_FROM:
-        matrix = np.array(spend, dtype=np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
-            parts = form.revenue(matrix)
-            media = parts.sum(axis=1)
-            return (media + base).tolist(), parts.tolist(), matrix.sum(axis=1).tolist(), media.tolist()
     # One instance is a vector (numpy's vector product costs less than a 1-row matrix's).
     matrix = np.array(spend[0] if len(spend) == 1 else spend, dtype=np.float64)
     safe = form.safe_spend
@@ -149,17 +163,47 @@ def _media_mix(model: ServedModel, period: PeriodFacts, spend: list[tuple[float,
             parts = form.revenue(matrix)
     contributions = [parts.tolist()] if len(spend) == 1 else parts.tolist()
     media = [sum(row) for row in contributions]
+    base = period.base
     return [base + m for m in media], contributions, [sum(row) for row in spend], media
 
 
-def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]]) -> list[int]:
-    """Positions of the instances with a spend above the largest the model saw in training."""
-    limits = facts.spend_limits
-    if limits is None:
-        return []
-    if len(spend) >= VECTORISE_FROM:
-        return np.flatnonzero((np.array(spend, dtype=np.float64) > limits).any(axis=1)).tolist()
-    return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
+def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]],
+         in_range: bool) -> tuple[list[float], list[float | None], list[dict[str, float]], list[float],
+                                  list[float | None]]:
+    """Revenue, ROI, contributions, media contribution and media ROI of a few instances, in plain floats."""
+    if model.facts.linear:
+        revenue, contributions, totals, media = _linear(model, spend)
+    else:
+        revenue, contributions, totals, media = _media_mix(period, spend, in_range)
+    if not all(map(isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
+        raise _overflow(spend, next(i for i, value in enumerate(revenue) if not isfinite(value)))
+    return (revenue, list(map(_ratio, revenue, totals)), _by_channel(model.channels, contributions), media,
+            list(map(_ratio, media, totals)))
+
+
+def _batch(model: ServedModel, period: PeriodFacts,
+           matrix: np.ndarray, spend: list[tuple[float, ...]]) -> tuple[list[float], list[float | None],
+                                                                       list[dict[str, float]], list[float],
+                                                                       list[float | None]]:
+    """The same as `_few` for a batch (instances × channels `matrix`), with numpy."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
+        if model.facts.linear:
+            parts = matrix * model.coefficients
+            revenue = matrix @ model.coefficients + model.intercept
+            media = parts.sum(axis=1)
+        else:
+            parts = period.media.revenue(matrix)  # `media_contributions`
+            media = parts.sum(axis=1)
+            revenue = media + period.base
+        totals = matrix.sum(axis=1)
+        roi, media_roi = revenue / totals, media / totals
+    overflow = np.flatnonzero(~np.isfinite(revenue))
+    if overflow.size:  # spend is finite and >= 0: only a product beyond float range
+        raise _overflow(spend, int(overflow[0]))
+    roi_list, media_roi_list = roi.tolist(), media_roi.tolist()
+    for i in np.flatnonzero(~(totals > 0)).tolist():  # ROI is undefined without spend
+        roi_list[i] = media_roi_list[i] = None
+    return revenue.tolist(), roi_list, _by_channel(model.channels, parts.tolist()), media.tolist(), media_roi_list
 
 
 def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str | None = None) -> Prediction:
@@ -170,30 +214,13 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     """
     facts = model.facts
     period = facts.period(period_key or facts.default_period)
-    flagged = _out_of_range(facts, spend)
-    if facts.linear:
-        revenue, contributions, totals, media = _linear(model, spend)
+    matrix = np.array(spend, dtype=np.float64) if len(spend) >= VECTORISE_FROM else None
+    flagged = _out_of_range(facts, spend, matrix)
+    if matrix is None:
+        revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
     else:
-        revenue, contributions, totals, media = _media_mix(model, period, spend, not flagged)
-    names = model.channels
-    roi: list[float | None] = []
-    media_roi: list[float | None] = []
-    by_channel: list[dict[str, float]] = []
-    warnings: list[list[str]] = []
-    # One pass over the instances (strict=False: the lengths are equal by construction).
-    for position, (r, m, t, row) in enumerate(zip(revenue, media, totals, contributions, strict=False)):
-        if not isfinite(r):  # spend is finite and >= 0: only a product beyond float range
-            raise PredictionInputError(
-                "out_of_range", f"spend {list(spend[position])} makes the predicted revenue overflow: expected "
-                                "amounts below about 1e300", f"instances[{position}]" if len(revenue) > 1 else None)
-        if t > 0:
-            roi.append(r / t)
-            media_roi.append(m / t)
-        else:  # ROI is undefined without spend
-            roi.append(None)
-            media_roi.append(None)
-        by_channel.append(dict(zip(names, row, strict=False)))
-        warnings.append([])
+        revenue, roi, by_channel, media, media_roi = _batch(model, period, matrix, spend)
+    warnings: list[list[str]] = [[] for _ in spend]
     out_of_range: list[str] = []
     if flagged:
         limits = facts.spend_limits

@@ -183,3 +183,24 @@ def test_mmm_spend_beyond_float_range_is_reported_and_numpy_never_warns(served_m
             assert info.value.code == "out_of_range"
         else:
             assert np.isfinite(predict(model, rows).revenue).all()
+
+
+@pytest.mark.parametrize("which", ["served", "served_mmm"])
+def test_a_batch_answers_what_its_instances_answer_one_by_one(request, which):
+    model = request.getfixturevalue(which)[0]
+    rng = np.random.default_rng(5)
+    rows = [dict.fromkeys(model.channels, 0.0)] + [
+        dict(zip(model.channels, rng.uniform(0, 2e5, len(model.channels)).tolist(), strict=True))
+        for _ in range(VECTORISE_FROM)]
+
+    batch = predict(model, spend_rows(model, rows, "instances"))
+    alone = [predict(model, spend_rows(model, [row])) for row in rows]
+
+    assert batch.roi[0] is alone[0].roi[0] is None and batch.media_roi[0] is alone[0].media_roi[0] is None
+    for field in ("revenue", "roi", "media_contribution", "media_roi"):
+        expected = [getattr(one, field)[0] for one in alone]
+        assert getattr(batch, field)[1:] == pytest.approx(expected[1:], rel=1e-12)  # [0]: no spend, no ROI
+        assert len(getattr(batch, field)) == len(rows)
+    for got, one in zip(batch.contributions, alone, strict=True):
+        assert got == pytest.approx(one.contributions[0], rel=1e-12)
+    assert batch.warnings == [one.warnings[0] for one in alone]
