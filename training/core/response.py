@@ -212,10 +212,10 @@ class SteadyState:
 
     def revenue(self, spend: np.ndarray) -> np.ndarray:
         """Revenue per period (..., C) for spend per period (..., C) in channel order, every spend >= 0."""
-        ratio = np.asarray(spend, dtype=float) @ self.spread
-        np.power(ratio, self.shape, out=ratio)
+        # ndarray.dot rather than @: for a few instances numpy's per-call overhead is most of the cost.
+        ratio = np.power(np.asarray(spend, dtype=float).dot(self.spread), self.shape)
         ratio /= ratio + 1.0
-        return ratio @ self.gather
+        return ratio.dot(self.gather)
 
     def channel(self, index: int) -> SteadyState:
         """Channel `index` alone: a one-channel form, for `curve`."""
