@@ -17,7 +17,7 @@ from typing import Any
 import gevent.local
 import pydantic_core
 from flask import Blueprint, Flask, Response, current_app, g, request
-from gevent import Timeout, monkey  # gevent is the server's worker (app/worker.py)
+from gevent import monkey  # gevent is the server's worker (app/worker.py)
 from gunicorn.http.errors import NoMoreData, ParseException
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -116,8 +116,9 @@ class _BodyTimeout(Exception):
     """The client did not send its whole body within BODY_TIMEOUT_SECONDS."""
 
 
-# Per greenlet (one per connection): its body deadline, restarted for each request on the connection (a
-# new gevent Timeout per request costs three times a restart).
+# Per greenlet (one per connection): (seconds, the event loop's timer of its body deadline), restarted for
+# each request on the connection. What gevent.Timeout does, without building one per request (1.6 µs against
+# 0.15 µs for a restart of the timer).
 _deadlines = gevent.local.local()
 
 
@@ -125,14 +126,15 @@ def _read_body_within(environ: dict[str, Any], limit: int, seconds: float) -> by
     """`_read_body`, interrupted after `seconds` under gevent (the server's worker) with `_BodyTimeout`."""
     if not monkey.is_module_patched("socket"):
         return _read_body(environ, limit)  # not under gevent (Flask's test client): the body is in memory
-    deadline = getattr(_deadlines, "timeout", None)
-    if deadline is None or deadline.seconds != seconds:
-        deadline = _deadlines.timeout = Timeout(seconds, _BodyTimeout)
-    deadline.start()
+    deadline = getattr(_deadlines, "deadline", None)
+    if deadline is None or deadline[0] != seconds:
+        deadline = _deadlines.deadline = (seconds, gevent.get_hub().loop.timer(seconds))
+    timer = deadline[1]
+    timer.start(gevent.getcurrent().throw, _BodyTimeout)  # fires in the event loop: raise in this greenlet
     try:
         return _read_body(environ, limit)
     finally:
-        deadline.cancel()
+        timer.stop()
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes:
