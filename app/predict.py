@@ -3,8 +3,9 @@
 A linear prediction is one dot product with the served model's coefficients (scikit-learn's `predict` would
 add about 50 µs of input checking per call, more than the rest of a request): numpy for batches, plain floats
 for a few instances, where numpy's own per-call overhead would be most of the cost. A media-mix prediction
-is the period's base (computed once per version and period) plus each channel's steady-state response to
-its spend per period (`training.core.planner.media_contributions`, the same math as training).
+is the period's base plus each channel's steady-state response to its spend per period, both computed
+once per version and period (`PeriodFacts.media`, a `training.core.response.SteadyState`: the same math as
+training and the planner, five numpy calls per evaluation).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def _media_mix(period: PeriodFacts, spend: list[tuple[float, ...]],
 
     `in_range`: every spend is within what the model saw in training.
     """
-    form = period.media  # `media_contributions`: the period's steady-state response, computed once per period
+    form = period.media  # the period's steady-state response (`media_contributions`)
     # One instance is a vector (numpy's vector product costs less than a 1-row matrix's).
     matrix = np.array(spend[0] if len(spend) == 1 else spend, dtype=np.float64)
     safe = form.safe_spend
