@@ -130,6 +130,8 @@ def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.
         return []
     if matrix is not None:
         return np.flatnonzero((matrix > limits).any(axis=1)).tolist()
+    if len(spend) == 1:  # the usual request, without a comprehension's overhead
+        return [0] if any(map(gt, spend[0], limits)) else []
     return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
 
 
@@ -153,8 +155,8 @@ def _media_mix(period: PeriodFacts, spend: list[tuple[float, ...]],
     `in_range`: every spend is within what the model saw in training.
     """
     form = period.media  # the period's steady-state response (`media_contributions`)
-    # One instance is a vector (numpy's vector product costs less than a 1-row matrix's).
-    matrix = np.array(spend[0] if len(spend) == 1 else spend, dtype=np.float64)
+    one = len(spend) == 1  # the usual request: a vector (numpy's vector product costs less than a 1-row matrix's)
+    matrix = np.array(spend[0] if one else spend, dtype=np.float64)
     safe = form.safe_spend
     if (in_range and period.in_range_is_safe) or all(all(map(le, row, safe)) for row in spend):
         # The usual case: nothing can overflow, so numpy needs no np.errstate to stay quiet.
@@ -162,9 +164,13 @@ def _media_mix(period: PeriodFacts, spend: list[tuple[float, ...]],
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
             parts = form.revenue(matrix)
-    contributions = [parts.tolist()] if len(spend) == 1 else parts.tolist()
-    media = [sum(row) for row in contributions]
     base = period.base
+    if one:  # without the comprehensions' overhead
+        contribution = parts.tolist()
+        total = sum(contribution)
+        return [base + total], [contribution], [sum(spend[0])], [total]
+    contributions = parts.tolist()
+    media = [sum(row) for row in contributions]
     return [base + m for m in media], contributions, [sum(row) for row in spend], media
 
 
