@@ -130,68 +130,64 @@ def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.
         return []
     if matrix is not None:
         return np.flatnonzero((matrix > limits).any(axis=1)).tolist()
-    if len(spend) == 1:  # the usual request, without a comprehension's overhead
-        return [0] if any(map(gt, spend[0], limits)) else []
     return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
 
 
-def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]],
-                                                                        list[float], list[float]]:
-    """Revenue, contributions, total spend and media contribution per instance of a linear model (a few)."""
-    coefficients, intercept = model.coefficient_values, model.intercept
-    if len(spend) == 1:  # the usual request, without the comprehensions' overhead
-        parts = list(map(mul, spend[0], coefficients))
-        media = sum(parts)
-        return [intercept + media], [parts], [sum(spend[0])], [media]
-    contributions = [list(map(mul, row, coefficients)) for row in spend]
-    media = [sum(row) for row in contributions]
-    return [intercept + m for m in media], contributions, [sum(row) for row in spend], media
-
-
-def _media_mix(period: PeriodFacts, spend: list[tuple[float, ...]],
-               in_range: bool) -> tuple[list[float], list[list[float]], list[float], list[float]]:
-    """Revenue, contributions, total spend and media contribution per instance of a media-mix model (a few).
+def _media_parts(period: PeriodFacts, spend: list[tuple[float, ...]], matrix: np.ndarray,
+                 in_range: bool) -> np.ndarray:
+    """The period's steady-state response (`media_contributions`) to `matrix`, the few instances of `spend`.
 
     `in_range`: every spend is within what the model saw in training.
     """
-    form = period.media  # the period's steady-state response (`media_contributions`)
-    one = len(spend) == 1  # the usual request: a vector (numpy's vector product costs less than a 1-row matrix's)
-    matrix = np.array(spend[0] if one else spend, dtype=np.float64)
-    safe = form.safe_spend
-    if (in_range and period.in_range_is_safe) or all(all(map(le, row, safe)) for row in spend):
-        # The usual case: nothing can overflow, so numpy needs no np.errstate to stay quiet.
-        parts = form.revenue(matrix)
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by `predict`
-            parts = form.revenue(matrix)
-    base = period.base
-    if one:  # without the comprehensions' overhead
-        contribution = parts.tolist()
-        total = sum(contribution)
-        return [base + total], [contribution], [sum(spend[0])], [total]
-    contributions = parts.tolist()
-    media = [sum(row) for row in contributions]
-    return [base + m for m in media], contributions, [sum(row) for row in spend], media
+    form = period.media
+    if (in_range and period.in_range_is_safe) or all(all(map(le, row, form.safe_spend)) for row in spend):
+        return form.revenue(matrix)  # the usual case: nothing can overflow, numpy needs no np.errstate
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by the caller
+        return form.revenue(matrix)
 
 
-def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]],
-         in_range: bool) -> tuple[list[float], list[float | None], list[dict[str, float]], list[float],
-                                  list[float | None]]:
+Answer = tuple[list[float], list[float | None], list[dict[str, float]], list[float], list[float | None]]
+
+
+def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...], in_range: bool) -> Answer:
+    """Revenue, ROI, contributions, media contribution and media ROI of one instance (the usual request).
+
+    `_few` without its comprehensions and maps, whose set-up costs as much as one instance's work.
+    """
+    if model.facts.linear:
+        parts = list(map(mul, row, model.coefficient_values))
+        media = sum(parts)
+        revenue = model.intercept + media
+    else:  # a vector: numpy's vector product costs less than a 1-row matrix's
+        parts = _media_parts(period, [row], np.array(row, dtype=np.float64), in_range).tolist()
+        media = sum(parts)
+        revenue = period.base + media
+    if not isfinite(revenue):  # spend is finite and >= 0: only a product beyond float range
+        raise _overflow([row], 0)
+    total = sum(row)
+    return ([revenue], [_ratio(revenue, total)], [dict(zip(model.channels, parts, strict=False))], [media],
+            [_ratio(media, total)])
+
+
+def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]], in_range: bool) -> Answer:
     """Revenue, ROI, contributions, media contribution and media ROI of a few instances, in plain floats."""
     if model.facts.linear:
-        revenue, contributions, totals, media = _linear(model, spend)
+        coefficients, intercept = model.coefficient_values, model.intercept
+        contributions = [list(map(mul, row, coefficients)) for row in spend]
+        media = [sum(row) for row in contributions]
+        revenue = [intercept + m for m in media]
     else:
-        revenue, contributions, totals, media = _media_mix(period, spend, in_range)
+        contributions = _media_parts(period, spend, np.array(spend, dtype=np.float64), in_range).tolist()
+        media = [sum(row) for row in contributions]
+        revenue = [period.base + m for m in media]
     if not all(map(isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
         raise _overflow(spend, next(i for i, value in enumerate(revenue) if not isfinite(value)))
+    totals = [sum(row) for row in spend]
     return (revenue, list(map(_ratio, revenue, totals)), _by_channel(model.channels, contributions), media,
             list(map(_ratio, media, totals)))
 
 
-def _batch(model: ServedModel, period: PeriodFacts,
-           matrix: np.ndarray, spend: list[tuple[float, ...]]) -> tuple[list[float], list[float | None],
-                                                                       list[dict[str, float]], list[float],
-                                                                       list[float | None]]:
+def _batch(model: ServedModel, period: PeriodFacts, matrix: np.ndarray, spend: list[tuple[float, ...]]) -> Answer:
     """The same as `_few` for a batch (instances × channels `matrix`), with numpy."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
         if model.facts.linear:
@@ -223,7 +219,9 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     period = facts.period(period_key or facts.default_period)
     matrix = np.array(spend, dtype=np.float64) if len(spend) >= VECTORISE_FROM else None
     flagged = _out_of_range(facts, spend, matrix)
-    if matrix is None:
+    if len(spend) == 1:
+        revenue, roi, by_channel, media, media_roi = _one(model, period, spend[0], not flagged)
+    elif matrix is None:
         revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
     else:
         revenue, roi, by_channel, media, media_roi = _batch(model, period, matrix, spend)
