@@ -225,7 +225,7 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
         revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
     else:
         revenue, roi, by_channel, media, media_roi = _batch(model, period, matrix, spend)
-    warnings: list[list[str]] = [[] for _ in spend]
+    warnings: list[list[str]] = [[]] if len(spend) == 1 else [[] for _ in spend]
     out_of_range: list[str] = []
     if flagged:
         limits = facts.spend_limits

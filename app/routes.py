@@ -142,11 +142,12 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     declared = environ.get("CONTENT_LENGTH", "")
     stream = environ["wsgi.input"]
     if declared.isascii() and declared.isdigit():
-        if int(declared) > limit:
+        length = int(declared)
+        if length > limit:
             raise RequestEntityTooLarge()
         # Read the declared length straight from the server's stream (werkzeug's header parsing and
         # limited-stream wrapper cost more than the rest of a prediction).
-        return stream.read(int(declared))
+        return stream.read(length)
     if not environ.get("wsgi.input_terminated"):  # no length and no chunked framing: no body
         return b""
     body = stream.read(limit + 1)  # chunked: one byte more than allowed tells a body that is too large
@@ -219,7 +220,7 @@ def _parsed_key_count(parsed: PredictRequest) -> int:
         count += len(parsed.spend)
     if parsed.instances is not None:
         count += sum(map(len, parsed.instances))
-    return count + _count_keys(parsed.index)
+    return count if parsed.index is None else count + _count_keys(parsed.index)
 
 
 def _refuse_duplicate_keys(body: bytes, parsed: PredictRequest) -> None:
@@ -262,7 +263,7 @@ def predict_route(api: ApiState) -> Response:
     if len(rows) > limit:
         raise ApiError(413, "too_many_instances", f"{len(rows)} instances: expected at most {limit} per request",
                        "instances")
-    model = served_model(api.follower)  # read once: this request finishes on it even if a swap happens now
+    model = api.follower.current or served_model(api.follower)  # read once: a swap now does not change it
     environ[MODEL_VERSION_KEY] = model.version  # for the log lines of this request (app/logs.py)
     try:
         period = model.facts.check_period(parsed.period) if parsed.period is not None else None
