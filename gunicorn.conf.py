@@ -57,3 +57,15 @@ def post_fork(server: object, worker: object) -> None:
 
     settings = load_settings()
     configure_api_logging(settings.LOG_FORMAT, settings.LOG_LEVEL, settings.GOOGLE_CLOUD_PROJECT)
+
+
+def post_worker_init(worker: object) -> None:
+    """Leave what the worker loaded (modules, the app, the model) out of the garbage collector's passes.
+
+    A batch of 10,000 instances makes about 100,000 objects that live for the request; they trigger a full
+    collection, which walked every object the worker holds (about 150,000) and added some 30 ms to the batch.
+    Frozen objects are still freed by reference counting; only cycles among them would stay.
+    """
+    import gc
+
+    gc.freeze()

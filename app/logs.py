@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import g, has_request_context, request
+from flask import has_request_context, request
 
 from training.core.logs import configure_logging
 
 TRACE_KEY = "logging.googleapis.com/trace"
 SPAN_KEY = "logging.googleapis.com/spanId"
+MODEL_VERSION_KEY = "adroi.model_version"  # WSGI environ key: the model version a request is answered with
 
 
 class CloudTraceFilter(logging.Filter):
@@ -33,7 +34,7 @@ class CloudTraceFilter(logging.Filter):
                 span = rest.partition(";")[0]
                 if span:
                     record.__dict__[SPAN_KEY] = span
-            version = g.get("model_version")
+            version = request.environ.get(MODEL_VERSION_KEY)
             if version and not hasattr(record, "model_version"):
                 record.model_version = version
         return True

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g
+from flask import Blueprint, Flask, Response
+from flask import request as http_request
 from pydantic import ValidationError
 
+from app.logs import MODEL_VERSION_KEY
 from app.routes import (
     ApiError,
     allocation_error,
@@ -77,7 +79,7 @@ def allocate_route() -> Response:
     """Recommend how to split a budget across channels, with the current mix and the lift over it."""
     request = parse_allocate_request(json_body())
     model = served_model()  # read once: this request finishes on this model even if a swap happens now
-    g.model_version = model.version
+    http_request.environ[MODEL_VERSION_KEY] = model.version  # for the log lines of this request
     bounds = None if request.bounds is None else {name: list(pair) for name, pair in request.bounds.items()}
     try:
         answer = plan_budget(model.facts, request.budget, period=request.period, bounds=bounds,

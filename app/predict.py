@@ -3,22 +3,24 @@
 A linear prediction is one dot product with the served model's coefficients (scikit-learn's `predict` would
 add about 50 µs of input checking per call, more than the rest of a request): numpy for batches, plain floats
 for a few instances, where numpy's own per-call overhead would be most of the cost. A media-mix prediction
-is the period's base (computed once per version and period) plus each channel's steady-state response to
-its spend per period (`training.core.planner.media_contributions`, the same math as training).
+is the period's base plus each channel's steady-state response to its spend per period, both computed
+once per version and period (`PeriodFacts.media`, a `training.core.response.SteadyState`: the same math as
+training and the planner, five numpy calls per evaluation).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter, mul
+from itertools import repeat
+from math import isfinite
+from operator import gt, itemgetter, le, mul
 from typing import Any
 
 import numpy as np
 
 from app.model import ServedModel
-from training.core.planner import PeriodFacts, media_contributions, spend_warnings
+from training.core.planner import ModelFacts, PeriodFacts, spend_warnings
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
@@ -104,30 +106,107 @@ def spend_rows(model: ServedModel, rows: list[Mapping[str, float]], prefix: str 
     return spend
 
 
-def _linear(model: ServedModel, spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float]]:
-    """Revenue, contributions and total spend per instance of a linear model."""
-    if len(spend) >= VECTORISE_FROM:
-        matrix = np.array(spend, dtype=np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
-            revenue = (matrix @ model.coefficients + model.intercept).tolist()
-            contributions = (matrix * model.coefficients).tolist()
-            totals = matrix.sum(axis=1).tolist()
-    else:  # a few instances: plain floats, numpy's per-call overhead would dominate
-        coefficients = model.coefficient_values
+def _by_channel(names: tuple[str, ...], rows: list[list[float]]) -> list[dict[str, float]]:
+    """Each row as a channel -> value map (zip called without `strict`: the keyword doubles its cost)."""
+    return list(map(dict, map(zip, repeat(names), rows)))
+
+
+def _ratio(value: float, total: float) -> float | None:
+    """`value` per unit of `total` spend; None without spend (ROI is undefined there)."""
+    return value / total if total > 0 else None
+
+
+def _overflow(spend: list[tuple[float, ...]], position: int) -> PredictionInputError:
+    """The error for an instance whose predicted revenue is beyond float range."""
+    return PredictionInputError(
+        "out_of_range", f"spend {list(spend[position])} makes the predicted revenue overflow: expected amounts "
+                        "below about 1e300", f"instances[{position}]" if len(spend) > 1 else None)
+
+
+def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.ndarray | None) -> list[int]:
+    """Positions of the instances with a spend above the largest the model saw in training."""
+    limits = facts.spend_limits
+    if limits is None:
+        return []
+    if matrix is not None:
+        return np.flatnonzero((matrix > limits).any(axis=1)).tolist()
+    return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
+
+
+def _media_parts(period: PeriodFacts, spend: list[tuple[float, ...]], matrix: np.ndarray,
+                 in_range: bool) -> np.ndarray:
+    """The period's steady-state response (`media_contributions`) to `matrix`, the few instances of `spend`.
+
+    `in_range`: every spend is within what the model saw in training.
+    """
+    form = period.media
+    if (in_range and period.in_range_is_safe) or all(all(map(le, row, form.safe_spend)) for row in spend):
+        return form.revenue(matrix)  # the usual case: nothing can overflow, numpy needs no np.errstate
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by the caller
+        return form.revenue(matrix)
+
+
+Answer = tuple[list[float], list[float | None], list[dict[str, float]], list[float], list[float | None]]
+
+
+def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...], in_range: bool) -> Answer:
+    """Revenue, ROI, contributions, media contribution and media ROI of one instance (the usual request).
+
+    `_few` without its comprehensions and maps, whose set-up costs as much as one instance's work.
+    """
+    if model.facts.linear:
+        parts = list(map(mul, row, model.coefficient_values))
+        media = sum(parts)
+        revenue = model.intercept + media
+    else:  # a vector: numpy's vector product costs less than a 1-row matrix's
+        parts = _media_parts(period, [row], np.array(row, dtype=np.float64), in_range).tolist()
+        media = sum(parts)
+        revenue = period.base + media
+    if not isfinite(revenue):  # spend is finite and >= 0: only a product beyond float range
+        raise _overflow([row], 0)
+    total = sum(row)
+    return ([revenue], [_ratio(revenue, total)], [dict(zip(model.channels, parts, strict=False))], [media],
+            [_ratio(media, total)])
+
+
+def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]], in_range: bool) -> Answer:
+    """Revenue, ROI, contributions, media contribution and media ROI of a few instances, in plain floats."""
+    if model.facts.linear:
+        coefficients, intercept = model.coefficient_values, model.intercept
         contributions = [list(map(mul, row, coefficients)) for row in spend]
-        revenue = [model.intercept + sum(row) for row in contributions]
-        totals = [sum(row) for row in spend]
-    return revenue, contributions, totals
+        media = [sum(row) for row in contributions]
+        revenue = [intercept + m for m in media]
+    else:
+        contributions = _media_parts(period, spend, np.array(spend, dtype=np.float64), in_range).tolist()
+        media = [sum(row) for row in contributions]
+        revenue = [period.base + m for m in media]
+    if not all(map(isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
+        raise _overflow(spend, next(i for i, value in enumerate(revenue) if not isfinite(value)))
+    totals = [sum(row) for row in spend]
+    return (revenue, list(map(_ratio, revenue, totals)), _by_channel(model.channels, contributions), media,
+            list(map(_ratio, media, totals)))
 
 
-def _media_mix(model: ServedModel, period: PeriodFacts,
-               spend: list[tuple[float, ...]]) -> tuple[list[float], list[list[float]], list[float], list[float]]:
-    """Revenue, contributions, total spend and media contribution per instance of a media-mix model in `period`."""
-    matrix = np.array(spend, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        parts = media_contributions(model.facts, period, matrix)
-    media = parts.sum(axis=1)
-    return (media + period.base).tolist(), parts.tolist(), matrix.sum(axis=1).tolist(), media.tolist()
+def _batch(model: ServedModel, period: PeriodFacts, matrix: np.ndarray, spend: list[tuple[float, ...]]) -> Answer:
+    """The same as `_few` for a batch (instances × channels `matrix`), with numpy."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
+        if model.facts.linear:
+            parts = matrix * model.coefficients
+            revenue = matrix @ model.coefficients + model.intercept
+            media = parts.sum(axis=1)
+        else:
+            parts = period.media.revenue(matrix)  # `media_contributions`
+            media = parts.sum(axis=1)
+            revenue = media + period.base
+        totals = matrix.sum(axis=1)
+        roi, media_roi = revenue / totals, media / totals
+    overflow = np.flatnonzero(~np.isfinite(revenue))
+    if overflow.size:  # spend is finite and >= 0: only a product beyond float range
+        raise _overflow(spend, int(overflow[0]))
+    roi_list, media_roi_list = roi.tolist(), media_roi.tolist()
+    for i in np.flatnonzero(~(totals > 0)).tolist():  # ROI is undefined without spend
+        roi_list[i] = media_roi_list[i] = None
+    return revenue.tolist(), roi_list, _by_channel(model.channels, parts.tolist()), media.tolist(), media_roi_list
 
 
 def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str | None = None) -> Prediction:
@@ -138,30 +217,20 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     """
     facts = model.facts
     period = facts.period(period_key or facts.default_period)
-    if facts.linear:
-        revenue, contributions, totals = _linear(model, spend)
-        media = [sum(row) for row in contributions]
+    matrix = np.array(spend, dtype=np.float64) if len(spend) >= VECTORISE_FROM else None
+    flagged = _out_of_range(facts, spend, matrix)
+    if len(spend) == 1:
+        revenue, roi, by_channel, media, media_roi = _one(model, period, spend[0], not flagged)
+    elif matrix is None:
+        revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
     else:
-        revenue, contributions, totals, media = _media_mix(model, period, spend)
-    if not all(map(math.isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
-        overflow = next(i for i, value in enumerate(revenue) if not math.isfinite(value))
-        raise PredictionInputError(
-            "out_of_range", f"spend {list(spend[overflow])} makes the predicted revenue overflow: expected "
-                            "amounts below about 1e300", f"instances[{overflow}]" if len(revenue) > 1 else None)
-    roi = [r / t if t > 0 else None for r, t in zip(revenue, totals, strict=False)]  # lengths equal by construction
-    media_roi = [m / t if t > 0 else None for m, t in zip(media, totals, strict=False)]
-    warnings: list[list[str]] = [[] for _ in spend]
-    flagged: list[str] = []
-    seen = facts.max_spend_array
-    if seen is not None:
-        above = (np.array(spend, dtype=np.float64) > seen * (1 + 1e-6)) if len(spend) >= VECTORISE_FROM else None
-        for i, row in enumerate(spend):
-            if above is not None and not above[i].any():
-                continue
-            found = spend_warnings(facts, row)
-            if found:
-                warnings[i] = found
-                flagged += [c for c, s, m in zip(facts.channels, row, seen, strict=True) if s > m * (1 + 1e-6)]
-    names = model.channels
-    return Prediction(model.version, revenue, roi, [dict(zip(names, row, strict=False)) for row in contributions],
-                      media, media_roi, warnings, period.key, sorted(set(flagged), key=names.index))
+        revenue, roi, by_channel, media, media_roi = _batch(model, period, matrix, spend)
+    warnings: list[list[str]] = [[]] if len(spend) == 1 else [[] for _ in spend]
+    out_of_range: list[str] = []
+    if flagged:
+        limits = facts.spend_limits
+        for i in flagged:
+            warnings[i] = spend_warnings(facts, spend[i])
+        above = {c for i in flagged for c, s, m in zip(facts.channels, spend[i], limits, strict=True) if s > m}
+        out_of_range = [c for c in facts.channels if c in above]
+    return Prediction(model.version, revenue, roi, by_channel, media, media_roi, warnings, period.key, out_of_range)

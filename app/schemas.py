@@ -48,14 +48,14 @@ class PredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> PredictRequest:
+        if (self.instances is not None) + (self.spend is not None) + bool(self.__pydantic_extra__) == 1:
+            return self
         forms = [name for name, present in (("instances", self.instances is not None),
                                             ("spend", self.spend is not None),
                                             ("channel keys", bool(self.__pydantic_extra__))) if present]
-        if len(forms) != 1:
-            raise ValueError(
-                f"expected exactly one of `instances` (a batch), `spend` (one instance) or channel keys at the "
-                f"top level, got {' and '.join(forms) if forms else 'none of them'}")
-        return self
+        raise ValueError(
+            f"expected exactly one of `instances` (a batch), `spend` (one instance) or channel keys at the "
+            f"top level, got {' and '.join(forms) if forms else 'none of them'}")
 
     def rows(self) -> tuple[list[dict[str, float]], str]:
         """Return the instances as channel maps, and the field path prefix for error messages."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +34,17 @@ def test_binds_bind_host_on_port_with_the_api_worker(monkeypatch):
     assert conf["accesslog"] is None
     assert conf["control_socket_disable"] is True
     assert callable(conf["post_fork"])
+
+
+def test_each_worker_leaves_what_it_loaded_out_of_garbage_collection():
+    # In a process of its own: freezing this test process's objects would outlive the test.
+    code = ("import gc, runpy; conf = runpy.run_path('gunicorn.conf.py'); before = gc.get_freeze_count(); "
+            "conf['post_worker_init'](None); print(before, gc.get_freeze_count())")
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+
+    before, after = map(int, out.stdout.split())
+    assert before == 0 and after > 1000
 
 
 def test_binds_loopback_port_8080_by_default(monkeypatch):

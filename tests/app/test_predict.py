@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,3 +161,46 @@ def test_linear_model_answers_media_contribution_and_roi_without_warnings(served
     assert result.media_contribution == [pytest.approx(31.0 + 9.0)]
     assert result.media_roi == [pytest.approx(40.0 / 20.0)]
     assert result.warnings == [[]] and result.period is None  # a version without blocks: no grain, no max seen
+
+
+@pytest.mark.parametrize("instances", [1, VECTORISE_FROM + 1])  # plain check of the safe spend, and numpy
+def test_mmm_spend_beyond_float_range_is_reported_and_numpy_never_warns(served_mmm, instances):
+    model, _ = served_mmm
+    inside = dict.fromkeys(model.channels, 1000.0)
+    huge = dict.fromkeys(model.channels, 1e308)
+    period = model.facts.period(model.facts.default_period)
+    assert period.in_range_is_safe  # so `inside` takes the path without np.errstate
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflows = not np.isfinite(period.media.revenue(np.full(len(model.channels), 1e308)).sum())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from numpy would fail the test
+        assert predict(model, spend_rows(model, [inside] * instances, "instances")).revenue[0] > 0
+        rows = spend_rows(model, [inside] * (instances - 1) + [huge], "instances")
+        if overflows:
+            with pytest.raises(PredictionInputError, match="overflow") as info:
+                predict(model, rows)
+            assert info.value.code == "out_of_range"
+        else:
+            assert np.isfinite(predict(model, rows).revenue).all()
+
+
+@pytest.mark.parametrize("which", ["served", "served_mmm"])
+def test_a_batch_answers_what_its_instances_answer_one_by_one(request, which):
+    model = request.getfixturevalue(which)[0]
+    rng = np.random.default_rng(5)
+    rows = [dict.fromkeys(model.channels, 0.0)] + [
+        dict(zip(model.channels, rng.uniform(0, 2e5, len(model.channels)).tolist(), strict=True))
+        for _ in range(VECTORISE_FROM)]
+
+    batch = predict(model, spend_rows(model, rows, "instances"))
+    alone = [predict(model, spend_rows(model, [row])) for row in rows]
+
+    assert batch.roi[0] is alone[0].roi[0] is None and batch.media_roi[0] is alone[0].media_roi[0] is None
+    for field in ("revenue", "roi", "media_contribution", "media_roi"):
+        expected = [getattr(one, field)[0] for one in alone]
+        assert getattr(batch, field)[1:] == pytest.approx(expected[1:], rel=1e-12)  # [0]: no spend, no ROI
+        assert len(getattr(batch, field)) == len(rows)
+    for got, one in zip(batch.contributions, alone, strict=True):
+        assert got == pytest.approx(one.contributions[0], rel=1e-12)
+    assert batch.warnings == [one.warnings[0] for one in alone]

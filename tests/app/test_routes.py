@@ -355,6 +355,20 @@ def test_body_not_received_in_time_is_a_408(api_server):
     assert error["code"] == "request_timeout" and "0.5 s" in error["message"]
 
 
+def test_the_body_deadline_restarts_with_each_request_on_a_connection(api_server):
+    _, port, _ = api_server(BODY_TIMEOUT_SECONDS="0.5")
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for _ in range(2):  # the deadline of one connection is reused request after request
+            sock.sendall(GOOD_REQUEST)
+            assert read_answer(sock)[0] == 200
+            time.sleep(0.7)  # idle past the deadline between requests: a deadline left running would fire here
+        sock.sendall(HEAD + b"Content-Length: 1000\r\n\r\n{")  # and then nothing more
+        status, _, body = read_answer(sock)
+
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+
+
 @pytest.mark.parametrize(("body", "field"), [
     (b'{"email": 1, "email": 2, "search_engine": 1, "social_media": 1, "video": 1}', "email"),
     (b'{"spend": {"email": 1, "search_engine": 1, "social_media": 1, "video": 1, "video": 1}}', "spend.video"),

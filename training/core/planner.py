@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from training.core import response
-from training.core.allocate import LINEAR_ALGORITHMS, ResponseCurve, allocate
+from training.core.allocate import EXTRAPOLATION_TOLERANCE, LINEAR_ALGORITHMS, ResponseCurve, allocate
 from training.core.errors import AllocationError
 
 GRAINS = ("month", "week")
@@ -35,6 +35,7 @@ GRAINS = ("month", "week")
 PERIOD_PATTERNS = {"month": re.compile(r"(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])"),
                    "week": re.compile(r"(19|20|21)[0-9]{2}-W[0-9]{2}")}
 PERIOD_FORMS = {"month": "'YYYY-MM', e.g. '2026-12'", "week": "'YYYY-Www' (ISO week), e.g. '2026-W50'"}
+OUT_OF_RANGE_FACTOR = 1 + EXTRAPOLATION_TOLERANCE  # spend up to the largest seen times this is in range
 MAX_CACHED_PERIODS = 1024  # per version; a period's facts are a few floats
 CONTROL_DEFAULT = ("each control's value in the same period a year earlier (further back if that period was "
                    "not in training; the training mean if none was)")
@@ -49,7 +50,10 @@ class PeriodFacts:
     base: float
     controls: dict[str, float]
     controls_from: str | None
-    media_scale: np.ndarray | None = None  # mmm: β·D per channel and mixture component (C, M)
+    media: response.SteadyState | None = None  # mmm: each channel's steady-state revenue in this period
+    # mmm: True when no spend within what the model saw in training (`ModelFacts.spend_limits`) can overflow
+    # `media` (below its `safe_spend`), so such spend needs no overflow guard.
+    in_range_is_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,8 @@ class ModelFacts:
     current_spend: dict[str, float] | None  # mean spend per period over the last 12 training periods
     max_spend_seen: dict[str, float] | None  # largest spend in one training period
     spec: Mapping[str, Any] = field(repr=False)
-    max_spend_array: np.ndarray | None = field(default=None, repr=False)  # the same, in channel order
-    # mmm: half-saturation and shape per channel and mixture component (C, M); unused components (β = 0)
-    # are set to 1 so that they stay finite and add 0.
-    half_saturation: np.ndarray | None = field(default=None, repr=False)
-    shape: np.ndarray | None = field(default=None, repr=False)
+    # Spend above which a channel is out of range, in channel order: the largest seen plus a tolerance.
+    spend_limits: tuple[float, ...] | None = field(default=None, repr=False)
     _periods: dict[str | None, PeriodFacts] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     @property
@@ -106,10 +107,11 @@ class ModelFacts:
             return PeriodFacts(key, None, float(self.spec["intercept"]), {}, None)
         spec = dict(self.spec)
         zero = response.predict_from_period_spend(spec, np.zeros(len(self.channels)), key)
-        scale = mixture_array(spec, "coefficient") * zero["days"]
-        scale.flags.writeable = False
+        media = response.spec_steady_state(spec, zero["days"])
+        in_range_is_safe = self.spend_limits is not None and all(
+            limit <= safe for limit, safe in zip(self.spend_limits, media.safe_spend, strict=True))
         return PeriodFacts(zero["period"], zero["days"], float(zero["base"]), zero["controls"],
-                           zero["controls_from"], scale)
+                           zero["controls_from"], media, in_range_is_safe)
 
     def curves(self, period: PeriodFacts) -> dict[str, ResponseCurve]:
         """Per channel, revenue per period (and its slope) as a function of spend per period in `period`."""
@@ -117,12 +119,13 @@ class ModelFacts:
             return {c: _linear_curve(float(b)) for c, b in zip(self.channels, self.spec["coefficients"], strict=True)}
         spec = dict(self.spec)
 
-        def curve(channel: str) -> ResponseCurve:
+        def curve(index: int, channel: str) -> ResponseCurve:
+            # `response.steady_state_revenue` of the channel, with the period's constants computed once.
             return ResponseCurve(
-                revenue=lambda s: response.steady_state_revenue(spec, channel, s, period.days),
+                revenue=period.media.channel(index).curve,
                 derivative=lambda s: response.steady_state_marginal(spec, channel, s, period.days))
 
-        return {c: curve(c) for c in self.channels}
+        return {c: curve(i, c) for i, c in enumerate(self.channels)}
 
 
 def mixture_array(spec: Mapping[str, Any], key: str) -> np.ndarray:
@@ -170,22 +173,15 @@ def model_facts(version: str, spec: Mapping[str, Any], manifest: Mapping[str, An
         grain = str(spec["grain"])
         default = response.period_after(str(spec["window"][1]), grain)
         max_seen = dict(zip(channels, np.asarray(spec["max_spend_seen"], float).tolist(), strict=True))
-    array = None if max_seen is None else np.array([max_seen[c] for c in channels])
-    if algorithm in LINEAR_ALGORITHMS:
-        return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, array)
-    live = mixture_array(spec, "coefficient") != 0
-    half = np.where(live, mixture_array(spec, "half_saturation"), 1.0)
-    shape = np.where(live, mixture_array(spec, "shape"), 1.0)
-    for value in (half, shape):
-        value.flags.writeable = False
-    return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, array, half, shape)
+    limits = None if max_seen is None else tuple(max_seen[c] * OUT_OF_RANGE_FACTOR for c in channels)
+    return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, limits)
 
 
 def out_of_range(facts: ModelFacts, spend: Mapping[str, float]) -> list[str]:
     """Channels whose spend per period lies above the largest spend the model saw in one training period."""
     if facts.max_spend_seen is None:
         return []
-    return [c for c in facts.channels if spend.get(c, 0.0) > facts.max_spend_seen[c] * (1 + 1e-6)]
+    return [c for c in facts.channels if spend.get(c, 0.0) > facts.max_spend_seen[c] * OUT_OF_RANGE_FACTOR]
 
 
 def spend_warnings(facts: ModelFacts, spend: Sequence[float]) -> list[str]:
@@ -195,7 +191,7 @@ def spend_warnings(facts: ModelFacts, spend: Sequence[float]) -> list[str]:
         return []
     return [f"{c}: spend {s:,.2f} per period is above the most the model saw in one training period "
             f"({seen[c]:,.2f}); the response curve is extrapolated there"
-            for c, s in zip(facts.channels, spend, strict=True) if s > seen[c] * (1 + 1e-6)]
+            for c, s in zip(facts.channels, spend, strict=True) if s > seen[c] * OUT_OF_RANGE_FACTOR]
 
 
 def media_contributions(facts: ModelFacts, period: PeriodFacts, spend: np.ndarray) -> np.ndarray:
@@ -203,10 +199,8 @@ def media_contributions(facts: ModelFacts, period: PeriodFacts, spend: np.ndarra
     matrix = np.asarray(spend, dtype=float)
     if facts.linear:
         return matrix * np.asarray(facts.spec["coefficients"], float)
-    days = float(period.days)
     # Σ_m β_cm·D·hill_cm(S_c/D): `response.steady_state_revenue` for every instance and channel at once.
-    saturation = response.hill(matrix[..., None] / days, facts.half_saturation, facts.shape)
-    return (saturation * period.media_scale).sum(axis=-1)
+    return period.media.revenue(matrix)
 
 
 def plan_budget(facts: ModelFacts, budget: Any, *, period: Any = None,

@@ -16,6 +16,8 @@ transforms are merged into one component (their coefficients summed / R), so M �
   `"algorithm": "mmm"`), and the split of the fitted revenue into base and one contribution per channel.
 - `steady_state_revenue` / `steady_state_marginal`: spend per period held steady through a period of D days:
   the daily spend S/D adstocks to itself, so the channel brings β·D·hill(S/D) per period.
+- `SteadyState`: that revenue for every channel at once, with the per-period constants computed once
+  (`steady_state`); what `steady_state_revenue`, the planner and `/predict` evaluate.
 - `predict_from_period_spend`: what `/predict` answers for one request (spend per period of the model's grain).
 
 The spec (plain dict, see `SPEC_KEYS`): channel transforms and coefficients as float64 arrays in channel
@@ -28,6 +30,8 @@ written before the mixture hold (C,) arrays; they are read as M = 1. The optiona
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -205,17 +209,85 @@ def mixture_media_daily(daily_spend: np.ndarray, decay: np.ndarray, half_saturat
     return out
 
 
+# Largest power of ten `SteadyState` lets (S/(D·K))^s reach: far from float overflow (about 1.8e308).
+_SAFE_POWER_OF_TEN = 300.0
+
+
+@dataclass(frozen=True, eq=False)
+class SteadyState:
+    """Steady-state revenue per period of each channel, Σ_m β_cm·D·hill_cm(S_c/D), for a period of D days.
+
+    `hill` with the per-period constants folded in: r = (S·(1/(D·K)))^s, revenue = Σ_m (β·D)·r/(1 + r). The
+    live components (β ≠ 0) of every channel are the L columns of two matrices, so an evaluation is one
+    matrix product (spend into columns, times 1/(D·K)), one power, one add, one divide and one matrix
+    product (the β·D-weighted sum back into channels): five numpy calls, whatever the batch size.
+    """
+
+    spread: np.ndarray  # (C, L): 1/(D·K) where column l is a component of channel c, else 0
+    shape: np.ndarray  # (L,): each column's Hill shape s
+    gather: np.ndarray  # (L, C): β·D where column l is a component of channel c, else 0
+    # Per channel, the spend per period up to which no power can overflow (inf: none can); above it,
+    # `revenue` may return inf or nan, and numpy warns unless the caller set `np.errstate`.
+    safe_spend: tuple[float, ...]
+
+    def revenue(self, spend: np.ndarray) -> np.ndarray:
+        """Revenue per period (..., C) for spend per period (..., C) in channel order, every spend >= 0."""
+        # ndarray.dot rather than @: for a few instances numpy's per-call overhead is most of the cost.
+        ratio = np.power(np.asarray(spend, dtype=float).dot(self.spread), self.shape)
+        ratio /= ratio + 1.0
+        return ratio.dot(self.gather)
+
+    def channel(self, index: int) -> SteadyState:
+        """Channel `index` alone: a one-channel form, for `curve`."""
+        columns = self.spread[index] != 0
+        return SteadyState(self.spread[index:index + 1, columns], self.shape[columns],
+                           self.gather[columns, index:index + 1], (self.safe_spend[index],))
+
+    def curve(self, spend_per_period: np.ndarray | float) -> np.ndarray:
+        """A one-channel form's revenue per period for spend per period of any shape (a negative spend is 0)."""
+        spend = np.maximum(np.asarray(spend_per_period, dtype=float), 0.0)[..., None]
+        return self.revenue(spend).sum(axis=-1)
+
+
+def steady_state(half_saturation: np.ndarray, shape: np.ndarray, coefficient: np.ndarray,
+                 days: float) -> SteadyState:
+    """Build the `SteadyState` of (C, M) transforms for a period of `days` days."""
+    n_channels = coefficient.shape[0]
+    channel, component = np.nonzero(np.asarray(coefficient) != 0)
+    half = np.asarray(half_saturation, float)[channel, component]
+    power = np.asarray(shape, float)[channel, component]
+    columns = np.arange(channel.size)
+    spread = np.zeros((n_channels, channel.size))
+    spread[channel, columns] = 1.0 / (days * half)
+    gather = np.zeros((channel.size, n_channels))
+    gather[columns, channel] = np.asarray(coefficient, float)[channel, component] * days
+    # r ≤ 10^300 and S/(D·K) ≤ 10^300 when log10(S) ≤ 300/max(s, 1) + log10(D·K), per component.
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        exponent = _SAFE_POWER_OF_TEN / np.maximum(power, 1.0) + np.log10(days * half)
+    safe = [math.inf] * n_channels
+    for c, value in zip(channel.tolist(), exponent.tolist(), strict=True):
+        safe[c] = min(safe[c], math.inf if value > 308.0 else 10.0 ** value)
+    for value in (spread, power, gather):
+        value.flags.writeable = False
+    return SteadyState(spread, power, gather, tuple(safe))
+
+
+def spec_steady_state(spec: dict[str, Any], days: float) -> SteadyState:
+    """The `SteadyState` of a media-mix spec for a period of `days` days."""
+    _, half, shape, beta = _transforms(spec)
+    return steady_state(half, shape, beta, float(days))
+
+
 def _steady(spec: dict[str, Any], channel: str, spend_per_period: np.ndarray | float,
             period_days: float | None, derivative: bool) -> np.ndarray:
     i = list(spec["channels"]).index(channel)
     _, half, shape, beta = _transforms(spec)
     days = float(spec["period_days"] if period_days is None else period_days)
+    if not derivative:
+        return steady_state(half[i:i + 1], shape[i:i + 1], beta[i:i + 1], days).curve(spend_per_period)
     daily = np.asarray(spend_per_period, float)[..., None] / days
     live = beta[i] != 0
-    if derivative:
-        values = beta[i][live] * hill_derivative(daily, half[i][live], shape[i][live])
-    else:
-        values = beta[i][live] * days * hill(daily, half[i][live], shape[i][live])
+    values = beta[i][live] * hill_derivative(daily, half[i][live], shape[i][live])
     return values.sum(axis=-1)
 
 
@@ -302,10 +374,7 @@ def predict_from_period_spend(spec: dict[str, Any], spend_per_period: dict[str, 
     start, end = period_bounds(key, grain)
     ordinals = np.arange(start.toordinal(), end.toordinal() + 1)
     days = float(len(ordinals))
-    _, half, shape, beta = _transforms(spec)
-    live = beta != 0
-    contributions = np.where(live, beta * days * hill(spend[:, None] / days, np.where(live, half, 1.0),
-                                                      np.where(live, shape, 1.0)), 0.0).sum(axis=1)
+    contributions = spec_steady_state(spec, days).revenue(np.maximum(spend, 0.0))
     control_names = list(spec["controls"])
     control_values, control_source = default_controls(spec, key) if control_names else (np.zeros(0), "none")
     if controls:

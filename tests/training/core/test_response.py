@@ -235,6 +235,45 @@ def test_a_hill_mixture_predicts_the_sum_of_its_components_and_serves_the_same_w
     assert out["contributions"]["tv"] == pytest.approx(float(response.steady_state_revenue(spec, "tv", 3000.0, 31)))
 
 
+def test_the_steady_state_form_is_the_hill_mixture_to_float_precision():
+    spec = mixture_spec()
+    days = 31.0
+    spend = np.vstack([np.zeros(2), np.random.default_rng(3).uniform(0, 2e4, size=(8, 2)), [1e-3, 5e6]])
+
+    form = response.spec_steady_state(spec, days)
+    got = form.revenue(spend)
+
+    beta, half, shape = (np.asarray(spec[k]) for k in ("coefficient", "half_saturation", "shape"))
+    expected = np.zeros_like(spend)
+    for c in range(2):
+        for m in range(2):
+            if beta[c, m]:
+                expected[:, c] += beta[c, m] * days * response.hill(spend[:, c] / days, half[c, m], shape[c, m])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+    assert (got[0] == 0).all()
+    for c, channel in enumerate(spec["channels"]):
+        np.testing.assert_allclose(response.steady_state_revenue(spec, channel, spend[:, c], days), got[:, c],
+                                   rtol=1e-12, atol=0)
+        np.testing.assert_allclose(form.channel(c).curve(spend[:, c]), got[:, c], rtol=1e-12, atol=0)  # planner's
+    assert form.revenue(spend[3]).tolist() == got[3].tolist()  # one instance as a (C,) vector
+
+
+def test_the_steady_state_form_stays_finite_and_quiet_up_to_its_safe_spend():
+    spec = mixture_spec()
+    spec["shape"] = np.array([[1.0, 4.0], [2.0, 1.0]])  # (S/(D·K))^4 overflows for tv long before S does
+    form = response.spec_steady_state(spec, 31.0)
+    safe = np.array(form.safe_spend)
+
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        at_limit = form.revenue(safe)
+    with np.errstate(over="ignore", invalid="ignore"):
+        beyond = form.revenue(np.array([1e300, 1e300]))
+
+    assert np.isfinite(at_limit).all()
+    assert 1e60 < safe[0] < 1e100 and 1e140 < safe[1] < 1e160  # 10^(300/s) · D·K, the largest shape counts
+    assert not np.isfinite(beyond[0])  # beyond the safe spend the caller sees the overflow
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"algorithm": "ols"}, "format/algorithm"),
     ({"coefficient": np.ones((2, 3))}, r"shapes \[\(2, 1\), \(2, 1\), \(2, 1\), \(2, 3\)\] differ"),
