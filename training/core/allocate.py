@@ -168,9 +168,14 @@ def allocate(
             bound = "none"
         max_seen = None if seen is None else float(seen[name])
         if max_seen is not None and s > max_seen * (1 + EXTRAPOLATION_TOLERANCE):
-            times = f"{s / max_seen:.2g}x" if max_seen > 0 else "above"
+            if max_seen <= 0:
+                beyond = "above"
+            elif s < 2 * max_seen:
+                beyond = f"{s / max_seen - 1:.1%} above"  # "1x" would hide a 0.5% excess
+            else:
+                beyond = f"{s / max_seen:.1f}x"
             warnings.append(
-                f"{name}: recommended spend {s:,.0f} per period is {times} the largest spend in training "
+                f"{name}: recommended spend {s:,.0f} per period is {beyond} the largest spend in training "
                 f"({max_seen:,.0f}); its response curve is extrapolated there"
             )
         channels[name] = ChannelAllocation(

@@ -155,6 +155,16 @@ def test_extrapolation_beyond_the_largest_spend_seen_is_a_warning():
     assert within.warnings == []
 
 
+@pytest.mark.parametrize(("seen", "beyond"), [(0.995, "0.5% above the largest"), (0.25, "4.0x the largest")])
+def test_the_extrapolation_warning_says_by_how_much(seen, beyond):
+    curves = {"tv": lambda s: 3.0 * s, "radio": lambda s: 1.0 * s}
+
+    result = allocate(curves, 100_000, bounds={"tv": [None, 50_000]}, max_spend_seen={"tv": 50_000 * seen, "radio": 1e9})
+
+    assert result.allocation["tv"] == pytest.approx(50_000)
+    assert f"tv: recommended spend 50,000 per period is {beyond} spend in training" in result.warnings[0]
+
+
 def test_linear_model_goes_to_a_corner_and_says_so():
     coefficients = {"email": 1.5, "search": 2.5, "video": 0.8}
     curves = {name: (lambda s, b=b: b * s) for name, b in coefficients.items()}
