@@ -37,7 +37,7 @@ from sklearn.model_selection import TimeSeriesSplit
 from training.config import ModelConfig, check_mmm_config
 from training.core import response
 from training.periods import PeriodData, period_keys
-from training.transform_fit import PRIOR_MEAN, PRIOR_SD, TransformProblem, theta_of
+from training.transform_fit import PRIOR_MEAN, PRIOR_SD, TransformProblem, projector, theta_of
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,6 @@ def _design(data: PeriodData, fourier_order: int, trend_origin: int | None = Non
     return _Design(data.channels, list(data.periods), ordinals, day_period, spend, window, base, y, controls, origin)
 
 
-def _projector(base: np.ndarray) -> np.ndarray:
-    """Orthonormal basis of the base design's column space (rank-revealing, via SVD)."""
-    u, s, _ = np.linalg.svd(base, full_matrices=False)
-    return u[:, s > s[0] * 1e-10] if s.size and s[0] > 0 else u[:, :0]
-
-
 def fit_coefficients(base: np.ndarray, media: np.ndarray, y: np.ndarray, alphas: np.ndarray,
                      q: np.ndarray | None = None, final: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return (base coefficients, media coefficients ≥ 0) minimising ‖y − base·b − media·β‖² + Σ αc·n·sc²·βc².
@@ -124,7 +118,7 @@ def fit_coefficients(base: np.ndarray, media: np.ndarray, y: np.ndarray, alphas:
     directly (scipy's NNLS, LAPACK least squares), skipping the estimators' per-call input checks, which
     cost 50 times the solve on problems this small.
     """
-    q = _projector(base) if q is None else q
+    q = projector(base) if q is None else q
     x, target = _penalised_system(media - q @ (q.T @ media), y - q @ (q.T @ y), alphas)
     if final:
         beta = np.maximum(LinearRegression(positive=True, fit_intercept=False).fit(x, target).coef_, 0.0)
@@ -163,7 +157,7 @@ class _Search:
             folds -= 1
         self.folds = []
         for train, test_idx in TimeSeriesSplit(n_splits=folds, test_size=test).split(np.arange(d.n_periods)):
-            self.folds.append((train, test_idx, _projector(d.base[train])))
+            self.folds.append((train, test_idx, projector(d.base[train])))
 
     def _channel_features(self, c: int) -> np.ndarray:
         d = self.d
@@ -287,19 +281,6 @@ def build_spec(d: _Design, grain: str, fourier_order: int, control_names: list[s
     }
 
 
-def _mixture_lift(d: _Design, c: int, decay: np.ndarray, half: np.ndarray, shape: np.ndarray,
-                  coef: np.ndarray) -> tuple[float, float]:
-    """`_lift` of a Hill mixture (components (M,)): window sum of Σ β·hill(adstock), and its 1% increase."""
-    live = coef != 0
-    decay, half, shape, coef = decay[live], half[live], shape[live], coef[live]
-    spend = np.repeat(d.spend[:, c:c + 1], len(coef), axis=1)
-    a = response.adstock(spend, decay)
-    a_window = response.adstock(np.where(d.window[:, None], spend, 0.0), decay)
-    h = response.hill(a, half, shape) @ coef
-    h_up = response.hill(a + 0.01 * a_window, half, shape) @ coef
-    return float(h[d.window].sum()), float((h_up - h)[d.window].sum())
-
-
 def _noise_variance(d: _Design, problem: TransformProblem, theta: np.ndarray) -> float:
     """Residual variance of the fit at transforms θ (degrees of freedom: periods − base rank − channels)."""
     objective = problem.on_rows(np.arange(d.n_periods), 1.0)
@@ -335,10 +316,9 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
     if intervals and config.bootstrap_replicates:
         boot = _bootstrap(d, problem, theta, sigma2, config)
     interval_seconds = time.perf_counter() - started
-    m_decay, m_half, m_shape, m_coef = decay[:, None], half[:, None], shape[:, None], beta[:, None]
     form = "hill"
-    spec = build_spec(d, data.grain, config.fourier_order, control_names, m_decay, m_half, m_shape, m_coef,
-                      base_coef)
+    spec = build_spec(d, data.grain, config.fourier_order, control_names, decay[:, None], half[:, None],
+                      shape[:, None], beta[:, None], base_coef)
     spec["curve_form"] = form
 
     parts = response.decompose(spec, d.spend, d.day_ordinals, d.day_period, d.n_periods, d.controls)
@@ -346,7 +326,7 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
     period_spend = response.period_sum(d.spend, d.day_period, d.n_periods)
     roi_channels, curves = {}, {}
     for c, name in enumerate(d.channels):
-        total, extra = _mixture_lift(d, c, m_decay[c], m_half[c], m_shape[c], m_coef[c])
+        total, extra = beta[c] * np.array(_lift(d, c, decay[c], half[c], shape[c]))
         spend = float(spend_window[c])
         contribution = float(total)
         entry = {"spend": spend, "contribution": contribution,

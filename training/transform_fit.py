@@ -36,6 +36,12 @@ PRIOR_SD = np.array([1.5, float(np.log(2.0)), 0.4])
 THETA_BOUNDS = ((-6.0, 6.0), (float(np.log(0.05)), float(np.log(20.0))), (float(np.log(0.5)), float(np.log(4.0))))
 
 
+def projector(base: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the base design's column space (rank-revealing, via SVD)."""
+    u, s, _ = np.linalg.svd(base, full_matrices=False)
+    return u[:, s > s[0] * 1e-10] if s.size and s[0] > 0 else u[:, :0]
+
+
 def theta_of(decay: np.ndarray, half_multiple: np.ndarray, shape: np.ndarray) -> np.ndarray:
     """Return θ (C·3,) for transforms given as decay, half-saturation ÷ mean daily spend and shape per channel."""
     lam = np.clip(np.asarray(decay, float), 0.05, 0.95) / DECAY_MAX
@@ -109,9 +115,7 @@ class RowObjective:
 
     def __init__(self, problem: TransformProblem, rows: np.ndarray, sigma2: float):
         self.problem, self.rows, self.sigma2 = problem, rows, sigma2
-        base = problem.base[rows]
-        u, s, _ = np.linalg.svd(base, full_matrices=False)
-        self.q = u[:, s > s[0] * 1e-10] if s.size and s[0] > 0 else u[:, :0]
+        self.q = projector(problem.base[rows])
         y = problem.y[rows]
         self.y_residual = y - self.q @ (self.q.T @ y)
 

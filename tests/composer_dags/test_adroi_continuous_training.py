@@ -161,10 +161,10 @@ def test_good_data_promotes_a_new_version_and_records_it(end_to_end):
     assert latest is not None and registry.versions() == [latest.version]
     manifest = registry.manifest(latest.version)
     assert manifest["status"] == "promoted"
-    # the model settings param reached the model: the media-mix model, its grids and replicates
+    # the model settings param reached the model: the media-mix model, its grids (the fit's start) and replicates
     assert (manifest["algorithm"], manifest["grain"]) == ("mmm", "month")
     assert manifest["hyperparameters"]["fourier_order"] == 1 and manifest["intervals"]["replicates"] == 30
-    assert {c["decay"] for c in manifest["hyperparameters"]["channels"].values()} <= {0.0, 0.5, 0.9}
+    assert {c["start"]["decay"] for c in manifest["hyperparameters"]["channels"].values()} <= {0.0, 0.5, 0.9}
     [row] = _metrics_rows(scenario)
     assert (row["status"], row["model_version"]) == ("promoted", latest.version)
     # no champion: nothing to score, compare or measure drift against
