@@ -2,10 +2,10 @@
 
 revenue per period = base + Σ_c Σ_m β_cm · Σ_{days d in period} hill_cm(adstock_cm(spend_c))[d]
 
-Each channel's response is a mixture of M Hill curves ("hill_mixture"): component m has its own daily decay,
-half-saturation, shape and coefficient β_cm ≥ 0. A single Hill curve is the mixture with M = 1. The fitted
-model is the mean of bootstrap replicate models (bagging), each a single-Hill model; identical replicate
-transforms are merged into one component (their coefficients summed / R), so M ≤ the transform grid's size.
+Each channel's response is a mixture of M Hill curves: component m has its own daily decay, half-saturation,
+shape and coefficient β_cm ≥ 0. The model `training.mmm` fits is one Hill curve per channel (M = 1, "hill");
+versions published before it hold the mean of bootstrap replicate models ("hill_mixture", M up to the size
+of the transform grid), which this module still predicts from.
 
 - `adstock`: geometric carryover on DAILY spend, normalised so a constant daily spend x adstocks to x.
 - `hill`: diminishing returns of the adstocked daily spend (0 at 0, 1/2 at the half-saturation, → 1).
