@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from app.model import ServedModel
-from training.core.planner import ModelFacts, PeriodFacts, spend_warnings
+from training.core.planner import ModelFacts, PeriodFacts, media_contributions, spend_warnings
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
@@ -133,17 +133,16 @@ def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.
     return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
 
 
-def _media_parts(period: PeriodFacts, spend: list[tuple[float, ...]], matrix: np.ndarray,
+def _media_parts(facts: ModelFacts, period: PeriodFacts, spend: list[tuple[float, ...]], matrix: np.ndarray,
                  in_range: bool) -> np.ndarray:
     """The period's steady-state response (`media_contributions`) to `matrix`, the few instances of `spend`.
 
     `in_range`: every spend is within what the model saw in training.
     """
-    form = period.media
-    if (in_range and period.in_range_is_safe) or all(all(map(le, row, form.safe_spend)) for row in spend):
-        return form.revenue(matrix)  # the usual case: nothing can overflow, numpy needs no np.errstate
+    if (in_range and period.in_range_is_safe) or all(all(map(le, row, period.media.safe_spend)) for row in spend):
+        return media_contributions(facts, period, matrix)  # the usual case: nothing can overflow, no np.errstate
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported by the caller
-        return form.revenue(matrix)
+        return media_contributions(facts, period, matrix)
 
 
 Answer = tuple[list[float], list[float | None], list[dict[str, float]], list[float], list[float | None]]
@@ -159,7 +158,7 @@ def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...], in_ran
         media = sum(parts)
         revenue = model.intercept + media
     else:  # a vector: numpy's vector product costs less than a 1-row matrix's
-        parts = _media_parts(period, [row], np.array(row, dtype=np.float64), in_range).tolist()
+        parts = _media_parts(model.facts, period, [row], np.array(row, dtype=np.float64), in_range).tolist()
         media = sum(parts)
         revenue = period.base + media
     if not isfinite(revenue):  # spend is finite and >= 0: only a product beyond float range
@@ -177,7 +176,8 @@ def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]]
         media = [sum(row) for row in contributions]
         revenue = [intercept + m for m in media]
     else:
-        contributions = _media_parts(period, spend, np.array(spend, dtype=np.float64), in_range).tolist()
+        contributions = _media_parts(model.facts, period, spend, np.array(spend, dtype=np.float64),
+                                     in_range).tolist()
         media = [sum(row) for row in contributions]
         revenue = [period.base + m for m in media]
     if not all(map(isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
@@ -190,14 +190,9 @@ def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]]
 def _batch(model: ServedModel, period: PeriodFacts, matrix: np.ndarray, spend: list[tuple[float, ...]]) -> Answer:
     """The same as `_few` for a batch (instances × channels `matrix`), with numpy."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
-        if model.facts.linear:
-            parts = matrix * model.coefficients
-            revenue = matrix @ model.coefficients + model.intercept
-            media = parts.sum(axis=1)
-        else:
-            parts = period.media.revenue(matrix)  # `media_contributions`
-            media = parts.sum(axis=1)
-            revenue = media + period.base
+        parts = media_contributions(model.facts, period, matrix)
+        media = parts.sum(axis=1)
+        revenue = media + (model.intercept if model.facts.linear else period.base)
         totals = matrix.sum(axis=1)
         roi, media_roi = revenue / totals, media / totals
     overflow = np.flatnonzero(~np.isfinite(revenue))

@@ -179,19 +179,19 @@ def model_facts(version: str, spec: Mapping[str, Any], manifest: Mapping[str, An
 
 def out_of_range(facts: ModelFacts, spend: Mapping[str, float]) -> list[str]:
     """Channels whose spend per period lies above the largest spend the model saw in one training period."""
-    if facts.max_spend_seen is None:
+    if facts.spend_limits is None:
         return []
-    return [c for c in facts.channels if spend.get(c, 0.0) > facts.max_spend_seen[c] * OUT_OF_RANGE_FACTOR]
+    return [c for c, limit in zip(facts.channels, facts.spend_limits, strict=True) if spend.get(c, 0.0) > limit]
 
 
 def spend_warnings(facts: ModelFacts, spend: Sequence[float]) -> list[str]:
     """Warnings for one instance's spend (channel order) beyond what the model saw in training."""
-    seen = facts.max_spend_seen
-    if seen is None:
+    seen, limits = facts.max_spend_seen, facts.spend_limits
+    if seen is None or limits is None:
         return []
     return [f"{c}: spend {s:,.2f} per period is above the most the model saw in one training period "
             f"({seen[c]:,.2f}); the response curve is extrapolated there"
-            for c, s in zip(facts.channels, spend, strict=True) if s > seen[c] * OUT_OF_RANGE_FACTOR]
+            for c, s, limit in zip(facts.channels, spend, limits, strict=True) if s > limit]
 
 
 def media_contributions(facts: ModelFacts, period: PeriodFacts, spend: np.ndarray) -> np.ndarray:
