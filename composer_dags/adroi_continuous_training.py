@@ -98,6 +98,7 @@ MODEL_PARAM_SCHEMA: dict[str, Any] = {
     "mmm_shapes": _numbers(minimum=0.5, maximum=5),
     "mmm_alphas": _numbers(minimum=0),
     "mmm_cv_folds": {"type": "integer", "minimum": 2, "maximum": 12},
+    "mmm_fit_rows": {"type": "string", "enum": ["auto", "day", "period"]},
     "mmm_sweeps": {"type": "integer", "minimum": 1, "maximum": 10},
     # 0: no intervals; otherwise at least 20 replicates
     "bootstrap_replicates": {"type": "integer", "anyOf": [{"const": 0}, {"minimum": 20, "maximum": 10000}]},

@@ -86,6 +86,9 @@ class ModelConfig:
     mmm_alphas: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.1])  # ridge penalty per channel
     mmm_cv_folds: int = 4
     mmm_sweeps: int = 2  # coordinate-descent passes over the channels
+    # what the transforms are fitted on: "day" (daily revenue: every day, AR(1) noise whitened), "period", or
+    # "auto": days when revenue and every control are daily, periods otherwise (training/mmm.py)
+    mmm_fit_rows: str = "auto"
     bootstrap_replicates: int = 200  # 0: no intervals (every algorithm: moving-block bootstrap over periods)
     bootstrap_block_length: int = 0  # periods per block; 0: about n^(1/3)
     seed: int = 0
@@ -301,6 +304,7 @@ def load_settings(
 
 
 ALGORITHMS = ("ols", "ridge", "mmm")
+FIT_ROWS = ("auto", "day", "period")
 
 
 def check_mmm_config(m: ModelConfig) -> None:
@@ -318,6 +322,8 @@ def check_mmm_config(m: ModelConfig) -> None:
         raise ConfigError("model.mmm_cv_folds", m.mmm_cv_folds, "an integer >= 2")
     if m.mmm_sweeps < 1:
         raise ConfigError("model.mmm_sweeps", m.mmm_sweeps, "an integer >= 1")
+    if m.mmm_fit_rows not in FIT_ROWS:
+        raise ConfigError("model.mmm_fit_rows", m.mmm_fit_rows, "'auto', 'day' or 'period'")
     if m.bootstrap_replicates != 0 and m.bootstrap_replicates < 20:
         raise ConfigError("model.bootstrap_replicates", m.bootstrap_replicates, "0 (no intervals) or an integer >= 20")
     if m.bootstrap_block_length < 0:

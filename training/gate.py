@@ -186,8 +186,7 @@ def backtest_with_champion(
             "challenger_channels": [str(c) for c in data.channels]}
     config = champion_model_config(manifest, fallback)
     channels = sets["champion_channels"] or sets["challenger_channels"]
-    own = PeriodData(data.grain, list(data.periods), data.daily_spend.reindex(columns=channels, fill_value=0.0),
-                     np.asarray(data.revenue, dtype=float), data.controls)
+    own = data.with_channels(channels)
     try:
         refitted = model.fit_periods(own.subset(list(train_months)), config, intervals=False)
     except ValueError as exc:

@@ -1051,23 +1051,31 @@ def _after(key: str, grain: str) -> date:
     return date.fromordinal(period_end(key, grain).toordinal() + 1)
 
 
-def _control_table(raw: RawData, grain: str, periods: list[str]) -> pd.DataFrame:
-    """Return one column per control aggregated into `periods` (mean of its days, or sum when configured).
+def _control_tables(raw: RawData, grain: str, periods: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Return the controls per period, their daily terms, and whether every control was given per day.
 
-    A monthly control at weekly grain gives each day its month's value (mean) or its month's value spread
-    evenly over the month's days (sum).
+    Per period: one column per control, the mean of its days (or the sum, when configured). A monthly control
+    at weekly grain gives each day its month's value (mean) or its month's value spread evenly over the
+    month's days (sum). The daily term of a day is what sums, over a period's days, to the period's value ×
+    its days (the base design's control column): the day's value (mean) or the day's value × the days of its
+    period (sum).
     """
     table = pd.DataFrame(index=pd.Index(periods, name="period"))
+    days = pd.date_range(period_start(periods[0], grain), period_end(periods[-1], grain), freq="D",
+                         name="date") if periods else pd.DatetimeIndex([], name="date")
+    terms = pd.DataFrame(index=days)
     if not periods or raw.controls.empty:
-        return table
-    days = pd.date_range(period_start(periods[0], grain), period_end(periods[-1], grain), freq="D")
+        return table, terms, True
     day_period = period_keys(days, grain)
+    days_of_period = np.array([period_days(k, grain) for k in day_period], dtype=float)
+    all_daily = True
     for name, rows in raw.controls.groupby("control", sort=False):
         how = raw.controls_aggregate.get(str(name), "mean")
         rows = rows.drop_duplicates("period", keep="first")
         if rows["form"].iloc[0] == DAILY:
             per_day = pd.Series(rows["value"].to_numpy(), index=pd.DatetimeIndex(rows["period"])).reindex(days)
         else:
+            all_daily = False
             month_value = pd.Series(rows["value"].to_numpy(), index=rows["period"].to_numpy())
             per_day = pd.Series(month_value.reindex(days.strftime("%Y-%m")).to_numpy(), index=days)
             if how == "sum":
@@ -1078,7 +1086,8 @@ def _control_table(raw: RawData, grain: str, periods: list[str]) -> pd.DataFrame
                              "value for every day (or month) of every period used")
         grouped = per_day.groupby(day_period)
         table[str(name)] = (grouped.sum() if how == "sum" else grouped.mean()).reindex(periods).to_numpy()
-    return table
+        terms[str(name)] = per_day.to_numpy() * (days_of_period if how == "sum" else 1.0)
+    return table, terms, all_daily
 
 
 def period_data(raw: RawData, grain: str, channels: list[str] | None = None) -> PeriodData:
@@ -1088,14 +1097,18 @@ def period_data(raw: RawData, grain: str, channels: list[str] | None = None) -> 
         log.info("period %s left out: %s", key, why)
     channels = list(channels or raw.channels or raw.daily_spend.columns)
     revenue, _ = _period_revenue(raw, grain)
+    controls, daily_controls, controls_daily = _control_tables(raw, grain, plan.periods)
     if not plan.periods:
         empty = pd.DataFrame(columns=channels, index=pd.DatetimeIndex([], name="date"), dtype=float)
-        return PeriodData(grain, [], empty, np.empty(0), _control_table(raw, grain, []))
+        return PeriodData(grain, [], empty, np.empty(0), controls)
     start = min(raw.daily_spend.index[0].date(), period_start(plan.periods[0], grain))
     days = pd.date_range(start, period_end(plan.periods[-1], grain), freq="D", name="date")
     spend = raw.daily_spend.reindex(index=days, columns=channels, fill_value=0.0).fillna(0.0).astype(float)
-    return PeriodData(grain, plan.periods, spend, revenue.loc[plan.periods].to_numpy(dtype=float),
-                      _control_table(raw, grain, plan.periods))
+    daily_revenue = None
+    if raw.revenue_form == DAILY:  # every day of a complete period has revenue
+        daily_revenue = raw.daily_revenue().reindex(daily_controls.index).to_numpy(dtype=float)
+    return PeriodData(grain, plan.periods, spend, revenue.loc[plan.periods].to_numpy(dtype=float), controls,
+                      daily_revenue, daily_controls if daily_revenue is not None else None, controls_daily)
 
 
 def control_gaps(raw: RawData, grain: str = "month") -> dict[str, list[str]]:

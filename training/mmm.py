@@ -33,10 +33,13 @@ import numpy as np
 from scipy.optimize import nnls
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import TimeSeriesSplit
+from threadpoolctl import threadpool_limits
 
 from training.config import ModelConfig, check_mmm_config
+from training.core.errors import ConfigError
 from training.core import response
 from training.periods import PeriodData, period_keys
+from training.fit_rows import FitRows, day_rows, lag_one_correlation, period_rows
 from training.transform_fit import PRIOR_MEAN, PRIOR_SD, TransformProblem, projector, theta_of
 
 log = logging.getLogger(__name__)
@@ -232,13 +235,17 @@ def _bootstrap(d: _Design, problem: TransformProblem, theta: np.ndarray, sigma2:
                config: ModelConfig) -> dict[str, np.ndarray]:
     """Moving-block bootstrap over periods: ROI and mROI per replicate (R, C), the whole model refitted on each.
 
-    Each replicate draws blocks of consecutive periods with replacement (seeded), then fits the transforms'
+    Each replicate draws blocks of consecutive rows (periods, or days spanning as long) with replacement
+    (seeded), then fits the transforms'
     posterior mode on the drawn periods (warm-started at the full-data mode `theta`, at most
     BOOTSTRAP_ITERATIONS iterations, the noise variance `sigma2` of the full-data fit) and the coefficients.
     Re-fitting the transforms carries their uncertainty into the interval, which fixed transforms would hide.
     """
-    n, n_ch = d.n_periods, len(d.channels)
-    block = min(config.bootstrap_block_length or max(2, int(round(n ** (1 / 3)))), n)
+    n, n_ch = problem.rows.n_rows, len(d.channels)
+    block = config.bootstrap_block_length or max(2, int(round(d.n_periods ** (1 / 3))))  # in periods
+    if problem.rows.kind == "day":  # the same span of time in days
+        block = int(round(block * float(np.mean(d.base[:, 0]))))
+    block = min(block, n)
     rng = np.random.default_rng(config.seed)
     spend = d.spend[d.window].sum(axis=0)
     spend[spend == 0] = 1.0
@@ -281,33 +288,72 @@ def build_spec(d: _Design, grain: str, fourier_order: int, control_names: list[s
     }
 
 
-def _noise_variance(d: _Design, problem: TransformProblem, theta: np.ndarray) -> float:
-    """Residual variance of the fit at transforms θ (degrees of freedom: periods − base rank − channels)."""
-    objective = problem.on_rows(np.arange(d.n_periods), 1.0)
-    dof = max(d.n_periods - objective.q.shape[1] - len(d.channels), 1)
+def _noise_variance(problem: TransformProblem, theta: np.ndarray) -> float:
+    """Residual variance of the fit at transforms θ (degrees of freedom: rows − base rank − channels)."""
+    n = problem.rows.n_rows
+    objective = problem.on_rows(np.arange(n), 1.0)
+    dof = max(n - objective.q.shape[1] - problem.n_channels, 1)
     return max(objective.sse(theta) / dof, float(np.finfo(float).tiny))
+
+
+def fit_rows_kind(data: PeriodData, config: ModelConfig) -> str:
+    """Whether the transforms are fitted on periods or on days (`model.mmm_fit_rows`), for this data.
+
+    "auto" fits on days when revenue is daily and every control was given per day (a monthly control has no
+    variation inside a period, and a promotion's daily lift it cannot explain would be credited to the spend
+    that rose with it); on periods otherwise.
+    """
+    if config.mmm_fit_rows == "period" or data.daily_revenue is None:
+        if config.mmm_fit_rows == "day":
+            raise ConfigError("model.mmm_fit_rows", "day", "'auto' or 'period' with monthly revenue (YEAR, MONTH, "
+                              "REVENUE): a fit on days needs daily revenue (DATE, REVENUE)")
+        return "period"
+    return "day" if config.mmm_fit_rows == "day" or data.controls_daily else "period"
+
+
+def _fit_rows(d: _Design, data: PeriodData, config: ModelConfig, mean_daily: np.ndarray,
+              start: np.ndarray) -> FitRows:
+    """The rows of the transform fit: periods, or days whitened for the AR(1) noise seen at `start`."""
+    if fit_rows_kind(data, config) == "period":
+        return period_rows(d.day_period, d.n_periods, d.base, d.y)
+    window = d.window
+    n = int(window.sum())
+    day_index = np.full(len(window), -1, dtype=np.int64)
+    day_index[window] = np.arange(n)
+    controls = data.daily_controls.to_numpy(dtype=float)
+    base = response.base_design(d.day_ordinals, day_index, n, d.trend_origin, config.fourier_order, controls)
+    plain = day_rows(window, base, data.daily_revenue)
+    residual = TransformProblem(d.spend, plain, mean_daily).on_rows(np.arange(n), 1.0).residual(start)
+    return day_rows(window, base, data.daily_revenue, lag_one_correlation(residual))
 
 
 def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> FittedMMM:
     """Fit the media-mix model on `data`: transforms at their posterior mode, intervals by bootstrap refits.
 
     The model is the full-data fit (one Hill curve per channel) whether or not intervals are asked for; with
-    bootstrap replicates > 0 the intervals are the replicates' quantiles.
+    bootstrap replicates > 0 the intervals are the replicates' quantiles. The fit is thousands of small
+    matrix problems, for which BLAS threads cost more than they give (measured: 5 times slower with
+    OpenBLAS's default threads on a busy 2-core machine), so it runs on one BLAS thread.
     """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_mmm(data, config, intervals)
+
+
+def _fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool) -> FittedMMM:
     check_mmm_config(config)
     started = time.perf_counter()
     d = _design(data, config.fourier_order)
     search = _Search(d, config)
     choice, alphas, cv_mse = search.select()
     chosen = np.array([search.transforms[t] for t in choice])  # (C, 3): decay, half-saturation multiple, shape
-    problem = TransformProblem(d.spend, d.day_period, d.n_periods, d.base, d.y, search.mean_daily)
     start = theta_of(chosen[:, 0], chosen[:, 1], chosen[:, 2])
-    everything = np.arange(d.n_periods)
-    sigma2 = _noise_variance(d, problem, start)
-    theta, _ = problem.fit([start, np.tile(PRIOR_MEAN, len(d.channels))], everything, sigma2)
+    rows = _fit_rows(d, data, config, search.mean_daily, start)
+    problem = TransformProblem(d.spend, rows, search.mean_daily)
+    sigma2 = _noise_variance(problem, start)
+    theta, _ = problem.fit([start, np.tile(PRIOR_MEAN, len(d.channels))], np.arange(rows.n_rows), sigma2)
     decay, half, shape = problem.transforms(theta)
     media = problem.features(theta)[0]
-    base_coef, beta = fit_coefficients(d.base, media, d.y, np.zeros(len(d.channels)), final=True)
+    base_coef, beta = fit_coefficients(rows.base, media, rows.y, np.zeros(len(d.channels)), final=True)
     control_names = [str(c) for c in data.controls.columns]
     fit_seconds = time.perf_counter() - started
 
@@ -367,6 +413,7 @@ def fit_mmm(data: PeriodData, config: ModelConfig, intervals: bool = True) -> Fi
                    "log_half_saturation_multiple": [float(PRIOR_MEAN[1]), float(PRIOR_SD[1])],
                    "log_shape": [float(PRIOR_MEAN[2]), float(PRIOR_SD[2])]},
         "fourier_order": config.fourier_order, "cv_folds": len(search.folds), "cv_rmse": float(np.sqrt(cv_mse)),
+        "fit_rows": rows.kind, "noise_ar1": rows.rho,
         "noise_sd": float(np.sqrt(sigma2)),
         "bootstrap_replicates": config.bootstrap_replicates if boot else 0,
         "bootstrap_block_length": int(boot["block_length"]) if boot else None,

@@ -193,6 +193,10 @@ def period_data_doc(data: PeriodData) -> dict[str, Any]:
                      "values": data.controls.to_numpy(dtype=float).tolist()},
         # the spend per period (what ols and ridge are fitted on), for people and tools reading the file
         "period_spend": data.period_spend().to_numpy(dtype=float).tolist(),
+        # daily revenue only: revenue and the controls' daily terms per day of the periods (a fit on days)
+        "daily": None if data.daily_revenue is None else {
+            "revenue": data.daily_revenue.tolist(), "controls": data.daily_controls.to_numpy(dtype=float).tolist(),
+            "controls_daily": data.controls_daily},
     }
 
 
@@ -203,7 +207,14 @@ def period_data_from_doc(doc: dict[str, Any]) -> PeriodData:
     names = doc["controls"]["names"]
     controls = pd.DataFrame(doc["controls"]["values"] if names else None, columns=names, dtype=float,
                             index=pd.Index(doc["periods"], name="period"))
-    return PeriodData(doc["grain"], list(doc["periods"]), spend, np.asarray(doc["revenue"], dtype=float), controls)
+    data = PeriodData(doc["grain"], list(doc["periods"]), spend, np.asarray(doc["revenue"], dtype=float), controls)
+    daily = doc.get("daily")
+    if not daily:
+        return data
+    daily_controls = pd.DataFrame(daily["controls"] if names else None, columns=names, dtype=float,
+                                  index=data.window_days)
+    return PeriodData(data.grain, data.periods, spend, data.revenue, controls, np.asarray(daily["revenue"], float),
+                      daily_controls, bool(daily["controls_daily"]))
 
 
 def _load_training_data(store: Store, run_id: str) -> PeriodData:

@@ -315,7 +315,8 @@ def mmm_truth(sim: MMMSimulation, first_day: np.datetime64, last_day: np.datetim
 def mmm_period_data(sim: MMMSimulation, grain: str, revenue_grain: str = "daily") -> tuple[PeriodData, dict[str, Any]]:
     """Return the simulation as the model's input for `grain` (monthly revenue: month grain only) and its truth.
 
-    Periods are those whose every day has revenue; controls are averaged per period.
+    Periods are those whose every day has revenue; controls are averaged per period. Daily revenue also
+    gives the data's daily revenue and controls (`PeriodData.daily_revenue`), for a fit on days.
     """
     check_grain(grain)
     if revenue_grain not in ("daily", "monthly"):
@@ -334,7 +335,11 @@ def mmm_period_data(sim: MMMSimulation, grain: str, revenue_grain: str = "daily"
     controls = pd.DataFrame({k: pd.Series(v[in_window]).groupby(keys[in_window]).mean().reindex(periods).to_numpy()
                              for k, v in sim.controls.items()}, index=pd.Index(periods, name="period"))
     daily = pd.DataFrame(sim.spend[:last + 1], index=index[:last + 1], columns=sim.channels)
-    data = PeriodData(grain, periods, daily, revenue, controls)
+    daily_revenue = daily_controls = None
+    if revenue_grain == "daily":  # the controls are daily too: each day's value is its term (mean controls)
+        daily_revenue = sim.revenue[in_window]
+        daily_controls = pd.DataFrame({k: v[in_window] for k, v in sim.controls.items()}, index=index[in_window])
+    data = PeriodData(grain, periods, daily, revenue, controls, daily_revenue, daily_controls)
     truth = mmm_truth(sim, sim.days[in_window][0], sim.days[last])
     truth.update(grain=grain, window=[periods[0], periods[-1]])
     return data, truth

@@ -22,10 +22,10 @@ transform gave 7%); the cross-validated grid choice is used as a starting point 
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 from scipy.optimize import minimize, nnls
 
 from training.core import response
+from training.fit_rows import FitRows
 
 DECAY_MAX = 0.98  # daily decay stays below this (a half-life of 34 days)
 # Weak priors on the unconstrained parameters (mean, standard deviation): decay centred on 0.49 (two
@@ -50,17 +50,14 @@ def theta_of(decay: np.ndarray, half_multiple: np.ndarray, shape: np.ndarray) ->
 
 
 class TransformProblem:
-    """Media features of θ, and the MAP objective with its gradient on a set of periods (rows)."""
+    """Media features of θ, and the MAP objective with its gradient on a set of rows (`training.fit_rows`: periods or days)."""
 
-    def __init__(self, spend: np.ndarray, day_period: np.ndarray, n_periods: int, base: np.ndarray, y: np.ndarray,
-                 mean_daily: np.ndarray):
-        self.spend, self.base, self.y = spend, base, y
+    def __init__(self, spend: np.ndarray, rows: FitRows, mean_daily: np.ndarray):
+        self.spend, self.rows = spend, rows
+        self.base, self.y = rows.base, rows.y
         self.mean_daily = np.asarray(mean_daily, float)
         self.n_channels = spend.shape[1]
-        used = day_period >= 0
-        # period sums of daily values as one sparse product (periods × days)
-        self.aggregate = sparse.csr_matrix((np.ones(int(used.sum())), (day_period[used], np.flatnonzero(used))),
-                                           shape=(n_periods, len(day_period)))
+        self.aggregate = rows.matrix  # daily values into rows (periods or whitened days) as one sparse product
 
     def transforms(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decay, half-saturation (spend per day) and shape per channel for θ."""
@@ -68,7 +65,7 @@ class TransformProblem:
         return DECAY_MAX / (1.0 + np.exp(-u)), self.mean_daily * np.exp(kappa), np.exp(sigma)
 
     def features(self, theta: np.ndarray, gradient: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Media features (periods, C) and, if asked, their derivatives in θ (periods, C, 3)."""
+        """Media features (rows, C) and, if asked, their derivatives in θ (rows, C, 3)."""
         lam, half, shape = self.transforms(theta)
         a = response.adstock(self.spend, lam)
         h = response.hill(a, half, shape)
@@ -93,7 +90,7 @@ class TransformProblem:
         return float((z * z).sum()), (2.0 * z / PRIOR_SD).ravel()
 
     def on_rows(self, rows: np.ndarray, sigma2: float) -> RowObjective:
-        """The objective on the periods `rows` (repeats allowed: a bootstrap replicate)."""
+        """The objective on the rows `rows` (repeats allowed: a bootstrap replicate)."""
         return RowObjective(self, rows, sigma2)
 
     def fit(self, starts: list[np.ndarray], rows: np.ndarray, sigma2: float,
@@ -111,7 +108,7 @@ class TransformProblem:
 
 
 class RowObjective:
-    """f(θ) and ∇f(θ) on a fixed set of periods; the base is projected out once."""
+    """f(θ) and ∇f(θ) on a fixed set of rows; the base is projected out once."""
 
     def __init__(self, problem: TransformProblem, rows: np.ndarray, sigma2: float):
         self.problem, self.rows, self.sigma2 = problem, rows, sigma2
@@ -140,3 +137,7 @@ class RowObjective:
     def sse(self, theta: np.ndarray) -> float:
         """The residual sum of squares at θ."""
         return self._solve(self.problem.features(theta)[0])[2]
+
+    def residual(self, theta: np.ndarray) -> np.ndarray:
+        """The residuals at θ, on the objective's rows in order."""
+        return self._solve(self.problem.features(theta)[0])[1]

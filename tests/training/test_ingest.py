@@ -7,6 +7,7 @@ import gzip
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -404,6 +405,39 @@ def test_controls_are_averaged_into_periods_unless_summed(sample_dir):
     assert ing.control_gaps(raw) == {}
     weekly = ing.period_data(raw, "month", CHANNELS)
     assert list(weekly.controls.index) == weekly.periods
+
+
+def test_daily_revenue_and_daily_controls_give_the_days_of_a_fit_on_days(sample_dir):
+    daily_revenue_from_monthly(sample_dir)
+    write_controls(sample_dir, "daily.csv", daily_controls("2024-10-01", "2026-10-31"))
+    raw = ing.ingest(open_store(sample_dir), CHANNELS, ing.ReadOptions(controls_aggregate={"promo": "sum"}))
+
+    data = ing.period_data(raw, "week", CHANNELS)
+
+    days = data.window_days
+    assert data.controls_daily and len(data.daily_revenue) == len(days) == 7 * len(data.periods)
+    assert data.daily_revenue.sum() == pytest.approx(data.revenue.sum())
+    # each control's daily terms sum, per period, to the period's value × its days (the base design's column)
+    sums = data.daily_controls.groupby(np.repeat(np.arange(len(data.periods)), 7)).sum()
+    assert sums.to_numpy() == pytest.approx(data.controls.to_numpy() * 7)
+    assert data.daily_controls.loc["2025-03-01", "promo"] == 7  # the 1st of the month, summed, × 7 days
+
+
+def test_a_monthly_control_leaves_the_controls_not_daily(sample_dir):
+    daily_revenue_from_monthly(sample_dir)
+    months = pd.period_range("2024-11", "2026-10", freq="M")
+    write_controls(sample_dir, "monthly.csv", "YEAR,MONTH,competitor\n" + "".join(
+        f"{p.year},{p.month},{p.month}\n" for p in months))
+
+    data = ing.period_data(ing.ingest(open_store(sample_dir), CHANNELS), "month", CHANNELS)
+
+    assert not data.controls_daily and data.daily_controls.loc["2025-03-17", "competitor"] == 3
+
+
+def test_monthly_revenue_has_no_days_to_fit_on(sample_dir):
+    data = ing.period_data(ing.ingest(open_store(sample_dir), CHANNELS), "month", CHANNELS)
+
+    assert data.daily_revenue is None and data.daily_controls is None
 
 
 def test_a_monthly_control_at_week_grain_gives_each_day_its_month(sample_dir):

@@ -12,7 +12,8 @@ import pytest
 from training.config import ModelConfig, load_settings
 from training.core import response
 from training.core.errors import ConfigError
-from training.mmm import fit_mmm, predict_mmm
+from training.mmm import fit_mmm, fit_rows_kind, predict_mmm
+from training.periods import PeriodData
 from training.model import fit as fit_ols
 from training.sample import mmm_period_data, simulate_mmm
 
@@ -69,12 +70,16 @@ def test_the_same_data_and_settings_give_the_same_spec_byte_for_byte():
 
 def test_intervals_contain_the_true_roi_and_mroi(weekly_fit):
     data, truth, model = weekly_fit
+    covered = []
 
     for c in data.channels:
         entry = model.roi["channels"][c]
-        assert entry["roi_interval"][0] <= truth["roi"][c] <= entry["roi_interval"][1]
+        covered.append(entry["roi_interval"][0] <= truth["roi"][c] <= entry["roi_interval"][1])
+        covered.append(entry["mroi_interval"][0] <= truth["mroi"][c] <= entry["mroi_interval"][1])
         assert entry["roi_interval"][0] <= entry["roi"] <= entry["roi_interval"][1]
         assert entry["mroi_interval"][0] < entry["mroi_interval"][1]
+    # 90% intervals miss now and then (the bench measures coverage over 72 cases): here at most one of six
+    assert sum(covered) >= len(covered) - 1
 
 
 def test_blocks_follow_the_contract_and_agree_with_the_spec(weekly_fit):
@@ -177,6 +182,38 @@ def test_steady_state_prediction_for_the_next_period_uses_the_model_controls(wee
     assert 0.5 * data.revenue.mean() < out["prediction"] < 1.5 * data.revenue.mean()
 
 
+def test_daily_revenue_is_fitted_on_whitened_days_and_monthly_revenue_on_periods(weekly_fit):
+    data, _, model = weekly_fit
+    monthly, _ = mmm_period_data(simulate_mmm(2, 4, ["tv", "search", "social"]), "month", "monthly")
+
+    on_periods = fit_mmm(monthly, ModelConfig(**FAST), intervals=False)
+
+    assert model.hyperparameters["fit_rows"] == "day"
+    assert model.hyperparameters["noise_ar1"] == pytest.approx(0.5, abs=0.15)  # the simulator's daily noise
+    assert (on_periods.hyperparameters["fit_rows"], on_periods.hyperparameters["noise_ar1"]) == ("period", 0.0)
+    # the day fit's per-day base coefficients serve periods: its fitted weekly revenue matches the actual
+    fitted, actual = np.array(model.decomposition["fitted"]), np.array(model.decomposition["actual"])
+    assert 1 - np.sum((actual - fitted) ** 2) / np.sum((actual - actual.mean()) ** 2) > 0.9
+
+
+def test_fit_rows_follow_the_setting_and_the_data():
+    data, _ = mmm_period_data(simulate_mmm(2, 2, ["tv", "search"]), "week")
+    monthly, _ = mmm_period_data(simulate_mmm(2, 2, ["tv", "search"]), "month", "monthly")
+    not_daily = PeriodData(data.grain, data.periods, data.daily_spend, data.revenue, data.controls,
+                           data.daily_revenue, data.daily_controls, controls_daily=False)
+
+    assert fit_rows_kind(data, ModelConfig()) == "day"
+    assert fit_rows_kind(data, ModelConfig(mmm_fit_rows="period")) == "period"
+    assert fit_rows_kind(not_daily, ModelConfig()) == "period"  # a monthly control cannot explain a day
+    assert fit_rows_kind(not_daily, ModelConfig(mmm_fit_rows="day")) == "day"
+    assert fit_rows_kind(monthly, ModelConfig()) == "period"
+    with pytest.raises(ConfigError) as exc:
+        fit_rows_kind(monthly, ModelConfig(mmm_fit_rows="day"))
+    assert exc.value.field == "model.mmm_fit_rows" and "needs daily revenue" in str(exc.value)
+    fitted = fit_mmm(data, ModelConfig(**FAST, mmm_fit_rows="period"), intervals=False)
+    assert fitted.hyperparameters["fit_rows"] == "period"
+
+
 def test_too_few_periods_is_rejected_naming_the_need():
     data, _ = mmm_period_data(simulate_mmm(0, 1, ["tv", "search", "social"]), "month", "monthly")
 
@@ -191,6 +228,7 @@ def test_too_few_periods_is_rejected_naming_the_need():
     ({"model.mmm_alphas": [-1]}, "model.mmm_alphas", ">= 0"),
     ({"model.fourier_order": 9}, "model.fourier_order", "from 0 to 6"),
     ({"model.mmm_cv_folds": 1}, "model.mmm_cv_folds", ">= 2"),
+    ({"model.mmm_fit_rows": "hours"}, "model.mmm_fit_rows", "'auto', 'day' or 'period'"),
     ({"model.bootstrap_replicates": 5}, "model.bootstrap_replicates", ">= 20"),
     ({"model.bootstrap_block_length": -1}, "model.bootstrap_block_length", ">= 1"),
     ({"model.algorithm": "bayes"}, "model.algorithm", "'mmm'"),

@@ -47,3 +47,33 @@ def test_mismatched_revenue_or_controls_are_refused():
         PeriodData("month", data.periods, data.daily_spend, data.revenue, data.controls.iloc[::-1])
     with pytest.raises(ValueError, match="model.grain='day'"):
         PeriodData("day", data.periods, data.daily_spend, data.revenue)
+
+
+def _daily_data() -> PeriodData:
+    data = _data()
+    days = data.window_days
+    daily_controls = pd.DataFrame({"price": np.where(days.month == 1, 1.0, 1.1)}, index=days)
+    return PeriodData("month", data.periods, data.daily_spend, data.revenue, data.controls,
+                      np.arange(len(days), dtype=float), daily_controls)
+
+
+def test_daily_revenue_covers_the_periods_days_and_follows_subset_and_channels():
+    data = _daily_data()
+
+    part = data.subset(["2026-02"])
+    wider = data.with_channels(["tv", "search", "email"])
+
+    assert len(data.window_days) == 59 and data.window_days[0] == pd.Timestamp("2026-01-01")
+    assert part.daily_revenue.tolist() == list(np.arange(31.0, 59.0))
+    assert part.daily_controls["price"].tolist() == [1.1] * 28 and part.controls_daily
+    assert wider.daily_spend["email"].sum() == 0.0 and wider.daily_revenue is data.daily_revenue
+    assert _data().daily_revenue is None and _data().daily_controls is None
+
+
+def test_daily_revenue_or_controls_of_the_wrong_length_are_refused():
+    data = _daily_data()
+    with pytest.raises(ValueError, match="daily_revenue: expected 59 values"):
+        PeriodData("month", data.periods, data.daily_spend, data.revenue, data.controls, np.ones(58))
+    with pytest.raises(ValueError, match=r"daily_controls: expected 59 rows .* columns \['price'\]"):
+        PeriodData("month", data.periods, data.daily_spend, data.revenue, data.controls, np.ones(59),
+                   data.daily_controls.iloc[:10])

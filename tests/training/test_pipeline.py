@@ -179,6 +179,19 @@ def test_gate_compares_media_mix_champion_and_challenger_on_the_same_periods(mmm
     assert f"champion {champion.version} RMSE" in challenger.reason and challenger.status == "promoted"
 
 
+def test_staged_period_data_round_trips_daily_revenue_and_controls():
+    from training.sample import mmm_period_data, simulate_mmm
+    data, _ = mmm_period_data(simulate_mmm(1, 1, ["tv", "search"]), "week")
+
+    back = pipeline.period_data_from_doc(json.loads(json.dumps(pipeline.period_data_doc(data))))
+    monthly, _ = mmm_period_data(simulate_mmm(1, 1, ["tv", "search"]), "month", "monthly")
+    monthly_back = pipeline.period_data_from_doc(json.loads(json.dumps(pipeline.period_data_doc(monthly))))
+
+    assert back.daily_revenue.tolist() == data.daily_revenue.tolist() and back.controls_daily
+    assert back.daily_controls.equals(data.daily_controls.rename_axis("date"))
+    assert monthly_back.daily_revenue is None and monthly_back.revenue.tolist() == monthly.revenue.tolist()
+
+
 def test_much_worse_challenger_is_rejected_and_latest_stays(older_data, noisy_data, store_uri, tmp_path):
     champion = pipeline.run(make_settings(older_data, store_uri, tmp_path, run_date="2026-05-15"), "champion")
     assert champion.status == "promoted", champion.reason

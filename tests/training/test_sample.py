@@ -152,6 +152,10 @@ def test_mmm_period_data_follows_the_contract_for_both_grains():
     assert monthly.revenue.sum() == pytest.approx(np.nansum(sim.revenue), rel=1e-9)
     assert weekly.daily_spend.index[-1] == pd.Timestamp("2026-10-25")  # last complete ISO week ends on a Sunday
     assert monthly.period_spend().to_numpy().sum() == pytest.approx(sim.spend[sim.first_revenue_day:].sum())
+    assert monthly.daily_revenue is None
+    assert weekly.daily_revenue.reshape(-1, 7).sum(axis=1) == pytest.approx(weekly.revenue, rel=1e-12)
+    assert weekly.daily_controls.groupby(np.arange(len(weekly.daily_revenue)) // 7).mean().to_numpy() == \
+        pytest.approx(weekly.controls.to_numpy())
     with pytest.raises(ValueError, match="monthly revenue supports only grain 'month'"):
         mmm_period_data(sim, "week", "monthly")
 
