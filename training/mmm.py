@@ -36,10 +36,10 @@ from sklearn.model_selection import TimeSeriesSplit
 from threadpoolctl import threadpool_limits
 
 from training.config import ModelConfig, check_mmm_config
-from training.core.errors import ConfigError
 from training.core import response
-from training.periods import PeriodData, period_keys
+from training.core.errors import ConfigError
 from training.fit_rows import FitRows, day_rows, lag_one_correlation, period_rows
+from training.periods import PeriodData, period_keys
 from training.transform_fit import PRIOR_MEAN, PRIOR_SD, TransformProblem, projector, theta_of
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from training.config import ModelConfig, load_settings
 from training.core import response
 from training.core.errors import ConfigError
 from training.mmm import fit_mmm, fit_rows_kind, predict_mmm
-from training.periods import PeriodData
 from training.model import fit as fit_ols
+from training.periods import PeriodData
 from training.sample import mmm_period_data, simulate_mmm
 
 # Smaller grids than the defaults keep the module fast; the bench runs the defaults.
