@@ -4,7 +4,8 @@
 
 For each seed, `training.sample.simulate_mmm` draws its own process (3 to 6 channels by seed, each with its own
 daily decay, Hill saturation, ROI, seasonality, trend, price and promotion effects, spend that follows
-demand), and the model is fitted twice: daily revenue at weekly grain, and monthly revenue at monthly grain.
+demand), and the model is fitted twice: daily revenue (and daily controls) at weekly grain, which the model
+fits on days (`model.mmm_fit_rows` auto), and monthly revenue at monthly grain, fitted on months.
 Plain OLS (`training.model`, monthly spend → revenue, coefficient = ROI) is fitted on the monthly table in the
 same run, as the baseline. Prints per channel true vs estimated ROI and mROI with the 90% intervals, then per
 grain the spend-weighted mean |ROI error|, interval coverage and fit time with and without intervals, and
