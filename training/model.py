@@ -264,9 +264,10 @@ def fit_mmm_periods(data: PeriodData, config: ModelConfig, intervals: bool = Tru
                            hyperparameters=fitted.hyperparameters)
     hyper = fitted.hyperparameters
     done = bool(hyper.get("bootstrap_replicates"))
-    method = (f"moving-block bootstrap over periods ({hyper.get('bootstrap_replicates')} replicates, blocks of "
-              f"{hyper.get('bootstrap_block_length')}), the model refitted per replicate, transforms included; the "
-              "published model is the full-data fit")
+    rows = "days" if hyper.get("fit_rows") == "day" else "periods"
+    method = (f"moving-block bootstrap over {rows} ({hyper.get('bootstrap_replicates')} replicates, blocks of "
+              f"{hyper.get('bootstrap_block_length')} {rows}), the model refitted per replicate, transforms "
+              "included; the published model is the full-data fit")
     return FittedModel(
         spec=fitted.spec, summary=summary, roi=fitted.roi, response_curves=fitted.response_curves,
         decomposition=fitted.decomposition,

@@ -53,8 +53,9 @@ def test_recovers_the_true_roi_at_weekly_grain(seed):
     assert error < ols_error
 
 
-def test_the_same_data_and_settings_give_the_same_spec_byte_for_byte():
-    data, _ = mmm_period_data(simulate_mmm(3, 3, ["tv", "search", "social"]), "month", "monthly")
+@pytest.mark.parametrize(("grain", "revenue"), [("month", "monthly"), ("week", "daily")])  # periods, days
+def test_the_same_data_and_settings_give_the_same_spec_byte_for_byte(grain, revenue):
+    data, _ = mmm_period_data(simulate_mmm(3, 3, ["tv", "search", "social"]), grain, revenue)
     config = ModelConfig(**FAST, bootstrap_replicates=20)
 
     specs = []
