@@ -303,3 +303,40 @@ def test_synthetic_requests_carry_the_token_and_survive_an_unreachable_revision(
     assert canary_world.revision.seen[0][2] == "Bearer token-123"
     assert all('"spend": {"email": 1000.0, "video": 1000.0}' in r[2] for r in canary_world.revision.seen[1:])
     assert len([r for r in caplog.records if "synthetic request" in r.getMessage()]) == 2
+
+
+def test_main_wires_the_command_line_and_credentials_into_the_rollout_and_exits_1_on_rollback(monkeypatch):
+    import google.auth
+    import google.oauth2.id_token
+    from google.auth.credentials import AnonymousCredentials
+
+    from delivery import canary
+
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (AnonymousCredentials(), "the-project"))
+    monkeypatch.setattr(google.oauth2.id_token, "fetch_id_token", lambda request, audience: f"token-for-{audience}")
+    seen, results = [], [canary.Outcome("promoted", NEW), CanaryFailed("p99 900 ms above 500 ms"),
+                         RolloutError("PATCH answered 400")]
+
+    def fake_rollout(run, metrics, service, settings, traffic):
+        seen.append((run, metrics, service, settings, traffic("https://tag---adroi-api.a.run.app/")))
+        result = results[len(seen) - 1]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(canary, "rollout", fake_rollout)
+    argv = ["--project", "p1", "--region", "europe-west1", "--service", "adroi-api", "--tag", TAG,
+            "--audience", "https://adroi-api.a.run.app", "--canary-percent", "20", "--watch-seconds", "120",
+            "--max-p99-ms", "250", "--synthetic-requests", "0"]
+
+    codes = [canary.main(argv) for _ in results]
+
+    assert codes == [0, 1, 1]
+    run, metrics, service, settings, traffic = seen[0]
+    assert run.url.endswith("/v2/projects/p1/locations/europe-west1/services/adroi-api")
+    assert isinstance(metrics.client, monitoring_v3.MetricServiceClient) and metrics.project == "p1"
+    assert service == "adroi-api"
+    assert settings == RolloutSettings(tag=TAG, canary_percent=20, watch_seconds=120.0, check_seconds=60.0,
+                                       synthetic_requests=0, thresholds=Thresholds(0.01, 250.0, 50))
+    assert isinstance(traffic, SyntheticTraffic) and traffic.url == "https://tag---adroi-api.a.run.app"
+    assert traffic.token() == "token-for-https://adroi-api.a.run.app"
