@@ -423,24 +423,13 @@ def test_daily_revenue_and_daily_controls_give_the_days_of_a_fit_on_days(sample_
     assert data.daily_controls.loc["2025-03-01", "promo"] == 7  # the 1st of the month, summed, × 7 days
 
 
-def test_a_monthly_control_leaves_the_controls_not_daily(sample_dir):
-    daily_revenue_from_monthly(sample_dir)
-    months = pd.period_range("2024-11", "2026-10", freq="M")
-    write_controls(sample_dir, "monthly.csv", "YEAR,MONTH,competitor\n" + "".join(
-        f"{p.year},{p.month},{p.month}\n" for p in months))
-
-    data = ing.period_data(ing.ingest(open_store(sample_dir), CHANNELS), "month", CHANNELS)
-
-    assert not data.controls_daily and data.daily_controls.loc["2025-03-17", "competitor"] == 3
-
-
 def test_monthly_revenue_has_no_days_to_fit_on(sample_dir):
     data = ing.period_data(ing.ingest(open_store(sample_dir), CHANNELS), "month", CHANNELS)
 
     assert data.daily_revenue is None and data.daily_controls is None
 
 
-def test_a_monthly_control_at_week_grain_gives_each_day_its_month(sample_dir):
+def test_a_monthly_control_at_week_grain_gives_each_day_its_month_and_is_not_daily(sample_dir):
     daily_revenue_from_monthly(sample_dir)
     months = pd.period_range("2024-11", "2026-10", freq="M")
     write_controls(sample_dir, "monthly.csv", "YEAR,MONTH,competitor\n" + "".join(
@@ -449,6 +438,8 @@ def test_a_monthly_control_at_week_grain_gives_each_day_its_month(sample_dir):
     data = ing.period_data(ing.ingest(open_store(sample_dir), CHANNELS), "week", CHANNELS)
 
     assert data.controls.loc["2025-W09", "competitor"] == pytest.approx(70 * 5 / 7)  # Feb 24 - Mar 2, 2025
+    # a control given per month holds its month's value on every day: the controls are not daily
+    assert not data.controls_daily and data.daily_controls.loc["2025-02-27", "competitor"] == 70
 
 
 def test_control_problems_fail_with_file_and_line(sample_dir):
