@@ -316,7 +316,8 @@ def _month_rules(rules: _Rules, raw: RawData, config: ValidationConfig, run_date
     no_revenue = sorted(set(spend_months) - set(revenue_months))
     rules.add(MONTHS_WITHOUT_REVENUE, bool(no_revenue), len(no_revenue), 0,
               f"{len(no_revenue)} month(s) with spend but no revenue ({', '.join(no_revenue[:limit])}), left out "
-              "of training; expected revenue for every month with spend", _month_examples(no_revenue, limit))
+              "of the fitted periods (spend before the first revenue month still feeds the media-mix model's "
+              "carryover); expected revenue for every month with spend", _month_examples(no_revenue, limit))
     no_spend = sorted(set(revenue_months) - set(spend_months))
     rules.add(REVENUE_WITHOUT_SPEND, bool(no_spend), len(no_spend), 0,
               f"{len(no_spend)} month(s) with revenue but no spend rows ({', '.join(no_spend[:limit])}), left "
