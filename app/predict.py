@@ -137,6 +137,8 @@ def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.
         return []
     if matrix is not None:
         return np.flatnonzero((matrix > limits).any(axis=1)).tolist()
+    if len(spend) == 1:  # the usual request: no comprehension to set up
+        return [0] if any(map(gt, spend[0], limits)) else []
     return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
 
 
@@ -170,8 +172,9 @@ def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...]) -> Ans
     if not isfinite(revenue):  # a product beyond float range
         raise _overflow([row], 0)
     total = sum(row)
-    return ([revenue], [_ratio(revenue, total)], [dict(zip(model.channels, parts, strict=False))], [media],
-            [_ratio(media, total)])
+    if total > 0:
+        return [revenue], [revenue / total], [dict(zip(model.channels, parts, strict=False))], [media], [media / total]
+    return [revenue], [None], [dict(zip(model.channels, parts, strict=False))], [media], [None]  # `_ratio`'s None
 
 
 def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]], in_range: bool) -> Answer:
