@@ -8,7 +8,8 @@ versions published before it hold the mean of bootstrap replicate models ("hill_
 of the transform grid), which this module still predicts from.
 
 - `adstock`: geometric carryover on DAILY spend, normalised so a constant daily spend x adstocks to x.
-- `hill`: diminishing returns of the adstocked daily spend (0 at 0, 1/2 at the half-saturation, → 1).
+- `hill`: diminishing returns of the adstocked daily spend (0 at 0, 1/2 at the half-saturation, → 1); its
+  core, `saturation`, is written with operators only and serves numpy arrays and Python floats alike.
 - `media_features`: adstock daily, saturate daily, sum into periods, so carryover crosses period edges.
 - `base_design`: level, trend and yearly Fourier seasonality per day, summed over the period's days (a
   28-day February has less base than a 31-day March), plus the controls scaled by the period's days.
@@ -17,7 +18,8 @@ of the transform grid), which this module still predicts from.
 - `steady_state_revenue` / `steady_state_marginal`: spend per period held steady through a period of D days:
   the daily spend S/D adstocks to itself, so the channel brings β·D·hill(S/D) per period.
 - `SteadyState`: that revenue for every channel at once, with the per-period constants computed once
-  (`steady_state`); what `steady_state_revenue`, the planner and `/predict` evaluate.
+  (`steady_state`); what `steady_state_revenue`, the planner and `/predict` evaluate (a batch in numpy, one
+  instance in plain floats: `SteadyState.revenue_of_one`).
 - `predict_from_period_spend`: what `/predict` answers for one request (spend per period of the model's grain).
 
 The spec (plain dict, see `SPEC_KEYS`): channel transforms and coefficients as float64 arrays in channel
