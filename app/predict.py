@@ -5,7 +5,8 @@ add about 50 µs of input checking per call, more than the rest of a request): n
 for a few instances, where numpy's own per-call overhead would be most of the cost. A media-mix prediction
 is the period's base plus each channel's steady-state response to its spend per period, both computed
 once per version and period (`PeriodFacts.media`, a `training.core.response.SteadyState`: the same math as
-training and the planner, five numpy calls per evaluation).
+training and the planner, five numpy calls per batch; one instance in plain floats through the same
+expression, `training.core.planner.media_contributions_of_one`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from app.model import ServedModel
-from training.core.planner import ModelFacts, PeriodFacts, media_contributions, spend_warnings
+from training.core.planner import (
+    ModelFacts,
+    PeriodFacts,
+    media_contributions,
+    media_contributions_of_one,
+    spend_warnings,
+)
 
 IGNORED_KEYS = frozenset({"index"})  # the old clients send their row index; it carries no spend
 MAX_CACHED_KEY_ORDERS = 256
@@ -130,6 +137,8 @@ def _out_of_range(facts: ModelFacts, spend: list[tuple[float, ...]], matrix: np.
         return []
     if matrix is not None:
         return np.flatnonzero((matrix > limits).any(axis=1)).tolist()
+    if len(spend) == 1:  # the usual request: no comprehension to set up
+        return [0] if any(map(gt, spend[0], limits)) else []
     return [i for i, row in enumerate(spend) if any(map(gt, row, limits))]
 
 
@@ -148,24 +157,24 @@ def _media_parts(facts: ModelFacts, period: PeriodFacts, spend: list[tuple[float
 Answer = tuple[list[float], list[float | None], list[dict[str, float]], list[float], list[float | None]]
 
 
-def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...], in_range: bool) -> Answer:
+def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...]) -> Answer:
     """Revenue, ROI, contributions, media contribution and media ROI of one instance (the usual request).
 
-    `_few` without its comprehensions and maps, whose set-up costs as much as one instance's work.
+    In plain floats (`media_contributions_of_one`): for one instance numpy's per-call overhead, and the set-up
+    of `_few`'s comprehensions and maps, cost more than the work.
     """
-    if model.facts.linear:
-        parts = list(map(mul, row, model.coefficient_values))
-        media = sum(parts)
-        revenue = model.intercept + media
-    else:  # a vector: numpy's vector product costs less than a 1-row matrix's
-        parts = _media_parts(model.facts, period, [row], np.array(row, dtype=np.float64), in_range).tolist()
-        media = sum(parts)
-        revenue = period.base + media
-    if not isfinite(revenue):  # spend is finite and >= 0: only a product beyond float range
+    try:
+        parts = media_contributions_of_one(model.facts, period, row)
+    except OverflowError as exc:  # spend is finite and >= 0: only a power beyond float range
+        raise _overflow([row], 0) from exc
+    media = sum(parts)
+    revenue = period.base + media
+    if not isfinite(revenue):  # a product beyond float range
         raise _overflow([row], 0)
     total = sum(row)
-    return ([revenue], [_ratio(revenue, total)], [dict(zip(model.channels, parts, strict=False))], [media],
-            [_ratio(media, total)])
+    if total > 0:
+        return [revenue], [revenue / total], [dict(zip(model.channels, parts, strict=False))], [media], [media / total]
+    return [revenue], [None], [dict(zip(model.channels, parts, strict=False))], [media], [None]  # `_ratio`'s None
 
 
 def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]], in_range: bool) -> Answer:
@@ -215,7 +224,7 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     matrix = np.array(spend, dtype=np.float64) if len(spend) >= VECTORISE_FROM else None
     flagged = _out_of_range(facts, spend, matrix)
     if len(spend) == 1:
-        revenue, roi, by_channel, media, media_roi = _one(model, period, spend[0], not flagged)
+        revenue, roi, by_channel, media, media_roi = _one(model, period, spend[0])
     elif matrix is None:
         revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
     else:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.model import load_served_model
+from app.model import build_served_model, load_served_model
 from app.predict import VECTORISE_FROM, PredictionInputError, predict, spend_rows
 from training.core import response
 from training.core.registry import ModelRegistry
@@ -185,7 +185,31 @@ def test_mmm_spend_beyond_float_range_is_reported_and_numpy_never_warns(served_m
             assert np.isfinite(predict(model, rows).revenue).all()
 
 
-@pytest.mark.parametrize("which", ["served", "served_mmm"])
+@pytest.fixture
+def served_mixture(served_mmm):
+    """`served_mmm` rewritten as a two-component Hill mixture, the form versions before one Hill curve held."""
+    model, spec = served_mmm
+    mixture = dict(spec, curve_form="hill_mixture")
+    for key, second in (("decay", 0.5), ("half_saturation", 3.0), ("shape", 1.0), ("coefficient", 0.5)):
+        first = np.asarray(spec[key], float).reshape(-1)
+        scaled = first * second if key in ("half_saturation", "coefficient") else np.full_like(first, second)
+        mixture[key] = np.column_stack([first / 2 if key == "coefficient" else first, scaled])
+    return build_served_model(model.pointer, model.manifest, mixture), mixture
+
+
+def test_an_old_hill_mixture_is_served_from_its_components(served_mixture):
+    model, spec = served_mixture
+    row = dict(zip(model.channels, np.random.default_rng(6).uniform(0, 2e5, len(model.channels)).tolist(),
+                   strict=True))
+
+    result = predict(model, spend_rows(model, [row]))
+
+    expected = response.predict_from_period_spend(spec, np.array(list(row.values())))
+    assert result.revenue[0] == pytest.approx(expected["prediction"], rel=1e-12)
+    assert result.contributions[0] == pytest.approx(expected["contributions"], rel=1e-12)
+
+
+@pytest.mark.parametrize("which", ["served", "served_mmm", "served_mixture"])
 def test_a_batch_answers_what_its_instances_answer_one_by_one(request, which):
     model = request.getfixturevalue(which)[0]
     rng = np.random.default_rng(5)

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -94,6 +95,22 @@ def test_mmm_model_route_shows_the_blocks(mmm_client, mmm_store):
     assert info.algorithm == "mmm" and info.grain == "month" and info.intercept is None
     assert set(info.roi["channels"]) == set(info.response_curves["channels"]) == set(MMM_SPEND)
     assert info.controls["names"] == ["price_index", "promo", "holiday"]
+
+
+def test_predict_answers_the_bytes_pydantic_core_would_write(mmm_client, local_client):
+    """`prediction_response` (orjson) against `json_response` (pydantic-core) on real answers of both model kinds."""
+    from app.routes import json_response, prediction_response
+
+    channels = ("tv", "search", "social", "display")  # the media-mix model's (MMM_TEST_CHANNELS)
+    spend = dict(zip(channels, (12_000.5, 3_000.0, 7_777.25, 1.0), strict=True))
+    answers = [mmm_client.post("/predict", json={"instances": [dict.fromkeys(channels, 0.0), spend]}).json,
+               mmm_client.post("/predict", json={"spend": {**spend, "tv": 1e9}}).json,  # beyond training: warnings
+               local_client.post("/predict", json=OLD_CLIENT_BODY).json]
+    assert answers[1]["warnings"][0] and answers[0]["roi"][0] is None
+
+    for answer in answers:
+        assert prediction_response(answer).get_data() == json_response(answer).get_data()
+    assert json.loads(prediction_response({"x": [np.float64(2.5)]}).get_data()) == {"x": [2.5]}  # the fallback
 
 
 @pytest.mark.parametrize("index", [0, "row-7", None, 3.5, [1, 2]])

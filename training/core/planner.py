@@ -13,12 +13,14 @@ part of `POST /predict`:
   period (spend held steady through the period: β·D·hill(S/D); a linear model: coefficient × S).
 - `plan_budget(facts, budget, ...)`: the allocation (`training.core.allocate.allocate`) on those curves, the
   current mix (mean split of the last 12 training periods, scaled to the budget) and the period's base.
-- `media_contributions(facts, period, spend)`: per instance and channel, what `/predict` answers.
+- `media_contributions(facts, period, spend)`: per instance and channel, what `/predict` answers
+  (`media_contributions_of_one`: the same for one instance, in plain floats).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ class ModelFacts:
     spec: Mapping[str, Any] = field(repr=False)
     # Spend above which a channel is out of range, in channel order: the largest seen plus a tolerance.
     spend_limits: tuple[float, ...] | None = field(default=None, repr=False)
+    coefficients: tuple[float, ...] | None = field(default=None, repr=False)  # ols/ridge, as plain floats
     _periods: dict[str | None, PeriodFacts] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     @property
@@ -174,7 +177,8 @@ def model_facts(version: str, spec: Mapping[str, Any], manifest: Mapping[str, An
         default = response.period_after(str(spec["window"][1]), grain)
         max_seen = dict(zip(channels, np.asarray(spec["max_spend_seen"], float).tolist(), strict=True))
     limits = None if max_seen is None else tuple(max_seen[c] * OUT_OF_RANGE_FACTOR for c in channels)
-    return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, limits)
+    coefficients = tuple(np.asarray(spec["coefficients"], float).tolist()) if algorithm in LINEAR_ALGORITHMS else None
+    return ModelFacts(version, algorithm, channels, grain, default, current, max_seen, spec, limits, coefficients)
 
 
 def out_of_range(facts: ModelFacts, spend: Mapping[str, float]) -> list[str]:
@@ -201,6 +205,16 @@ def media_contributions(facts: ModelFacts, period: PeriodFacts, spend: np.ndarra
         return matrix * np.asarray(facts.spec["coefficients"], float)
     # Σ_m β_cm·D·hill_cm(S_c/D): `response.steady_state_revenue` for every instance and channel at once.
     return period.media.revenue(matrix)
+
+
+def media_contributions_of_one(facts: ModelFacts, period: PeriodFacts, spend: Sequence[float]) -> list[float]:
+    """`media_contributions` of one instance (spend per period in channel order) as plain floats, without numpy.
+
+    Raises OverflowError, or returns inf or nan, where `media_contributions` would give inf or nan.
+    """
+    if facts.linear:
+        return list(map(operator.mul, spend, facts.coefficients))
+    return period.media.revenue_of_one(spend)
 
 
 def plan_budget(facts: ModelFacts, budget: Any, *, period: Any = None,

@@ -8,7 +8,8 @@ versions published before it hold the mean of bootstrap replicate models ("hill_
 of the transform grid), which this module still predicts from.
 
 - `adstock`: geometric carryover on DAILY spend, normalised so a constant daily spend x adstocks to x.
-- `hill`: diminishing returns of the adstocked daily spend (0 at 0, 1/2 at the half-saturation, → 1).
+- `hill`: diminishing returns of the adstocked daily spend (0 at 0, 1/2 at the half-saturation, → 1); its
+  core, `saturation`, is written with operators only and serves numpy arrays and Python floats alike.
 - `media_features`: adstock daily, saturate daily, sum into periods, so carryover crosses period edges.
 - `base_design`: level, trend and yearly Fourier seasonality per day, summed over the period's days (a
   28-day February has less base than a 31-day March), plus the controls scaled by the period's days.
@@ -17,7 +18,8 @@ of the transform grid), which this module still predicts from.
 - `steady_state_revenue` / `steady_state_marginal`: spend per period held steady through a period of D days:
   the daily spend S/D adstocks to itself, so the channel brings β·D·hill(S/D) per period.
 - `SteadyState`: that revenue for every channel at once, with the per-period constants computed once
-  (`steady_state`); what `steady_state_revenue`, the planner and `/predict` evaluate.
+  (`steady_state`); what `steady_state_revenue`, the planner and `/predict` evaluate (a batch in numpy, one
+  instance in plain floats: `SteadyState.revenue_of_one`).
 - `predict_from_period_spend`: what `/predict` answers for one request (spend per period of the model's grain).
 
 The spec (plain dict, see `SPEC_KEYS`): channel transforms and coefficients as float64 arrays in channel
@@ -31,7 +33,9 @@ written before the mixture hold (C,) arrays; they are read as M = 1. The optiona
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,13 +91,23 @@ def adstock(spend: np.ndarray, decay: float | np.ndarray) -> np.ndarray:
     return local.reshape(n_blocks * block, -1)[:n].reshape(x.shape)
 
 
+def saturation(scaled: Any, shape: Any) -> Any:
+    """Hill's curve of a spend already divided by its half-saturation K: r/(1 + r), r = scaled^shape.
+
+    Written with operators only, so the one expression serves numpy arrays (`hill`, `SteadyState.revenue`)
+    and Python floats (`SteadyState.revenue_of_one`) alike.
+    """
+    ratio = scaled ** shape
+    ratio /= ratio + 1.0  # in place for an array (the power made it); a new float otherwise
+    return ratio
+
+
 def hill(adstocked: np.ndarray, half_saturation: float | np.ndarray, shape: float | np.ndarray) -> np.ndarray:
     """Hill saturation: h(a) = a^s / (a^s + K^s), K = half-saturation (h(K) = 1/2), s = shape (s > 1: S-curve)."""
     a = np.maximum(np.asarray(adstocked, dtype=float), 0.0)
     k = np.asarray(half_saturation, dtype=float)
     s = np.asarray(shape, dtype=float)
-    ratio = (a / k) ** s
-    return ratio / (1.0 + ratio)
+    return saturation(a / k, s)
 
 
 def hill_derivative(adstocked: np.ndarray, half_saturation: float | np.ndarray,
@@ -219,8 +233,9 @@ class SteadyState:
 
     `hill` with the per-period constants folded in: r = (S·(1/(D·K)))^s, revenue = Σ_m (β·D)·r/(1 + r). The
     live components (β ≠ 0) of every channel are the L columns of two matrices, so an evaluation is one
-    matrix product (spend into columns, times 1/(D·K)), one power, one add, one divide and one matrix
-    product (the β·D-weighted sum back into channels): five numpy calls, whatever the batch size.
+    matrix product (spend into columns, times 1/(D·K)), `saturation` (one power, one add, one divide) and one
+    matrix product (the β·D-weighted sum back into channels): five numpy calls, whatever the batch size.
+    `revenue_of_one` evaluates one instance with the same `saturation` on Python floats.
     """
 
     spread: np.ndarray  # (C, L): 1/(D·K) where column l is a component of channel c, else 0
@@ -229,13 +244,46 @@ class SteadyState:
     # Per channel, the spend per period up to which no power can overflow (inf: none can); above it,
     # `revenue` may return inf or nan, and numpy warns unless the caller set `np.errstate`.
     safe_spend: tuple[float, ...]
+    # Derived, for `revenue_of_one`: per column its channel, 1/(D·K), s and β·D as plain floats; None when
+    # some 1/(D·K) or s is not a positive finite number (where Python's power would not give numpy's nan).
+    _columns: tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = field(
+        init=False, repr=False)
+    _one_per_channel: bool = field(init=False, repr=False)  # column c is channel c's only component
+
+    def __post_init__(self) -> None:
+        channel_of = tuple((self.gather != 0).argmax(axis=1).tolist())  # a column's one non-zero: its channel
+        scale, shape = tuple(self.spread.sum(axis=0).tolist()), tuple(self.shape.tolist())
+        columns = channel_of, scale, shape, tuple(self.gather.sum(axis=1).tolist())
+        if not all(0.0 < value < math.inf for value in (*scale, *shape)):
+            columns = None
+        object.__setattr__(self, "_columns", columns)
+        object.__setattr__(self, "_one_per_channel", channel_of == tuple(range(self.spread.shape[0])))
 
     def revenue(self, spend: np.ndarray) -> np.ndarray:
         """Revenue per period (..., C) for spend per period (..., C) in channel order, every spend >= 0."""
         # ndarray.dot rather than @: for a few instances numpy's per-call overhead is most of the cost.
-        ratio = np.power(np.asarray(spend, dtype=float).dot(self.spread), self.shape)
-        ratio /= ratio + 1.0
-        return ratio.dot(self.gather)
+        return saturation(np.asarray(spend, dtype=float).dot(self.spread), self.shape).dot(self.gather)
+
+    def revenue_of_one(self, spend: Sequence[float]) -> list[float]:
+        """`revenue` of one instance (C floats in channel order, every one >= 0), in plain floats.
+
+        The same `saturation`, on Python floats: for one instance numpy's per-call overhead is most of the
+        cost. Equal to `revenue` within a unit or two in the last place (numpy's vectorised power may round
+        differently from the C library's). Where `revenue` gives inf or nan this returns inf or nan, or raises
+        OverflowError (Python's power of floats raises where numpy's returns inf).
+        """
+        columns = self._columns
+        if columns is None:
+            return self.revenue(np.asarray(spend, dtype=float)).tolist()
+        channel_of, scale, shape, weight = columns
+        if self._one_per_channel:
+            return list(map(operator.mul, weight, map(saturation, map(operator.mul, spend, scale), shape)))
+        out = [0.0] * len(spend)
+        parts = map(operator.mul, weight, map(saturation, map(operator.mul, map(spend.__getitem__, channel_of),
+                                                               scale), shape))
+        for channel, part in zip(channel_of, parts, strict=True):
+            out[channel] += part
+        return out
 
     def channel(self, index: int) -> SteadyState:
         """Channel `index` alone: a one-channel form, for `curve`."""

@@ -9,7 +9,7 @@ from tests.conftest import fitted_mmm
 from training.core import response
 from training.core.artifact import linear_spec
 from training.core.errors import AllocationError
-from training.core.planner import media_contributions, model_facts, plan_budget
+from training.core.planner import media_contributions, media_contributions_of_one, model_facts, plan_budget
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,20 @@ def test_media_contributions_are_the_models_steady_state_response(mmm):
     for row, got in zip(spend, parts, strict=True):
         expected = response.predict_from_period_spend(fitted.spec, row, "2027-03")["contributions"]
         assert got.tolist() == pytest.approx(list(expected.values()), rel=1e-12)
+
+
+@pytest.mark.parametrize("which", ["mmm", "linear"])
+def test_one_instance_in_plain_floats_is_what_a_batch_answers(mmm, which):
+    facts = mmm[1] if which == "mmm" else _linear_facts()
+    period = facts.period(facts.default_period)
+    spend = np.random.default_rng(2).uniform(0, 3e5, (5, len(facts.channels)))
+
+    batch = media_contributions(facts, period, spend)
+
+    for row, expected in zip(spend, batch, strict=True):
+        alone = media_contributions_of_one(facts, period, tuple(row.tolist()))
+        assert all(type(value) is float for value in alone)
+        assert alone == pytest.approx(expected.tolist(), rel=1e-12)
 
 
 def test_linear_model_plans_a_corner_says_so_and_its_base_is_the_intercept():

@@ -258,6 +258,51 @@ def test_the_steady_state_form_is_the_hill_mixture_to_float_precision():
     assert form.revenue(spend[3]).tolist() == got[3].tolist()  # one instance as a (C,) vector
 
 
+def test_one_instance_in_plain_floats_is_the_array_form():
+    """`revenue_of_one` (Python floats) against `revenue` (numpy), one Hill curve per channel and mixtures."""
+    single = make_spec()
+    idle = mixture_spec()
+    idle["coefficient"] = np.array([[400.0, 150.0], [0.0, 0.0]])  # search has no live component
+    rng = np.random.default_rng(4)
+    rows = np.vstack([np.zeros(2), rng.uniform(0, 2e4, size=(20, 2)), [1e-3, 5e6]])
+    for spec in (single, mixture_spec(), idle):
+        form = response.spec_steady_state(spec, 31.0)
+        for row in rows:
+            alone = form.revenue_of_one(tuple(row.tolist()))
+            assert all(type(value) is float for value in alone)
+            np.testing.assert_allclose(alone, form.revenue(row), rtol=1e-12, atol=0)
+            np.testing.assert_allclose(alone, form.revenue(rows)[rows.tolist().index(row.tolist())], rtol=1e-12,
+                                       atol=0)
+    assert response.spec_steady_state(idle, 31.0).revenue_of_one((5000.0, 7000.0))[1] == 0.0
+
+
+def test_one_instance_beyond_float_range_overflows_where_the_array_form_does():
+    spec = mixture_spec()
+    spec["shape"] = np.array([[1.0, 4.0], [2.0, 1.0]])
+    form = response.spec_steady_state(spec, 31.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        beyond = form.revenue(np.array([1e300, 1e300]))
+    assert not np.isfinite(beyond[0])
+
+    with pytest.raises(OverflowError):
+        form.revenue_of_one((1e300, 1e300))
+    np.testing.assert_allclose(form.revenue_of_one(form.safe_spend), form.revenue(np.array(form.safe_spend)),
+                               rtol=1e-12, atol=0)
+
+
+def test_a_form_python_floats_cannot_evaluate_like_numpy_is_evaluated_with_numpy():
+    spec = make_spec()
+    spec["half_saturation"] = np.array([-200.0, 100.0])  # no fitted model has one; numpy's nan, not a complex
+    spec["shape"] = np.array([1.5, 2.0])
+    form = response.spec_steady_state(spec, 31.0)
+    with np.errstate(invalid="ignore"):
+        expected = form.revenue(np.array([3000.0, 1000.0]))
+        alone = form.revenue_of_one((3000.0, 1000.0))
+
+    assert np.isnan(alone[0])
+    np.testing.assert_array_equal(alone, expected)  # numpy's answer (nan, and what the matrix product makes of it)
+
+
 def test_the_steady_state_form_stays_finite_and_quiet_up_to_its_safe_spend():
     spec = mixture_spec()
     spec["shape"] = np.array([[1.0, 4.0], [2.0, 1.0]])  # (S/(D·K))^4 overflows for tv long before S does
