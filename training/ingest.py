@@ -1108,7 +1108,7 @@ def period_data(raw: RawData, grain: str, channels: list[str] | None = None) -> 
     if raw.revenue_form == DAILY:  # every day of a complete period has revenue
         daily_revenue = raw.daily_revenue().reindex(daily_controls.index).to_numpy(dtype=float)
     return PeriodData(grain, plan.periods, spend, revenue.loc[plan.periods].to_numpy(dtype=float), controls,
-                      daily_revenue, daily_controls if daily_revenue is not None else None, controls_daily)
+                      daily_revenue, daily_controls, controls_daily)  # without daily revenue: no daily rows
 
 
 def control_gaps(raw: RawData, grain: str = "month") -> dict[str, list[str]]:

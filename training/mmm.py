@@ -14,7 +14,10 @@ with serving). Fitting:
   rolling-origin cross-validation (`TimeSeriesSplit`, expanding window; coordinate descent over per-channel
   grids of transforms and ridge penalties, ties keep the first grid point). Deterministic: the same data and
   settings give the same model, byte for byte.
-- 90% intervals for ROI and mROI: a moving-block bootstrap over periods (blocks of consecutive periods drawn
+- The rows fitted (`training.fit_rows`, `model.mmm_fit_rows`): with daily revenue and daily controls, the
+  days of the periods, whitened for AR(1) noise (the base coefficients are per day; the period design sums
+  them, so the model served is the same); otherwise the periods.
+- 90% intervals for ROI and mROI: a moving-block bootstrap over the rows (blocks of consecutive rows drawn
   with replacement, seeded) refits the whole model on each replicate, transforms included (warm-started at
   the full-data mode, at most BOOTSTRAP_ITERATIONS L-BFGS-B iterations), so the interval carries the
   uncertainty of the transforms as well as of the coefficients. The published model is the full-data fit,
@@ -233,12 +236,12 @@ def _block_indices(rng: np.random.Generator, n: int, block: int) -> np.ndarray:
 
 def _bootstrap(d: _Design, problem: TransformProblem, theta: np.ndarray, sigma2: float,
                config: ModelConfig) -> dict[str, np.ndarray]:
-    """Moving-block bootstrap over periods: ROI and mROI per replicate (R, C), the whole model refitted on each.
+    """Moving-block bootstrap over the fit's rows: ROI and mROI per replicate (R, C), the model refitted on each.
 
-    Each replicate draws blocks of consecutive rows (periods, or days spanning as long) with replacement
-    (seeded), then fits the transforms'
-    posterior mode on the drawn periods (warm-started at the full-data mode `theta`, at most
-    BOOTSTRAP_ITERATIONS iterations, the noise variance `sigma2` of the full-data fit) and the coefficients.
+    Each replicate draws blocks of consecutive rows (periods, or days spanning as long as the periods' blocks)
+    with replacement (seeded), then fits the transforms' posterior mode on the drawn rows (warm-started at the
+    full-data mode `theta`, at most BOOTSTRAP_ITERATIONS iterations, the noise variance `sigma2` of the
+    full-data fit) and the coefficients.
     Re-fitting the transforms carries their uncertainty into the interval, which fixed transforms would hide.
     """
     n, n_ch = problem.rows.n_rows, len(d.channels)

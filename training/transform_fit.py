@@ -14,6 +14,9 @@ with r the residual, and the derivatives of the daily features come from the sam
 (`training.core.response.adstock` and `hill`, shared with serving): ∂a/∂λ is itself a geometric filter of
 a[t−1] − x[t], ∂h/∂log K = −s·h(1 − h), ∂h/∂log s = s·h(1 − h)·log(a/K).
 
+The rows of y and base, and the sparse map from daily features to rows, are a `training.fit_rows.FitRows`:
+the periods, or the days of daily revenue whitened for AR(1) noise.
+
 Why: a grid of transforms approximates the truth coarsely, and the ROI is sensitive to the transform (on the
 simulator, the grid point nearest the true transform gave a 18% spend-weighted ROI error where the true
 transform gave 7%); the cross-validated grid choice is used as a starting point only (`training.mmm`).
