@@ -40,14 +40,12 @@ class ServedModel:
     pointer: Pointer
     facts: ModelFacts = field(repr=False)
     column_of: Mapping[str, int] = field(init=False)  # lower-case channel -> column
-    coefficient_values: tuple[float, ...] = field(init=False)  # the same, as plain floats
     # Memo of request key orders already mapped to channels (valid ones only); filled by app.predict.
     key_orders: dict[tuple[str, ...], Callable[[Mapping[str, float]], tuple[float, ...]]] = field(
         init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "column_of", {c: i for i, c in enumerate(self.channels)})
-        object.__setattr__(self, "coefficient_values", tuple(self.coefficients.tolist()))
         self.coefficients.flags.writeable = False
 
     @property

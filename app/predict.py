@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from math import isfinite
-from operator import gt, itemgetter, le, mul
+from operator import gt, itemgetter, le
 from typing import Any
 
 import numpy as np
@@ -172,23 +172,21 @@ def _one(model: ServedModel, period: PeriodFacts, row: tuple[float, ...]) -> Ans
     if not isfinite(revenue):  # a product beyond float range
         raise _overflow([row], 0)
     total = sum(row)
+    by_channel = [dict(zip(model.channels, parts, strict=False))]
     if total > 0:
-        return [revenue], [revenue / total], [dict(zip(model.channels, parts, strict=False))], [media], [media / total]
-    return [revenue], [None], [dict(zip(model.channels, parts, strict=False))], [media], [None]  # `_ratio`'s None
+        return [revenue], [revenue / total], by_channel, [media], [media / total]
+    return [revenue], [None], by_channel, [media], [None]  # `_ratio`'s None
 
 
 def _few(model: ServedModel, period: PeriodFacts, spend: list[tuple[float, ...]], in_range: bool) -> Answer:
     """Revenue, ROI, contributions, media contribution and media ROI of a few instances, in plain floats."""
-    if model.facts.linear:
-        coefficients, intercept = model.coefficient_values, model.intercept
-        contributions = [list(map(mul, row, coefficients)) for row in spend]
-        media = [sum(row) for row in contributions]
-        revenue = [intercept + m for m in media]
+    facts = model.facts
+    if facts.linear:  # the period's base of a linear model is its intercept
+        contributions = [media_contributions_of_one(facts, period, row) for row in spend]
     else:
-        contributions = _media_parts(model.facts, period, spend, np.array(spend, dtype=np.float64),
-                                     in_range).tolist()
-        media = [sum(row) for row in contributions]
-        revenue = [period.base + m for m in media]
+        contributions = _media_parts(facts, period, spend, np.array(spend, dtype=np.float64), in_range).tolist()
+    media = [sum(row) for row in contributions]
+    revenue = [period.base + m for m in media]
     if not all(map(isfinite, revenue)):  # spend is finite and >= 0: only a product beyond float range
         raise _overflow(spend, next(i for i, value in enumerate(revenue) if not isfinite(value)))
     totals = [sum(row) for row in spend]
@@ -201,7 +199,7 @@ def _batch(model: ServedModel, period: PeriodFacts, matrix: np.ndarray, spend: l
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
         parts = media_contributions(model.facts, period, matrix)
         media = parts.sum(axis=1)
-        revenue = media + (model.intercept if model.facts.linear else period.base)
+        revenue = media + period.base  # a linear model's base is its intercept
         totals = matrix.sum(axis=1)
         roi, media_roi = revenue / totals, media / totals
     overflow = np.flatnonzero(~np.isfinite(revenue))
