@@ -219,15 +219,18 @@ def predict(model: ServedModel, spend: list[tuple[float, ...]], period_key: str 
     """
     facts = model.facts
     period = facts.period(period_key or facts.default_period)
-    matrix = np.array(spend, dtype=np.float64) if len(spend) >= VECTORISE_FROM else None
-    flagged = _out_of_range(facts, spend, matrix)
-    if len(spend) == 1:
+    if len(spend) == 1:  # the usual request
+        flagged = _out_of_range(facts, spend, None)
         revenue, roi, by_channel, media, media_roi = _one(model, period, spend[0])
-    elif matrix is None:
-        revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
+        warnings: list[list[str]] = [[]]
     else:
-        revenue, roi, by_channel, media, media_roi = _batch(model, period, matrix, spend)
-    warnings: list[list[str]] = [[]] if len(spend) == 1 else [[] for _ in spend]
+        matrix = np.array(spend, dtype=np.float64) if len(spend) >= VECTORISE_FROM else None
+        flagged = _out_of_range(facts, spend, matrix)
+        if matrix is None:
+            revenue, roi, by_channel, media, media_roi = _few(model, period, spend, not flagged)
+        else:
+            revenue, roi, by_channel, media, media_roi = _batch(model, period, matrix, spend)
+        warnings = [[] for _ in spend]
     out_of_range: list[str] = []
     if flagged:
         limits = facts.spend_limits

@@ -47,10 +47,21 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+def bytes_response(body: bytes, status: int = 200) -> Response:
+    """A response of JSON `body`, handed to the server as it is.
+
+    `mimetype` rather than `content_type`: the same header (werkzeug adds no charset to application/json),
+    0.4 µs less. `direct_passthrough`: werkzeug returns the body's one-item list to the server instead of
+    wrapping it in a generator that encodes each item and in a closing iterator (4 µs a request, a quarter of
+    what a prediction costs). Safe for bytes: there is nothing to encode, nothing to close, and werkzeug still
+    sends no body for HEAD.
+    """
+    return Response(body, status=status, mimetype="application/json", direct_passthrough=True)
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     """A JSON response (pydantic-core's serializer: faster than json.dumps)."""
-    # mimetype rather than content_type: the same header (werkzeug adds no charset to application/json), 0.4 µs less
-    return Response(pydantic_core.to_json(body), status=status, mimetype="application/json")
+    return bytes_response(pydantic_core.to_json(body), status)
 
 
 def prediction_response(body: dict[str, Any]) -> Response:
@@ -60,7 +71,7 @@ def prediction_response(body: dict[str, Any]) -> Response:
     conversion. The other answers keep `json_response`: orjson writes null where pydantic-core writes
     Infinity, and refuses numpy scalars but for that fallback.
     """
-    return Response(orjson.dumps(body, default=pydantic_core.to_jsonable_python), mimetype="application/json")
+    return bytes_response(orjson.dumps(body, default=pydantic_core.to_jsonable_python))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +139,9 @@ class _BodyTimeout(Exception):
     """The client did not send its whole body within BODY_TIMEOUT_SECONDS."""
 
 
-# Per greenlet (one per connection): (seconds, the event loop's timer of its body deadline), restarted for
-# each request on the connection. What gevent.Timeout does, without building one per request (1.6 µs against
-# 0.15 µs for a restart of the timer).
+# Per greenlet (one per connection): (seconds, the event loop's timer of its body deadline, the greenlet's
+# `throw`), the timer restarted for each request on the connection. What gevent.Timeout does, without building
+# one per request (1.6 µs against 0.15 µs for a restart of the timer).
 _deadlines = gevent.local.local()
 
 
@@ -140,9 +151,10 @@ def _read_body_within(environ: dict[str, Any], limit: int, seconds: float) -> by
         return _read_body(environ, limit)  # not under gevent (Flask's test client): the body is in memory
     deadline = getattr(_deadlines, "deadline", None)
     if deadline is None or deadline[0] != seconds:
-        deadline = _deadlines.deadline = (seconds, gevent.get_hub().loop.timer(seconds))
-    timer = deadline[1]
-    timer.start(gevent.getcurrent().throw, _BodyTimeout)  # fires in the event loop: raise in this greenlet
+        # The greenlet's `throw`, bound once: the timer fires in the event loop and raises in this greenlet.
+        deadline = _deadlines.deadline = (seconds, gevent.get_hub().loop.timer(seconds), gevent.getcurrent().throw)
+    _, timer, throw = deadline
+    timer.start(throw, _BodyTimeout)
     try:
         return _read_body(environ, limit)
     finally:
@@ -265,7 +277,7 @@ def predict_route(api: ApiState) -> Response:
     # documented `_get_current_object` (werkzeug.local.LocalProxy), 0.1 µs against 0.7 for `request.environ`.
     environ = request._get_current_object().environ
     body = json_body(environ, api)
-    if not body.strip():
+    if not body or body.isspace():  # the same ASCII whitespace as strip(), without copying the body
         raise ApiError(400, "empty_body", "request body is empty: expected a JSON object")
     try:
         # What `model_validate_json` calls, without its keyword plumbing (0.3 µs): the model's validator.

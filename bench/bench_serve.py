@@ -7,7 +7,9 @@ channels, monthly, `training.mmm`) into two temporary local stores, then in one 
   2. /predict under load, linear and media-mix: 32 keep-alive connections with wrk when it is on PATH, else
      a Python load generator (asyncio, one process per CPU);
   3. the ceiling: a bare Flask app answering constant JSON (bench/ceiling_app.py), same gunicorn settings,
-     same load, in BENCH_ROUNDS (5) rounds of BENCH_SECONDS (3) alternating with /predict's;
+     same load, in BENCH_ROUNDS (12) rounds of BENCH_SECONDS (2) alternating with /predict's, in an order
+     rotated each round (three identical ceilings measured so differ by at most 2%; 5 rounds of 3 s in a fixed
+     order let them differ by 10%);
   3b. POST /allocate on the media-mix model (10 channels): ALLOCATE_REQUESTS sequential requests over one
      connection with varied budgets and bounds, p50/p99 of the loopback round trip, each followed by the
      same request computed in-process (`training.core.planner.plan_budget`, the baseline: HTTP's share);
@@ -48,8 +50,9 @@ from training.core.registry import ModelRegistry, version_name  # noqa: E402
 from training.core.store import open_store  # noqa: E402
 
 CONNECTIONS = 32
-SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))  # per round and endpoint
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))  # per round and endpoint
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
+ATTACK_SECONDS = 3.0  # each slow-upload run
 CHANNELS = ["email", "search_engine", "social_media", "video"]
 INSTANCE = {"SEARCH_ENGINE": 522807, "SOCIAL_MEDIA": 518987, "VIDEO": 519625, "EMAIL": 520742}
 BODY = json.dumps(INSTANCE).encode()
@@ -311,15 +314,16 @@ def main() -> None:
                                                  mmm_body)
         ceiling, _ = start_gunicorn("bench.ceiling_app:app", ceiling_port, store, workdir / "ceiling.log")
         try:
-            # Alternate short rounds so that other load on the machine hits every side alike.
+            # Alternate short rounds so that other load on the machine hits every side alike, and rotate their
+            # order each round so that no side always follows the same one.
             api_rounds, ceiling_rounds, mmm_rounds = [], [], []
-            for _ in range(ROUNDS):
-                api_rounds.append(load(port))
-                ceiling_rounds.append(load(ceiling_port))
-                mmm_rounds.append(load(mmm_port, mmm_body))
+            sides = [(api_rounds, port, BODY), (ceiling_rounds, ceiling_port, BODY), (mmm_rounds, mmm_port, mmm_body)]
+            for round_number in range(ROUNDS):
+                for rounds, side_port, side_body in sides[round_number % 3:] + sides[:round_number % 3]:
+                    rounds.append(load(side_port, side_body))
             batches = {size: batch_ms(port, size) for size in (1_000, 10_000)}
             allocation = allocate_latency(mmm_port, mmm_store)
-            attacks = [slow_upload_attack(port, BODY, slow, seconds=SECONDS) for slow in (0, 8, 64)]
+            attacks = [slow_upload_attack(port, BODY, slow, seconds=ATTACK_SECONDS) for slow in (0, 8, 64)]
         finally:
             stop(api)
             stop(mmm_api)
@@ -352,7 +356,7 @@ def main() -> None:
           "(target <= 50 ms; loopback round trip)")
     print(f"cold start (process start → first 200 from /predict): ols {cold_start:.2f} s, mmm {mmm_cold_start:.2f} s  "
           "(target <= 1.0 s)")
-    print(f"slow uploads ({SECONDS:g} s each; 4 normal clients, a 200 within 1 s counts as answered; "
+    print(f"slow uploads ({ATTACK_SECONDS:g} s each; 4 normal clients, a 200 within 1 s counts as answered; "
           "target >= 99% answered):")
     print(f"{'slow clients':<14}{'normal sent':>12}{'answered':>10}{'share':>8}{'p50 ms':>9}{'p99 ms':>9}")
     for attack in attacks:

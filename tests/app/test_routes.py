@@ -341,6 +341,39 @@ def test_unread_body_leaves_the_connection_usable_for_the_next_request(api_serve
     assert json.loads(body)["predictions"]
 
 
+def test_json_answers_are_framed_by_their_length_and_head_gets_none(api_server):
+    """JSON answers go to the server as their bytes (`direct_passthrough`): framing and HEAD still hold."""
+    _, port, _ = api_server()
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(GOOD_REQUEST)
+        status, headers, body = read_answer(sock)
+        sock.sendall(b"HEAD /model HTTP/1.1\r\nHost: test\r\n\r\n")
+        head_status, head_headers, _ = read_answer_head(sock)
+        sock.sendall(b"GET /model HTTP/1.1\r\nHost: test\r\n\r\n")
+        model_status, model_headers, model_body = read_answer(sock)
+
+    assert (status, headers["content-type"], int(headers["content-length"])) == (200, "application/json", len(body))
+    assert json.loads(body)["predictions"]
+    assert head_status == 200 and int(head_headers["content-length"]) == len(model_body)
+    assert (model_status, model_headers["content-type"]) == (200, "application/json")
+    assert json.loads(model_body)["version"]
+
+
+def read_answer_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one answer to HEAD: its status line and headers, and whatever followed them (nothing, if right)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer's head: {buffer!r}"
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    assert rest == b"", f"a body after HEAD's answer: {rest[:80]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, rest
+
+
 @pytest.mark.parametrize("reset", [False, True])
 def test_client_leaving_mid_body_is_a_400_not_a_logged_500(api_server, reset):
     _, port, log_path = api_server(LOG_REQUESTS="true")
