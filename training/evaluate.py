@@ -123,14 +123,15 @@ def evaluate(data: PeriodData, model_config: ModelConfig,
              config: EvaluationConfig) -> tuple[model.FittedModel, Evaluation]:
     """Fit a candidate on all but the newest periods and score it on them; return it and its scores.
 
-    The candidate is fitted as a published model is, intervals included (a rejected run's record carries
-    them); the model itself does not depend on them. The CV folds are fitted without them, to keep a run fast.
+    The candidate and the CV folds are fitted without intervals (they refit the model many times, and the model
+    itself does not depend on them): a promoted run publishes the refit on all periods, with its own, and a
+    rejected run's record gets the candidate's from the gate (`pipeline.quality_gate`).
     """
     if len(data.periods) < 2:
         raise ValueError(f"periods: expected at least 2 periods with spend and revenue, got {len(data.periods)}")
     split = chronological_split(list(data.periods), config)
     train = data.subset(split.train_months)
-    fitted = model.fit_periods(train, model_config, intervals=True)
+    fitted = model.fit_periods(train, model_config, intervals=False)
     predicted = model.predict_periods(fitted.spec, data)
     holdout = np.isin(np.asarray(data.periods), split.holdout_months)
     predictions = pd.DataFrame({"actual": np.asarray(data.revenue, dtype=float), "predicted": predicted,

@@ -464,14 +464,28 @@ class _Challenger:
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
 
+    def with_intervals(self, config: ModelConfig) -> dict[str, Any]:
+        """The candidate's blocks, intervals and parameter count, its intervals included: the manifest's `fitted`.
+
+        Evaluation fits the candidate without intervals (a promoted run publishes the refit on all periods, with
+        its own); a rejected one is archived with them, so the candidate is fitted again on its training periods
+        with them. The fit is deterministic: the model must be the staged one, byte for byte.
+        """
+        train = self.data.subset(self.evaluation["split"]["train_months"])
+        fitted = model.fit_periods(train, config, intervals=True)
+        if artifact.dump_spec(fitted.spec) != self.model_bytes:
+            raise RuntimeError("the candidate fitted again with intervals differs from the staged one: expected "
+                               "the same model from the same periods and settings (were the model settings "
+                               "changed since train_and_evaluate?)")
+        return {"blocks": fitted.blocks(), "intervals": fitted.intervals, "n_parameters": fitted.n_parameters}
+
     def manifest(self, run_id: str, status: str, summary: dict[str, Any], gate_block: dict[str, Any],
-                 refit: bool, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
+                 refit: bool, fitted: dict[str, Any]) -> dict[str, Any]:
         """Return the manifest of a version built from this run (the refit model when `refit`).
 
-        `fitted` holds the refit model's blocks, intervals and parameter count (default: the candidate's).
+        `fitted` holds the model's blocks, intervals and parameter count (`with_intervals`, or the refit's).
         """
         split = self.evaluation["split"]
-        fitted = fitted or {key: self.evaluation[key] for key in ("blocks", "intervals", "n_parameters")}
         return {
             "status": status, "created_at": self.created_at.isoformat(timespec="seconds"), "run_id": run_id,
             "channels": list(summary["coefficients"]), "intercept": summary["intercept"],
@@ -528,7 +542,9 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
     doc = {**decision.to_dict(), "latest_generation": champion.generation if champion else None, "version": None}
     if not decision.promote:
         summary = challenger.evaluation["model"]
-        manifest = challenger.manifest(run_id, "rejected", summary, doc, refit=False)
+        fitted = challenger.with_intervals(settings.model)
+        doc["roi"] = fitted["blocks"]["roi"]  # the run's summary shows the archived model's intervals
+        manifest = challenger.manifest(run_id, "rejected", summary, doc, refit=False, fitted=fitted)
         doc["version"] = _publish_version(registry, challenger.model_bytes, manifest, challenger)
         log.warning("run %s: model %s rejected: %s", run_id, doc["version"], decision.reason,
                     extra={"event": events.MODEL_REJECTED, "run_id": run_id, "model_version": doc["version"],
@@ -704,7 +720,8 @@ def _result(settings: Settings, store: Store, run_id: str, docs: dict[str, dict[
         holdout_months=docs.get(EVALUATION_FILE, {}).get("split", {}).get("holdout_months", []),
         warnings=validation.get("warnings", []), files=files, algorithm=fitted.get("algorithm"),
         grain=docs.get(EVALUATION_FILE, {}).get("grain"),
-        roi=docs.get(PUBLISH_FILE, {}).get("roi") or docs.get(EVALUATION_FILE, {}).get("blocks", {}).get("roi", {}),
+        roi=docs.get(PUBLISH_FILE, {}).get("roi") or docs.get(GATE_FILE, {}).get("roi")
+        or docs.get(EVALUATION_FILE, {}).get("blocks", {}).get("roi", {}),
     )
 
 

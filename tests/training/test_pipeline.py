@@ -74,6 +74,9 @@ def test_run_promotes_first_model_publishes_manifest_and_records_it(good_data, s
     assert manifest["decomposition"]["periods"] == manifest["training"]["months"]
     assert manifest["intervals"]["method"].startswith("moving-block bootstrap")
     assert result.roi == manifest["roi"] and result.algorithm == "ols"
+    # bootstrapped once: the published refit has intervals, the candidate evaluated before it none
+    staged = json.loads(open_store(store_uri).read(pipeline.staging_key("run-1", pipeline.EVALUATION_FILE)))
+    assert staged["intervals"]["method"] is None
     row = open_metrics(settings.metrics).get("run-1")
     assert row["status"] == "promoted" and row["model_version"] == result.version
     assert row["holdout_r2"] == pytest.approx(result.metrics["holdout"]["r2"])
@@ -207,6 +210,11 @@ def test_much_worse_challenger_is_rejected_and_latest_stays(older_data, noisy_da
     assert open_store(store_uri).generation(LATEST_KEY) == generation
     archived = ModelRegistry(open_store(store_uri)).manifest(challenger.version)
     assert archived["status"] == "rejected" and archived["training"]["refit_on_all_months"] is False
+    # archived with the candidate's intervals, which the gate computes for a rejected run only
+    assert archived["intervals"]["method"].startswith("moving-block bootstrap")
+    for entry in archived["roi"]["channels"].values():
+        assert entry["roi_interval"][0] <= entry["roi"] <= entry["roi_interval"][1] and entry["roi_interval"][1] > 0
+    assert challenger.roi == archived["roi"]
     row = open_metrics(settings.metrics).get("challenger")
     assert row["status"] == "rejected" and row["champion_version"] == champion.version
     assert row["champion_rmse"] < row["holdout_rmse"]
@@ -218,6 +226,22 @@ def test_gate_threshold_rejection_names_the_numbers(good_data, tmp_path):
     assert result.exit_code == 3
     assert f"holdout R² {result.metrics['holdout']['r2']:.4g} < threshold 1" in result.reason
     assert latest_version(settings.store) is None
+
+
+def test_a_rejected_candidate_is_archived_only_if_refitting_it_gives_the_staged_model(good_data, tmp_path):
+    """The gate refits a rejected candidate for its intervals: settings changed since evaluation must not pass."""
+    settings = make_settings(good_data, str(tmp_path / "store"), tmp_path, **{"gate.evaluation_threshold": 1.0})
+    pipeline.validate_data(settings, "changed")
+    pipeline.train_and_evaluate(settings, "changed")
+    changed = make_settings(good_data, settings.store, tmp_path, **{"gate.evaluation_threshold": 1.0,
+                                                                  "model.fourier_order": 1})
+
+    with pytest.raises(RuntimeError, match="differs from the staged one"):
+        pipeline.quality_gate(changed, "changed")
+
+    assert ModelRegistry(open_store(settings.store)).versions() == []
+    assert pipeline.quality_gate(settings, "changed")["decision"] == "reject"  # with the run's own settings
+    assert len(ModelRegistry(open_store(settings.store)).versions()) == 1
 
 
 def test_concurrent_publishers_leave_one_pointer_history(good_data, store_uri, tmp_path):
