@@ -465,7 +465,7 @@ class _Challenger:
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
 
     def with_intervals(self, config: ModelConfig) -> dict[str, Any]:
-        """The candidate's blocks, intervals and parameter count, its intervals included: the manifest's `fitted`.
+        """The candidate's manifest blocks, intervals and parameter count, intervals computed: `manifest`'s `fitted`.
 
         Evaluation fits the candidate without intervals (a promoted run publishes the refit on all periods, with
         its own); a rejected one is archived with them, so the candidate is fitted again on its training periods
