@@ -464,19 +464,24 @@ class _Challenger:
                 comparison = gate.ChampionComparison(champion.version, [], note=f"it cannot be loaded ({exc.reason})")
         return gate.decide(self.evaluation["metrics"]["holdout"], config, comparison)
 
-    def with_intervals(self, config: ModelConfig) -> dict[str, Any]:
+    def with_intervals(self, settings: Settings) -> dict[str, Any]:
         """The candidate's manifest blocks, intervals and parameter count, intervals computed: `manifest`'s `fitted`.
 
         Evaluation fits the candidate without intervals (a promoted run publishes the refit on all periods, with
         its own); a rejected one is archived with them, so the candidate is fitted again on its training periods
-        with them. The fit is deterministic: the model must be the staged one, byte for byte.
+        with them. The fit is deterministic: the model must be the staged one, byte for byte. Raises ConfigError
+        when the settings changed since the run started (no retry can mend that), RuntimeError otherwise.
         """
         train = self.data.subset(self.evaluation["split"]["train_months"])
-        fitted = model.fit_periods(train, config, intervals=True)
+        fitted = model.fit_periods(train, settings.model, intervals=True)
         if artifact.dump_spec(fitted.spec) != self.model_bytes:
-            raise RuntimeError("the candidate fitted again with intervals differs from the staged one: expected "
-                               "the same model from the same periods and settings (were the model settings "
-                               "changed since train_and_evaluate?)")
+            now, then = settings.settings_fingerprint(), str(self.started.get("settings_fingerprint"))
+            if now != then:
+                raise ConfigError("settings", f"fingerprint {now[:12]}",
+                                  f"the settings run {self.started.get('run_id', '?')} started with (fingerprint "
+                                  f"{then[:12]}): the gate fits a rejected candidate again for its intervals")
+            raise RuntimeError("the candidate fitted again with intervals differs from the staged one with the "
+                               "same settings: expected the same model, byte for byte (a non-deterministic fit)")
         return {"blocks": fitted.blocks(), "intervals": fitted.intervals, "n_parameters": fitted.n_parameters}
 
     def manifest(self, run_id: str, status: str, summary: dict[str, Any], gate_block: dict[str, Any],
@@ -542,7 +547,7 @@ def quality_gate(settings: Settings, run_id: str, store: Store) -> dict[str, Any
     doc = {**decision.to_dict(), "latest_generation": champion.generation if champion else None, "version": None}
     if not decision.promote:
         summary = challenger.evaluation["model"]
-        fitted = challenger.with_intervals(settings.model)
+        fitted = challenger.with_intervals(settings)
         doc["roi"] = fitted["blocks"]["roi"]  # the run's summary shows the archived model's intervals
         manifest = challenger.manifest(run_id, "rejected", summary, doc, refit=False, fitted=fitted)
         doc["version"] = _publish_version(registry, challenger.model_bytes, manifest, challenger)

@@ -236,7 +236,7 @@ def test_a_rejected_candidate_is_archived_only_if_refitting_it_gives_the_staged_
     changed = make_settings(good_data, settings.store, tmp_path, **{"gate.evaluation_threshold": 1.0,
                                                                   "model.fourier_order": 1})
 
-    with pytest.raises(RuntimeError, match="differs from the staged one"):
+    with pytest.raises(ConfigError, match="settings='fingerprint .*: expected the settings run changed started with"):
         pipeline.quality_gate(changed, "changed")
 
     assert ModelRegistry(open_store(settings.store)).versions() == []
